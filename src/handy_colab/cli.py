@@ -1,0 +1,93 @@
+"""Command line: parse, dispatch, and turn a HandyColabError into one line and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import __version__
+from .errors import HandyColabError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="handy-colab", description=__doc__)
+    p.add_argument("--version", action="version", version=f"handy-colab {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="runtime side: start sshd and the tunnel from a config folder")
+    up.add_argument("folder", metavar="DIR", help="config folder (user_config.json + keys)")
+    up.add_argument("--name", help="runtime name (the ssh Host alias); default from the config")
+    up.add_argument(
+        "--foreground", action="store_true", help="stay attached; Ctrl-C stops the runtime"
+    )
+    up.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds to wait until reachable (default 60)"
+    )
+    up.add_argument(
+        "--no-install", action="store_true", help="skip the config's python_packages/os_packages"
+    )
+
+    st = sub.add_parser("status", help="health of the runtime(s); exit 0 only when healthy")
+    st.add_argument("name", nargs="?")
+    st.add_argument("--json", action="store_true")
+
+    dn = sub.add_parser("down", help="stop the runtime(s) and everything they started")
+    dn.add_argument("name", nargs="?")
+
+    lg = sub.add_parser("logs", help="the supervisor's log")
+    lg.add_argument("name", nargs="?")
+    lg.add_argument("-n", "--lines", type=int, default=200)
+
+    cn = sub.add_parser("connect", help="laptop side: write ~/.ssh config for a runtime")
+    cn.add_argument("source", metavar="SOURCE", help="connections/NAME.json or the config folder")
+    cn.add_argument("--identity", metavar="KEY", help="private key that logs into the runtime")
+    cn.add_argument("--ssh-config", metavar="FILE", help="write the Host block here instead")
+    cn.add_argument("--known-hosts", metavar="FILE", help="pin host keys here instead")
+    cn.add_argument("--name", help="which runtime, when the folder holds several")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "up":
+            from .commands.runtime_cmds import cmd_up
+
+            return cmd_up(
+                args.folder, args.name, args.foreground, args.timeout, not args.no_install
+            )
+        if args.command == "status":
+            from .commands.runtime_cmds import cmd_status
+
+            return cmd_status(args.name, args.json)
+        if args.command == "down":
+            from .commands.runtime_cmds import cmd_down
+
+            return cmd_down(args.name)
+        if args.command == "logs":
+            from .commands.runtime_cmds import cmd_logs
+
+            return cmd_logs(args.name, args.lines)
+        if args.command == "connect":
+            from .commands.connect import cmd_connect
+
+            return cmd_connect(
+                args.source, args.identity, args.ssh_config, args.known_hosts, args.name
+            )
+    except HandyColabError as exc:
+        print(f"handy-colab: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("handy-colab: interrupted", file=sys.stderr)
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The laptop side: ssh config blocks, pinned known_hosts, IDE hints."""

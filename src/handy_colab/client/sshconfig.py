@@ -1,0 +1,240 @@
+"""Write ``Host`` blocks and pinned host keys into files the tool owns.
+
+Each runtime's block sits between marker lines, so updating one runtime replaces only its
+own block and never touches anything else in the file. The user's ``~/.ssh/config`` only
+ever gains one ``Include`` line at the top (with a backup taken first).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import CONFIG_FILE, NAME_RE
+from ..connection import Descriptor
+from ..errors import ClientConfigError, ConfigError
+from ..fsutil import atomic_write, backup, read_text_or_empty
+from ..keys import load_private_key
+
+BEGIN = "# >>> handy-colab {name} >>>"
+END = "# <<< handy-colab {name} <<<"
+
+
+def default_paths() -> tuple[Path, Path, Path]:
+    ssh_dir = Path.home() / ".ssh"
+    return (
+        ssh_dir / "config",
+        ssh_dir / "config.d" / "handy-colab",
+        ssh_dir / "handy-colab_known_hosts",
+    )
+
+
+def _q(path: str) -> str:
+    return f'"{path}"' if " " in path else path
+
+
+def render_host_blocks(desc: Descriptor, identity: str | None, known_hosts: str) -> str:
+    """The Host block(s) for one runtime: the runtime itself, and its relay in private mode."""
+    common = [
+        f"    UserKnownHostsFile {_q(known_hosts)}",
+        "    StrictHostKeyChecking yes",
+        "    CheckHostIP no",
+        "    UpdateHostKeys no",
+    ]
+    ident = [f"    IdentityFile {_q(identity)}", "    IdentitiesOnly yes"] if identity else []
+    out = []
+    if desc.mode == "private":
+        out += [
+            f"Host {desc.relay_alias}",
+            f"    HostName {desc.relay_host}",
+            f"    Port {desc.relay_port}",
+            f"    User {desc.relay_user}",
+            f"    HostKeyAlias {desc.relay_alias}",
+            *common,
+            *ident,
+            "",
+        ]
+    out += [
+        f"Host {desc.name}",
+        f"    HostName {desc.host}",
+        f"    Port {desc.port}",
+        f"    User {desc.user}",
+        f"    HostKeyAlias {desc.name}",
+        *common,
+        *ident,
+        "    ServerAliveInterval 15",
+        "    ServerAliveCountMax 4",
+    ]
+    if desc.mode == "private":
+        out.append(f"    ProxyJump {desc.relay_alias}")
+    out += [f"    LocalForward {p} 127.0.0.1:{p}" for p in desc.forwards]
+    return "\n".join(out) + "\n"
+
+
+def replace_block(text: str, name: str, block: str) -> str:
+    """Replace (or append) the marked block for ``name``; everything else stays byte for byte."""
+    begin, end = BEGIN.format(name=name), END.format(name=name)
+    new = f"{begin}\n{block.rstrip()}\n{end}\n"
+    pattern = re.compile(rf"^{re.escape(begin)}\n.*?^{re.escape(end)}\n?", re.S | re.M)
+    if pattern.search(text):
+        return pattern.sub(lambda _m: new, text, count=1)
+    if text and not text.endswith("\n"):
+        text += "\n"
+    sep = "\n" if text.strip() else ""
+    return text + sep + new
+
+
+def known_hosts_lines(desc: Descriptor) -> dict[str, list[str]]:
+    entries = {desc.name: [f"{desc.name} {k}" for k in desc.host_keys]}
+    if desc.mode == "private":
+        entries[desc.relay_alias] = [f"{desc.relay_alias} {k}" for k in desc.relay_host_keys]
+    return entries
+
+
+def merge_known_hosts(text: str, entries: dict[str, list[str]]) -> str:
+    """Replace the lines of our aliases; leave every other line as it was."""
+    kept = [ln for ln in text.splitlines() if not ln.split() or ln.split()[0] not in entries]
+    for lines in entries.values():
+        kept.extend(lines)
+    return "\n".join(kept) + "\n"
+
+
+def _write_if_changed(path: Path, new: str, mode: int) -> Path | None:
+    """Atomically write ``new``; back up the previous content first. Returns the backup."""
+    old = read_text_or_empty(path)
+    if old == new and path.exists():
+        return None
+    bak = backup(path) if old else None
+    keep_mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else mode
+    atomic_write(path, new, mode=keep_mode)
+    return bak
+
+
+def ensure_include(user_config: Path, managed: Path) -> Path | None:
+    """Put ``Include <managed>`` at the top of the user's ssh config if absent."""
+    text = read_text_or_empty(user_config)
+    target = str(managed)
+    home = str(Path.home())
+    variants = {target, "~" + target[len(home) :] if target.startswith(home) else target}
+    for line in text.splitlines():
+        parts = line.strip().split(None, 1)
+        if (
+            len(parts) == 2
+            and parts[0].lower() == "include"
+            and any(v in parts[1].split() for v in variants)
+        ):
+            return None
+    # It must come first: an Include after a Host line would only apply inside that Host.
+    new = f"Include {_q(target)}\n" + ("\n" + text if text else "")
+    return _write_if_changed(user_config, new, 0o600)
+
+
+@dataclass
+class ConnectResult:
+    name: str
+    config_file: Path
+    known_hosts: Path
+    identity: str | None
+    include_in: Path | None
+    backups: list[Path] = field(default_factory=list)
+
+
+def _resolve_source(source: Path, name: str | None) -> tuple[Descriptor, Path | None]:
+    """Find the descriptor; for a config folder also return the folder."""
+    if source.is_dir():
+        conn = source / "connections"
+        if name:
+            return Descriptor.load(conn / f"{name}.json"), source
+        found = sorted(conn.glob("*.json")) if conn.is_dir() else []
+        if not found:
+            raise ConfigError(
+                f"{conn}: no connection descriptor found. Fix: run `handy-colab up "
+                f"{source}` on the runtime first (it writes connections/NAME.json)"
+            )
+        if len(found) > 1:
+            names = ", ".join(p.stem for p in found)
+            raise ConfigError(f"{conn}: several runtimes ({names}). Fix: pick one with --name")
+        return Descriptor.load(found[0]), source
+    if source.is_file() and source.name == CONFIG_FILE:
+        return _resolve_source(source.parent, name)
+    return Descriptor.load(source), None
+
+
+def _prepare_identity(
+    identity: Path | None, desc: Descriptor, folder: Path | None, key_dir: Path
+) -> str | None:
+    if identity is None and folder is not None and desc.identity_hint:
+        cand = folder / desc.identity_hint
+        if cand.is_file():
+            identity = cand
+    if identity is None:
+        return None
+    identity = identity.expanduser()
+    if not identity.is_file():
+        raise ClientConfigError(
+            f"{identity}: identity file not found. Fix: pass --identity with "
+            f"the private key that may log into the runtime"
+        )
+    open_perms = stat.S_IMODE(identity.stat().st_mode) & 0o077
+    if open_perms or (folder is not None and identity.parent == folder):
+        # ssh refuses keys readable by others, and a Drive copy may vanish: keep a 0600 copy.
+        key = load_private_key(identity)
+        if key is None:
+            raise ClientConfigError(
+                f"{identity}: not an SSH private key. Fix: pass the private "
+                f"key (not the .pub) with --identity"
+            )
+        dest = key_dir / f"handy-colab-{desc.name}.key"
+        atomic_write(dest, key.data, mode=0o600)
+        return str(dest)
+    return str(identity.resolve())
+
+
+def connect(
+    source: Path,
+    *,
+    identity: Path | None = None,
+    ssh_config: Path | None = None,
+    known_hosts: Path | None = None,
+    name: str | None = None,
+) -> ConnectResult:
+    if name is not None and not NAME_RE.match(name):
+        raise ConfigError(
+            f"--name '{name}' is not a valid runtime name. Fix: use letters, "
+            f"digits, '.', '_' or '-'"
+        )
+    desc, folder = _resolve_source(source.expanduser().resolve(), name)
+    user_config, managed, default_known = default_paths()
+    include_in: Path | None = None
+    if ssh_config is not None:
+        managed = ssh_config.expanduser().resolve()
+    else:
+        include_in = user_config
+    known = known_hosts.expanduser().resolve() if known_hosts else default_known
+    try:
+        for d in {managed.parent, known.parent}:
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ident = _prepare_identity(identity, desc, folder, known.parent)
+        backups: list[Path] = []
+        block = render_host_blocks(desc, ident, str(known))
+        bak = _write_if_changed(
+            managed, replace_block(read_text_or_empty(managed), desc.name, block), 0o600
+        )
+        backups += [bak] if bak else []
+        bak = _write_if_changed(
+            known, merge_known_hosts(read_text_or_empty(known), known_hosts_lines(desc)), 0o600
+        )
+        backups += [bak] if bak else []
+        if include_in is not None:
+            bak = ensure_include(include_in, managed)
+            backups += [bak] if bak else []
+    except OSError as exc:
+        raise ClientConfigError(
+            f"{exc.filename}: cannot write ({exc.strerror}). Fix: check "
+            f"permissions, or pass --ssh-config/--known-hosts elsewhere"
+        ) from None
+    os.chmod(managed, stat.S_IMODE(managed.stat().st_mode) & ~0o022)
+    return ConnectResult(desc.name, managed, known, ident, include_in, backups)

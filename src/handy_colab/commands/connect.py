@@ -1,0 +1,32 @@
+"""`connect`: the laptop side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..client.sshconfig import connect
+
+
+def cmd_connect(
+    source: str,
+    identity: str | None,
+    ssh_config: str | None,
+    known_hosts: str | None,
+    name: str | None,
+) -> int:
+    res = connect(
+        Path(source),
+        identity=Path(identity) if identity else None,
+        ssh_config=Path(ssh_config) if ssh_config else None,
+        known_hosts=Path(known_hosts) if known_hosts else None,
+        name=name,
+    )
+    print(f"Wrote Host '{res.name}' to {res.config_file}")
+    print(f"Pinned its host key in {res.known_hosts}")
+    if res.include_in is not None:
+        print(f"{res.include_in} includes it")
+    for bak in res.backups:
+        print(f"Backup of the previous file: {bak}")
+    how = f"ssh -F {res.config_file} {res.name}" if res.include_in is None else f"ssh {res.name}"
+    print(f"Now: {how}")
+    return 0

@@ -1,0 +1,106 @@
+"""`up`, `down`, `status`, `logs`: the runtime side."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import runtime
+from ..connection import render_block
+
+
+def cmd_up(folder: str, name: str | None, foreground: bool, timeout: float, install: bool) -> int:
+    res = runtime.up(folder, name=name, timeout=timeout, install=install)
+    if res.already_running:
+        print(
+            f"Runtime '{res.cfg.name}' is already running (supervisor pid "
+            f"{res.state.get('pid')}); nothing started.\n"
+        )
+    print(render_block(res.descriptor, res.descriptor_path, None), end="")
+    if not foreground:
+        return 0
+    # Foreground: stay attached; Ctrl-C (or SIGTERM) takes the runtime down with us.
+    print(f"\nRunning in the foreground; Ctrl-C stops runtime '{res.cfg.name}'.", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        _healthy, st = runtime.status(res.cfg.name)
+        if st.get("phase") in ("dead", "stopped", "failed"):
+            print(
+                f"runtime '{res.cfg.name}' ended: {st.get('error') or st.get('phase')}",
+                file=sys.stderr,
+            )
+            return 1
+    runtime.down(res.cfg.name)
+    return 0
+
+
+def _ago(ts: Any) -> str:
+    if not isinstance(ts, (int, float)):
+        return "-"
+    when = datetime.datetime.fromtimestamp(ts).strftime("%H:%M:%S")
+    return f"since {when} ({int(time.time() - ts)}s)"
+
+
+def cmd_status(name: str | None, as_json: bool) -> int:
+    names = [name] if name else runtime.names()
+    if not names:
+        print("no runtime has been started here")
+        return 3
+    worst = 0
+    for n in names:
+        healthy, st = runtime.status(n)
+        if as_json:
+            print(json.dumps(dict(st, healthy=healthy), indent=2, sort_keys=True))
+        elif not st:
+            print(f"{n}: never started")
+        else:
+            print(
+                f"{n}: {'healthy' if healthy else 'NOT healthy'} - {st.get('phase')} "
+                f"{_ago(st.get('since'))}, supervisor pid {st.get('pid')}"
+            )
+            srv, tun = st.get("server") or {}, st.get("tunnel") or {}
+            print(
+                f"  server  {srv.get('kind', '-')}: {srv.get('state', '-')} "
+                f"{_ago(srv.get('since'))}, 127.0.0.1:{srv.get('port')}, "
+                f"restarts {srv.get('restarts', 0)}"
+                + (f", last error: {srv['last_error']}" if srv.get("last_error") else "")
+            )
+            print(
+                f"  tunnel  {tun.get('kind', '-')}: {tun.get('state', '-')} "
+                f"{_ago(tun.get('since'))}, {tun.get('endpoint')}, "
+                f"reconnects {tun.get('reconnects', 0)}"
+                + (f", last error: {tun['last_error']}" if tun.get("last_error") else "")
+            )
+            if st.get("error"):
+                print(f"  error: {st['error']}")
+        worst = max(worst, 0 if healthy else 1)
+    return worst
+
+
+def cmd_down(name: str | None) -> int:
+    names = [name] if name else runtime.names()
+    if not names:
+        print("nothing to stop")
+        return 0
+    for n in names:
+        print(f"{n}: {'stopped' if runtime.down(n) else 'was not running'}")
+    return 0
+
+
+def cmd_logs(name: str | None, lines: int) -> int:
+    path: Path = runtime.log_path(runtime.resolve_name(name))
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        print(f"no log yet at {path}")
+        return 1
+    print("\n".join(text[-lines:]))
+    return 0

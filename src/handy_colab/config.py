@@ -1,0 +1,384 @@
+"""The config folder: the seed's ``user_config.json`` plus a validated superset.
+
+The seed format (handy-google-colab) keeps working unchanged::
+
+    {"tunnel_options": {"service_url": "user-12345.portmap.host",
+                        "service_port": 12345, "local_port": 12345},
+     "python_packages": [...], "os_packages": [...]}
+
+with the keys found in the folder by content: the private key logs into the relay as the
+user named by its file name up to the first dot (``<user>.<config>.pem``), on port 22, and
+the public key(s) may log into the runtime. See docs/config.md for the superset.
+"""
+
+from __future__ import annotations
+
+import difflib
+import getpass
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import ConfigError, KeyFileError
+from .keys import (
+    HOST_KEY_DIR,
+    PrivateKey,
+    PublicKey,
+    load_private_key,
+    load_public_keys,
+    parse_public_key_line,
+    scan_folder,
+)
+
+CONFIG_FILE = "user_config.json"
+CONNECTIONS_DIR = "connections"
+RELAY_KNOWN_HOSTS = "relay_known_hosts"
+DEFAULT_NAME = "colab"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+# Files the tool itself keeps in the folder; never mistaken for user keys.
+_OWN_FILES = {CONFIG_FILE, RELAY_KNOWN_HOSTS, CONNECTIONS_DIR, HOST_KEY_DIR}
+
+Mode = Literal["public", "private"]
+
+_TOP_FIELDS = {
+    "tunnel_options",
+    "python_packages",
+    "os_packages",
+    "name",
+    "mode",
+    "relay",
+    "server",
+    "forwards",
+}
+_SEED_TUNNEL_FIELDS = {"service_url", "service_port", "local_port"}
+_RELAY_FIELDS = {
+    "host",
+    "port",
+    "user",
+    "key",
+    "host_key",
+    "remote_port",
+    "public_host",
+    "bind_address",
+    "jump_user",
+}
+_SERVER_FIELDS = {"port", "authorized_keys"}
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    host: str
+    port: int
+    user: str
+    remote_port: int
+    key: PrivateKey
+    host_key: str | None  # pinned "type base64"; None = record on first use
+    public_host: str  # where the laptop connects in public mode
+    bind_address: str | None
+    jump_user: str  # account the laptop uses for ProxyJump in private mode
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    folder: Path
+    name: str
+    mode: Mode
+    relay: RelayConfig
+    server_port: int  # 0 = pick a free port on 127.0.0.1
+    authorized_keys: tuple[PublicKey, ...]
+    forwards: tuple[int, ...]
+    python_packages: tuple[str, ...] = ()
+    os_packages: tuple[str, ...] = ()
+    login_user: str = field(default_factory=getpass.getuser)
+
+    @property
+    def relay_known_hosts(self) -> Path:
+        return self.folder / RELAY_KNOWN_HOSTS
+
+    @property
+    def connections_dir(self) -> Path:
+        return self.folder / CONNECTIONS_DIR
+
+
+class _Fields:
+    """Typed access to one JSON object, with errors that name file and field."""
+
+    def __init__(self, file: Path, prefix: str, data: Any, allowed: set[str]) -> None:
+        self.file = file
+        self.prefix = prefix
+        if not isinstance(data, dict):
+            raise self.error("", f"must be a JSON object, not {_typename(data)}", "use {...}")
+        self.data: dict[str, Any] = data
+        for key in data:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, sorted(allowed), n=1)
+                hint = (
+                    f"did you mean '{close[0]}'?"
+                    if close
+                    else (f"known fields: {', '.join(sorted(allowed))}")
+                )
+                raise self.error(key, "is not a known field", hint)
+
+    def where(self, key: str) -> str:
+        return f"{self.prefix}.{key}" if self.prefix and key else (self.prefix or key)
+
+    def error(self, key: str, problem: str, fix: str) -> ConfigError:
+        name = self.where(key)
+        subject = f"field '{name}' " if name else ""
+        return ConfigError(f"{self.file}: {subject}{problem}. Fix: {fix}")
+
+    def has(self, key: str) -> bool:
+        return self.data.get(key) is not None
+
+    def str_(self, key: str, default: str | None = None) -> str | None:
+        value = self.data.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(
+                key,
+                f"must be a non-empty string, not {_typename(value)}",
+                f'write it as "{key}": "..."',
+            )
+        return value.strip()
+
+    def port(self, key: str, default: int | None = None, allow_zero: bool = False) -> int | None:
+        value = self.data.get(key)
+        if value is None:
+            return default
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value.strip())
+        low = 0 if allow_zero else 1
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 65535:
+            raise self.error(
+                key,
+                f"must be a port number {low}-65535, not {value!r}",
+                f'write it as "{key}": 2222',
+            )
+        return value
+
+    def str_list(self, key: str) -> list[str]:
+        value = self.data.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.error(key, "must be a list of strings", f'write it as "{key}": ["..."]')
+        return list(value)
+
+    def sub(self, key: str, allowed: set[str]) -> _Fields:
+        return _Fields(self.file, self.where(key), self.data.get(key) or {}, allowed)
+
+
+def _typename(value: Any) -> str:
+    return {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }.get(type(value), "a value")
+
+
+def load_config(folder: str | Path, name: str | None = None) -> RuntimeConfig:
+    """Read and validate the config folder. Raises ConfigError with a one-line message."""
+    folder = Path(folder).expanduser().resolve()
+    if not folder.is_dir():
+        raise ConfigError(
+            f"{folder}: config folder not found. Fix: pass the folder that "
+            f"holds {CONFIG_FILE} and your keys (e.g. a mounted Drive folder)"
+        )
+    cfg_path = folder / CONFIG_FILE
+    try:
+        text = cfg_path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{cfg_path}: file not found. Fix: create it; see docs/config.md for a minimal example"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"{cfg_path}: cannot read it ({exc.strerror}). Fix: check the file's permissions"
+        ) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{cfg_path}: invalid JSON at line {exc.lineno} column {exc.colno}: "
+            f"{exc.msg}. Fix: correct the JSON syntax there"
+        ) from None
+    top = _Fields(cfg_path, "", data, _TOP_FIELDS)
+    seed = top.sub("tunnel_options", _SEED_TUNNEL_FIELDS)
+    relay_f = top.sub("relay", _RELAY_FIELDS)
+    server_f = top.sub("server", _SERVER_FIELDS)
+
+    run_name = name or top.str_("name", DEFAULT_NAME) or DEFAULT_NAME
+    if not NAME_RE.match(run_name):
+        raise top.error(
+            "name",
+            f"'{run_name}' is not a valid runtime name",
+            "use letters, digits, '.', '_' or '-' (it becomes an ssh Host alias)",
+        )
+
+    mode = top.str_("mode", "public")
+    if mode not in ("public", "private"):
+        raise top.error(
+            "mode",
+            f"'{mode}' is not a known access mode",
+            'use "public" (the relay exposes the port) or "private" (ProxyJump)',
+        )
+
+    # Keys: by content, as the seed did; the superset may name them explicitly.
+    scan = scan_folder(folder, skip=_OWN_FILES)
+    key_name = relay_f.str_("key")
+    if key_name is not None:
+        relay_key = _named_private_key(folder, key_name, relay_f)
+    else:
+        if not scan.private:
+            if scan.encrypted_errors:
+                raise scan.encrypted_errors[0]
+            raise ConfigError(
+                f"{folder}: no private key found for logging into the relay. Fix: "
+                f"put the relay's private key file (e.g. <user>.first.pem) in "
+                f"the folder, or name it in {CONFIG_FILE} field 'relay.key'"
+            )
+        if len(scan.private) > 1:
+            names = ", ".join(k.path.name for k in scan.private)
+            raise relay_f.error(
+                "key",
+                f"is not set and the folder holds several private keys ({names})",
+                f'name the relay key, e.g. "key": "{scan.private[0].path.name}"',
+            )
+        relay_key = scan.private[0]
+
+    host = relay_f.str_("host") or seed.str_("service_url")
+    if host is None:
+        raise relay_f.error(
+            "host",
+            "is missing",
+            '"relay": {"host": "relay.example.org"} '
+            '(or the seed\'s "tunnel_options": {"service_url": ...})',
+        )
+    remote_port = relay_f.port("remote_port") or seed.port("service_port")
+    if remote_port is None:
+        raise relay_f.error(
+            "remote_port",
+            "is missing",
+            "set the port the relay forwards, e.g. "
+            '"relay": {"remote_port": 2222} (or the seed\'s service_port)',
+        )
+    user = relay_f.str_("user") or relay_key.path.name.split(".", 1)[0]
+    host_key = relay_f.str_("host_key")
+    if host_key is not None:
+        parsed = parse_public_key_line(host_key, "config")
+        if parsed is None:
+            raise relay_f.error(
+                "host_key",
+                "is not an SSH public key",
+                'paste the relay\'s key as "ssh-ed25519 AAAA..." (from `ssh-keyscan HOST`)',
+            )
+        host_key = parsed.blob
+    bind = relay_f.str_("bind_address")
+
+    relay = RelayConfig(
+        host=host,
+        port=relay_f.port("port", 22) or 22,
+        user=user,
+        remote_port=remote_port,
+        key=relay_key,
+        host_key=host_key,
+        public_host=relay_f.str_("public_host") or host,
+        bind_address=bind,
+        jump_user=relay_f.str_("jump_user") or user,
+    )
+
+    authorized = _authorized_keys(folder, server_f, scan.public, relay_key)
+
+    forwards: list[int] = []
+    local_port = seed.port("local_port")
+    if local_port is not None:
+        forwards.append(local_port)
+    raw_fwd = top.data.get("forwards") or []
+    if not isinstance(raw_fwd, list):
+        raise top.error("forwards", "must be a list of port numbers", '"forwards": [6006, 8888]')
+    fwd_f = _Fields(
+        cfg_path,
+        "forwards",
+        {str(i): v for i, v in enumerate(raw_fwd)},
+        {str(i) for i in range(len(raw_fwd))},
+    )
+    for i in range(len(raw_fwd)):
+        p = fwd_f.port(str(i))
+        if p is not None and p not in forwards:
+            forwards.append(p)
+
+    return RuntimeConfig(
+        folder=folder,
+        name=run_name,
+        mode=mode,  # type: ignore[arg-type]
+        relay=relay,
+        server_port=server_f.port("port", 0, allow_zero=True) or 0,
+        authorized_keys=tuple(authorized),
+        forwards=tuple(forwards),
+        python_packages=tuple(top.str_list("python_packages")),
+        os_packages=tuple(top.str_list("os_packages")),
+    )
+
+
+def _named_private_key(folder: Path, key_name: str, relay_f: _Fields) -> PrivateKey:
+    path = (folder / key_name).expanduser()
+    if not path.is_file():
+        raise relay_f.error(
+            "key",
+            f"names {path}, which does not exist",
+            "give the file name of the relay's private key in the folder",
+        )
+    try:
+        key = load_private_key(path)
+    except KeyFileError:
+        raise
+    if key is None:
+        raise relay_f.error(
+            "key",
+            f"names {path}, which is not an SSH private key",
+            "point it at the private key file (not the .pub)",
+        )
+    return key
+
+
+def _authorized_keys(
+    folder: Path, server_f: _Fields, found: list[PublicKey], relay_key: PrivateKey
+) -> list[PublicKey]:
+    entries = server_f.str_list("authorized_keys")
+    keys: list[PublicKey] = []
+    if entries:
+        for i, entry in enumerate(entries):
+            literal = parse_public_key_line(entry, "config")
+            if literal is not None:
+                keys.append(literal)
+                continue
+            path = folder / entry
+            loaded = load_public_keys(path) if path.is_file() else []
+            if not loaded:
+                raise server_f.error(
+                    f"authorized_keys[{i}]",
+                    f"'{entry}' is neither a public key "
+                    "line nor a file in the folder holding public keys",
+                    'use "ssh-ed25519 AAAA... me@laptop" or a .pub file name',
+                )
+            keys.extend(loaded)
+    else:
+        keys = list(found)
+    if not keys:
+        # The seed derived the public key from the portmap key; do the same when none is given,
+        # so a folder with just the .pem still lets its owner log in.
+        keys = [PublicKey(line=relay_key.public_line, source=relay_key.path.name)]
+    seen: set[str] = set()
+    unique = []
+    for key in keys:
+        if key.blob not in seen:
+            seen.add(key.blob)
+            unique.append(key)
+    return unique

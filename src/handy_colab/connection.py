@@ -1,0 +1,193 @@
+"""What the laptop needs to reach a runtime: the descriptor and the printed connection block.
+
+The descriptor (``DIR/connections/NAME.json``) holds no secret: host keys are public and the
+identity is only named, never copied into it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import RuntimeConfig
+from .errors import ConfigError
+from .fsutil import atomic_write
+from .keys import fingerprint, parse_public_key_line
+
+FORMAT = 1
+
+
+@dataclass
+class Descriptor:
+    name: str
+    mode: str  # "public" | "private"
+    user: str  # login user on the runtime
+    host_keys: list[str]  # the runtime's host keys, "type base64"
+    relay_host: str
+    relay_port: int
+    relay_user: str  # account for ProxyJump (private mode)
+    relay_host_keys: list[str]
+    public_host: str
+    remote_port: int
+    python: str = ""
+    home: str = ""
+    forwards: list[int] = field(default_factory=list)
+    identity_hint: str = ""  # file name of the key in the config folder, if any
+    format: int = FORMAT
+
+    # Where ssh connects for the runtime itself.
+    @property
+    def host(self) -> str:
+        return self.public_host if self.mode == "public" else "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return self.remote_port
+
+    @property
+    def relay_alias(self) -> str:
+        return f"{self.name}-relay"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str) -> Descriptor:
+        known = {f for f in cls.__dataclass_fields__}
+        try:
+            desc = cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as exc:
+            raise ConfigError(
+                f"{source}: not a handy-colab connection descriptor ({exc}). Fix: "
+                f"use the connections/NAME.json file written by `up`"
+            ) from None
+        if desc.format > FORMAT:
+            raise ConfigError(
+                f"{source}: descriptor format {desc.format} is newer than this "
+                f"handy-colab understands. Fix: upgrade handy-colab on the laptop"
+            )
+        if not desc.host_keys or any(
+            parse_public_key_line(k, source) is None for k in desc.host_keys
+        ):
+            raise ConfigError(
+                f"{source}: field 'host_keys' must list the runtime's public host "
+                f"keys. Fix: run `handy-colab up` again to rewrite it"
+            )
+        return desc
+
+    @classmethod
+    def load(cls, path: Path) -> Descriptor:
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(
+                f"{path}: descriptor not found. Fix: run `handy-colab up` on the "
+                f"runtime first; it writes connections/NAME.json"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"{path}: cannot read the descriptor ({exc}). Fix: copy it again "
+                f"from the runtime's config folder"
+            ) from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: not a descriptor object. Fix: use connections/NAME.json")
+        return cls.from_dict(data, str(path))
+
+
+def relay_host_keys(cfg: RuntimeConfig) -> list[str]:
+    """The relay's pinned key: from the config, or as recorded on first use."""
+    if cfg.relay.host_key:
+        return [cfg.relay.host_key]
+    from .tunnels.openssh import known_hosts_pattern
+
+    pattern = known_hosts_pattern(cfg.relay.host, cfg.relay.port)
+    keys = []
+    try:
+        lines = cfg.relay_known_hosts.read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 3 and pattern in parts[0].split(","):
+            keys.append(f"{parts[1]} {parts[2]}")
+    return keys
+
+
+def build_descriptor(cfg: RuntimeConfig, host_key_line: str) -> Descriptor:
+    pub = parse_public_key_line(host_key_line, "host key")
+    assert pub is not None
+    return Descriptor(
+        name=cfg.name,
+        mode=cfg.mode,
+        user=cfg.login_user,
+        host_keys=[pub.blob],
+        relay_host=cfg.relay.host,
+        relay_port=cfg.relay.port,
+        relay_user=cfg.relay.jump_user,
+        relay_host_keys=relay_host_keys(cfg),
+        public_host=cfg.relay.public_host,
+        remote_port=cfg.relay.remote_port,
+        python=sys.executable,
+        home=os.path.expanduser("~"),
+        forwards=list(cfg.forwards),
+        identity_hint=cfg.relay.key.path.name,
+    )
+
+
+def write_descriptor(cfg: RuntimeConfig, desc: Descriptor) -> Path:
+    path = cfg.connections_dir / f"{desc.name}.json"
+    atomic_write(path, desc.to_json())
+    return path
+
+
+def ssh_command(desc: Descriptor, identity: str | None = None) -> str:
+    ident = f"-i {identity} " if identity else ""
+    if desc.mode == "public":
+        port = f"-p {desc.port} " if desc.port != 22 else ""
+        return f"ssh {ident}{port}{desc.user}@{desc.host}"
+    return (
+        f"ssh {ident}-J {desc.relay_user}@{desc.relay_host}:{desc.relay_port} "
+        f"-p {desc.port} {desc.user}@127.0.0.1"
+    )
+
+
+def render_block(desc: Descriptor, descriptor_path: Path | None, identity: str | None) -> str:
+    """The human-readable connection block `up` prints."""
+    from .client.sshconfig import render_host_blocks
+
+    fp = ", ".join(fingerprint(k) for k in desc.host_keys)
+    workdir = desc.home or "~"
+    src = str(descriptor_path) if descriptor_path else "DIR/connections/NAME.json"
+    lines = [
+        f"Runtime '{desc.name}' is reachable through the relay ({desc.mode} mode).",
+        f"Host key fingerprint: {fp}",
+        "",
+        "Easiest: on the laptop, with the descriptor (or the config folder) at hand:",
+        f"    handy-colab connect {src}" + (f" --identity {identity}" if identity else ""),
+        f"    ssh {desc.name}",
+        "",
+        "Or by hand (check that the fingerprint above is what ssh shows):",
+        f"    {ssh_command(desc, identity)}",
+        "",
+        "~/.ssh/config block (handy-colab connect writes it, with the host key pinned):",
+    ]
+    lines += [
+        "    " + ln
+        for ln in render_host_blocks(desc, identity, "~/.ssh/handy-colab_known_hosts")
+        .rstrip()
+        .splitlines()
+    ]
+    lines += [
+        "",
+        f"VS Code:  code --remote ssh-remote+{desc.name} {workdir}",
+        "PyCharm:  Settings > Python Interpreter > Add > On SSH",
+        f"          host {desc.host if desc.mode == 'public' else desc.name + ' (needs the'}"
+        + ("" if desc.mode == "public" else " ssh config above; or ProxyJump)"),
+        f"          port {desc.port}, user {desc.user}, key {identity or desc.identity_hint}",
+        f"          interpreter {desc.python}",
+    ]
+    return "\n".join(lines) + "\n"

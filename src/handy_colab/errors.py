@@ -1,0 +1,42 @@
+"""One error hierarchy; the CLI catches `HandyColabError` once and prints it on one line."""
+
+from __future__ import annotations
+
+
+class HandyColabError(Exception):
+    """Base of every error this package raises on purpose.
+
+    ``str(err)`` is a single line that names what is wrong and how to fix it.
+    """
+
+    exit_code = 1
+
+
+class ConfigError(HandyColabError):
+    """The config folder or one of its fields is invalid."""
+
+    exit_code = 2
+
+
+class KeyFileError(ConfigError):
+    """A key file is missing, unreadable, encrypted or of the wrong kind."""
+
+
+class ServerError(HandyColabError):
+    """The runtime's SSH server could not be installed or started."""
+
+
+class TunnelError(HandyColabError):
+    """The reverse tunnel to the relay could not be opened."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class StateError(HandyColabError):
+    """Runtime state (pid files, state.json) is missing or inconsistent."""
+
+
+class ClientConfigError(HandyColabError):
+    """The laptop's ssh config or known_hosts could not be written safely."""

@@ -1,0 +1,241 @@
+"""Child processes: one `run_subprocess` helper and a watched long-lived child.
+
+A `WatchedProcess` reads its child's output on a thread, logs every line, keeps the last
+lines for error messages and lets the caller wait for a readiness line with a deadline
+(the way pyngrok waits for ngrok's "started tunnel" line).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import errno
+import logging
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def run_subprocess(
+    argv: Sequence[str],
+    *,
+    timeout: float = 600,
+    check: bool = False,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    log.debug("run: %s", " ".join(argv))
+    return subprocess.run(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+        env=env,
+    )
+
+
+class WatchedProcess:
+    """A long-lived child whose merged stdout/stderr is logged line by line."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        label: str,
+        logger: logging.Logger | None = None,
+        keep_lines: int = 40,
+    ) -> None:
+        self.argv = list(argv)
+        self.label = label
+        self._log = logger or log
+        self._lines: collections.deque[str] = collections.deque(maxlen=keep_lines)
+        self._cond = threading.Condition()
+        self._eof = False
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            bufsize=1,
+        )
+        self._seen: list[str] = []
+        self._reader = threading.Thread(target=self._read, name=f"{label}-reader", daemon=True)
+        self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw.rstrip("\n")
+            self._log.info("%s: %s", self.label, line)
+            with self._cond:
+                self._lines.append(line)
+                # Readiness matching needs every line since start, not just the tail; keep a
+                # bounded window so a chatty child cannot grow memory without end.
+                self._seen.append(line)
+                if len(self._seen) > 2000:
+                    del self._seen[:1000]
+                self._cond.notify_all()
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+
+    def last_lines(self, n: int = 10) -> list[str]:
+        with self._cond:
+            return list(self._lines)[-n:]
+
+    def wait_for(
+        self, ready: re.Pattern[str], fail: re.Pattern[str] | None, timeout: float
+    ) -> tuple[str, str]:
+        """Wait for a line matching ``ready`` or ``fail``, or for the child to exit.
+
+        Returns ``("ready", line)``, ``("failed", line)``, ``("exited", "")`` or
+        ``("timeout", "")``.
+        """
+        deadline = time.monotonic() + timeout
+        idx = 0
+        with self._cond:
+            while True:
+                while idx < len(self._seen):
+                    line = self._seen[idx]
+                    idx += 1
+                    if ready.search(line):
+                        return "ready", line
+                    if fail is not None and fail.search(line):
+                        return "failed", line
+                if self._eof:
+                    return "exited", ""
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return "timeout", ""
+                self._cond.wait(min(left, 0.2))
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, grace: float = 3.0) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.terminate()
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
+                self.proc.wait(grace)
+        self._reader.join(timeout=2)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); treat it as dead.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def kill_group(pgid: int, grace: float = 5.0) -> None:
+    """SIGTERM a process group, then SIGKILL whatever is left after ``grace`` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        except PermissionError as exc:
+            if exc.errno == errno.EPERM:
+                return
+            raise
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if not group_alive(pgid):
+                return
+            time.sleep(0.05)
+
+
+def group_alive(pgid: int) -> bool:
+    """True while any non-zombie process is in process group ``pgid``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[-1].split()
+        # fields: state ppid pgrp ...
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def _proc_table() -> dict[int, tuple[int, int, str]]:
+    """pid -> (ppid, pgid, state) for every process we can see."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        table[int(entry.name)] = (int(fields[1]), int(fields[2]), fields[0])
+    return table
+
+
+def group_and_descendants(pgid: int) -> set[int]:
+    """Every live process in group ``pgid`` plus all their descendants.
+
+    sshd puts each connection in a session of its own, so a plain killpg would leave the
+    users' sessions running after ``down``; the parent links still lead back to us.
+    """
+    table = _proc_table()
+    found = {pid for pid, (_, grp, st) in table.items() if grp == pgid and st != "Z"}
+    grew = True
+    while grew:
+        grew = False
+        for pid, (ppid, _, st) in table.items():
+            if ppid in found and pid not in found and st != "Z":
+                found.add(pid)
+                grew = True
+    return found
+
+
+def kill_tree(pgid: int, grace: float = 5.0) -> None:
+    """Stop group ``pgid`` and every descendant: SIGTERM, then SIGKILL after ``grace``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        victims = group_and_descendants(pgid)
+        if not victims:
+            return
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if not any(pid_alive(p) for p in victims):
+                break
+            time.sleep(0.05)
+    # Anything still there is a zombie awaiting its parent or beyond our permission.

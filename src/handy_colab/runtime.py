@@ -1,0 +1,266 @@
+"""Runtime-side operations behind `up`, `down`, `status` and `logs` (no printing here)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import RuntimeConfig, load_config
+from .connection import Descriptor
+from .errors import HandyColabError, StateError
+from .proc import group_and_descendants, kill_tree, pid_alive, run_subprocess
+from .state import RuntimeDir, list_runtimes
+
+log = logging.getLogger(__name__)
+
+LIVE_PHASES = ("ready", "reconnecting")
+
+
+@dataclass
+class UpResult:
+    cfg: RuntimeConfig
+    descriptor: Descriptor
+    descriptor_path: Path | None
+    already_running: bool
+    state: dict[str, Any]
+
+
+@contextlib.contextmanager
+def _locked(path: Path, timeout: float) -> Iterator[None]:
+    with open(path, "w") as fh:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise StateError(
+                        f"{path}: another `handy-colab up` is still starting this "
+                        f"runtime. Fix: wait for it, or run `handy-colab down` "
+                        f"first"
+                    ) from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def running_state(rd: RuntimeDir) -> dict[str, Any] | None:
+    st = rd.read_state()
+    if st and pid_alive(int(st.get("pid") or 0)):
+        return st
+    return None
+
+
+def install_packages(cfg: RuntimeConfig) -> None:
+    """The seed's python_packages/os_packages: installed before the server starts."""
+    if cfg.python_packages:
+        res = run_subprocess([sys.executable, "-m", "pip", "install", "-q", *cfg.python_packages])
+        if res.returncode != 0:
+            raise HandyColabError(
+                f"{cfg.folder}/user_config.json: field 'python_packages': pip "
+                f"failed: {res.stderr.strip().splitlines()[-1:]}. Fix: correct "
+                f"the package names"
+            )
+    if cfg.os_packages:
+        apt = shutil.which("apt-get")
+        if os.geteuid() != 0 or apt is None:
+            log.warning("os_packages skipped: installing them needs root and apt-get")
+            return
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        res = run_subprocess([apt, "install", "-y", "-qq", *cfg.os_packages], env=env)
+        if res.returncode != 0:
+            run_subprocess([apt, "update", "-qq"], env=env)
+            res = run_subprocess([apt, "install", "-y", "-qq", *cfg.os_packages], env=env)
+        if res.returncode != 0:
+            raise HandyColabError(
+                f"{cfg.folder}/user_config.json: field 'os_packages': apt-get "
+                f"failed: {res.stderr.strip().splitlines()[-1:]}. Fix: correct "
+                f"the package names"
+            )
+
+
+def _descriptor_from_state(
+    cfg: RuntimeConfig, st: dict[str, Any]
+) -> tuple[Descriptor, Path | None]:
+    path = st.get("descriptor")
+    if path:
+        return Descriptor.load(Path(path)), Path(path)
+    import json
+
+    return Descriptor.from_dict(json.loads(st["descriptor_json"]), "state"), None
+
+
+def up(
+    folder: str | Path, name: str | None = None, timeout: float = 60.0, install: bool = True
+) -> UpResult:
+    """Start (or find) the runtime's supervisor; return once reachable through the relay."""
+    cfg = load_config(folder, name)
+    rd = RuntimeDir.for_name(cfg.name).ensure()
+    with _locked(rd.up_lock, timeout):
+        st = running_state(rd)
+        if st is not None and st.get("phase") in LIVE_PHASES:
+            desc, path = _descriptor_from_state(cfg, st)
+            return UpResult(cfg, desc, path, True, st)
+        if st is not None:
+            # A supervisor that is alive but not ready (stuck, or started from another
+            # folder): replace it rather than run two.
+            kill_tree(int(st["pgid"]))
+        _reap_orphans(rd)
+        if install:
+            install_packages(cfg)
+        run_id = uuid.uuid4().hex
+        out = open(rd.path / "supervisor.out", "ab")  # noqa: SIM115 - handed to the child
+        try:
+            child = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "handy_colab.supervisor",
+                    "--folder",
+                    str(cfg.folder),
+                    "--name",
+                    cfg.name,
+                    "--run-id",
+                    run_id,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+                cwd="/",
+                env=_child_env(),
+            )
+        finally:
+            out.close()
+        st = _wait_ready(rd, run_id, child, timeout)
+        desc, path = _descriptor_from_state(cfg, st)
+        return UpResult(cfg, desc, path, False, st)
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # The supervisor must import this very package, wherever `up` imported it from.
+    pkg_root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _wait_ready(
+    rd: RuntimeDir, run_id: str, child: subprocess.Popen[bytes], timeout: float
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        st = rd.read_state()
+        if st and st.get("run_id") == run_id:
+            if st.get("phase") == "ready":
+                return st
+            if st.get("phase") == "failed":
+                child.wait(10)
+                kill_tree(child.pid)
+                raise HandyColabError(st.get("error") or "the supervisor failed to start")
+        code = child.poll()
+        if code is not None and (
+            not st or st.get("run_id") != run_id or st.get("phase") != "ready"
+        ):
+            kill_tree(child.pid)
+            tail = _tail(rd.path / "supervisor.out", 3)
+            raise HandyColabError(
+                f"the supervisor exited with code {code} before the runtime "
+                f"was reachable: {tail or 'no output'}. Fix: see "
+                f"`handy-colab logs {rd.name}`"
+            )
+        if time.monotonic() > deadline:
+            last = (st or {}).get("tunnel", {}).get("last_error") or (st or {}).get("error")
+            kill_tree(child.pid)
+            raise HandyColabError(
+                f"runtime '{rd.name}' was not reachable through the relay "
+                f"within {timeout:.0f}s ({last or 'no error reported'}); "
+                f"stopped it. Fix: see `handy-colab logs {rd.name}`"
+            )
+        time.sleep(0.05)
+
+
+def _tail(path: Path, n: int) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return " | ".join(lines[-n:])
+
+
+def _reap_orphans(rd: RuntimeDir) -> None:
+    """Kill what a supervisor that was itself killed (-9) left behind."""
+    st = rd.read_state()
+    if st and st.get("pgid") and group_and_descendants(int(st["pgid"])):
+        log.info("stopping processes left by a dead supervisor (pgid %s)", st["pgid"])
+        kill_tree(int(st["pgid"]))
+
+
+def down(name: str) -> bool:
+    """Stop the runtime's supervisor and everything under it. True if something ran."""
+    rd = RuntimeDir.for_name(name)
+    st = rd.read_state()
+    if not st or not st.get("pgid"):
+        return False
+    pgid = int(st["pgid"])
+    had = bool(group_and_descendants(pgid))
+    kill_tree(pgid)
+    if group_and_descendants(pgid):
+        raise StateError(
+            f"processes of runtime '{name}' (group {pgid}) survived SIGKILL. Fix: "
+            f"check `ps -g {pgid}`"
+        )
+    st = rd.read_state() or st
+    if st.get("phase") not in ("stopped", "failed"):
+        st["phase"] = "stopped"
+    for part in ("server", "tunnel"):
+        if isinstance(st.get(part), dict):
+            st[part].update(state="stopped", pid=None)
+    rd.write_state(st)
+    return had
+
+
+def status(name: str) -> tuple[bool, dict[str, Any]]:
+    """(healthy, state) for one runtime; state is {} when it never ran."""
+    rd = RuntimeDir.for_name(name)
+    st = rd.read_state() or {}
+    alive = bool(st) and pid_alive(int(st.get("pid") or 0))
+    if st and not alive and st.get("phase") not in ("stopped", "failed"):
+        st["phase"] = "dead"
+        st["error"] = st.get("error") or "the supervisor is not running"
+    healthy = alive and st.get("phase") == "ready" and st.get("tunnel", {}).get("state") == "up"
+    return healthy, st
+
+
+def names() -> list[str]:
+    return [rd.name for rd in list_runtimes()]
+
+
+def resolve_name(name: str | None) -> str:
+    if name:
+        return name
+    found = names()
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise StateError("no runtime has been started here. Fix: run `handy-colab up DIR`")
+    raise StateError(f"several runtimes ({', '.join(found)}). Fix: name one")
+
+
+def log_path(name: str) -> Path:
+    return RuntimeDir.for_name(name).log_file

@@ -1,0 +1,1 @@
+"""SSH servers the runtime can run: for now a dedicated OpenSSH sshd."""

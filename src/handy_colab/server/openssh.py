@@ -1,0 +1,210 @@
+"""A dedicated OpenSSH ``sshd``: its own config, port, host key and authorized keys.
+
+It never reads or edits /etc/ssh/sshd_config and never touches the system's ssh service.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import socket
+from pathlib import Path
+
+from ..config import RuntimeConfig
+from ..errors import ServerError
+from ..fsutil import atomic_write
+from ..keys import PrivateKey, private_copy
+from ..proc import WatchedProcess, run_subprocess
+from ..state import RuntimeDir
+
+log = logging.getLogger(__name__)
+
+_SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd", "/sbin/sshd")
+_SFTP_CANDIDATES = (
+    "/usr/lib/openssh/sftp-server",
+    "/usr/libexec/openssh/sftp-server",
+    "/usr/lib/ssh/sftp-server",
+    "/usr/libexec/sftp-server",
+)
+_READY = re.compile(r"Server listening on 127\.0\.0\.1 port (\d+)")
+_FAIL = re.compile(
+    r"Bind to port \d+ on .* failed|Cannot bind any address|fatal:|"
+    r"Unable to load host key|bad configuration|Bad configuration|"
+    r"Missing privilege separation directory"
+)
+
+
+def find_sshd(search: tuple[str, ...] = _SSHD_CANDIDATES) -> str | None:
+    env = os.environ.get("HANDY_COLAB_SSHD")
+    if env:
+        return env if os.access(env, os.X_OK) else None
+    for cand in search:
+        if os.access(cand, os.X_OK):
+            return cand
+    return shutil.which("sshd")
+
+
+def ensure_sshd(search: tuple[str, ...] = _SSHD_CANDIDATES) -> str:
+    """Path of an sshd binary; installs openssh-server with apt when root and apt exist."""
+    found = find_sshd(search)
+    if found:
+        return found
+    apt = shutil.which("apt-get")
+    if os.geteuid() != 0 or apt is None:
+        raise ServerError(
+            "sshd not found and cannot be installed here (needs root and apt). "
+            "Fix: install openssh-server, or set HANDY_COLAB_SSHD to its path"
+        )
+    log.info("sshd not found; installing openssh-server with apt-get")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    res = run_subprocess(
+        [apt, "install", "-y", "-qq", "--no-install-recommends", "openssh-server"], env=env
+    )
+    if res.returncode != 0:
+        res = run_subprocess([apt, "update", "-qq"], env=env)
+        res = run_subprocess(
+            [apt, "install", "-y", "-qq", "--no-install-recommends", "openssh-server"], env=env
+        )
+    found = find_sshd(search) or find_sshd()
+    if res.returncode != 0 or not found:
+        tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise ServerError(
+            f"installing openssh-server failed: {tail[0]}. Fix: install it by "
+            f"hand (apt-get install openssh-server) and run up again"
+        )
+    return found
+
+
+def find_sftp_server() -> str:
+    for cand in _SFTP_CANDIDATES:
+        if os.access(cand, os.X_OK):
+            return cand
+    # internal-sftp needs no binary and works for every user.
+    return "internal-sftp"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
+
+
+def render_sshd_config(rd: RuntimeDir, port: int, login_user: str, sftp: str) -> str:
+    lines = [
+        "# Written by handy-colab for this runtime only; the system's sshd is not touched.",
+        f"Port {port}",
+        "ListenAddress 127.0.0.1",
+        f"HostKey {rd.host_key}",
+        f"PidFile {rd.sshd_pid}",
+        f"AuthorizedKeysFile {rd.authorized_keys}",
+        # Our state dir is 0700 and the file 0600, but its parents (e.g. /tmp) may not pass
+        # sshd's ownership walk; the check buys nothing here.
+        "StrictModes no",
+        "PubkeyAuthentication yes",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "HostbasedAuthentication no",
+        "PermitEmptyPasswords no",
+        "PermitRootLogin prohibit-password",
+        f"AllowUsers {login_user}",
+        "UsePAM no",
+        "PermitUserEnvironment no",
+        "AllowTcpForwarding yes",
+        "AllowStreamLocalForwarding yes",
+        "X11Forwarding no",
+        "PrintMotd no",
+        "PrintLastLog no",
+        "UseDNS no",
+        "ClientAliveInterval 15",
+        "ClientAliveCountMax 4",
+        "MaxSessions 64",
+        "MaxStartups 64:30:128",
+        "AcceptEnv LANG LC_* COLORTERM TERM_PROGRAM*",
+        f"Subsystem sftp {sftp}",
+        "LogLevel INFO",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+class OpenSSHServer:
+    """Runs and watches one dedicated sshd."""
+
+    kind = "openssh"
+
+    def __init__(self, cfg: RuntimeConfig, rd: RuntimeDir, host_key: PrivateKey) -> None:
+        self.cfg = cfg
+        self.rd = rd
+        self.host_key = host_key
+        self.port = cfg.server_port
+        self.proc: WatchedProcess | None = None
+        self.sshd = ensure_sshd()
+
+    def prepare(self) -> None:
+        private_copy(self.host_key, self.rd.host_key)
+        atomic_write(
+            self.rd.authorized_keys,
+            "".join(k.line + "\n" for k in self.cfg.authorized_keys),
+            mode=0o600,
+        )
+        if self.port == 0:
+            self.port = free_port()
+        elif port_in_use(self.port):
+            raise ServerError(
+                f"127.0.0.1:{self.port} (config field 'server.port') is already in "
+                f"use. Fix: choose another port or set it to 0 to pick a free one"
+            )
+        atomic_write(
+            self.rd.sshd_config,
+            render_sshd_config(self.rd, self.port, self.cfg.login_user, find_sftp_server()),
+            mode=0o600,
+        )
+        if os.geteuid() == 0:
+            Path("/run/sshd").mkdir(parents=True, exist_ok=True, mode=0o755)
+        res = run_subprocess([self.sshd, "-t", "-f", str(self.rd.sshd_config)], timeout=30)
+        if res.returncode != 0:
+            raise ServerError(f"sshd rejected its config: {res.stderr.strip()[-300:]}")
+
+    def start(self, timeout: float = 15.0) -> None:
+        self.stop()
+        self.proc = WatchedProcess(
+            [self.sshd, "-D", "-e", "-f", str(self.rd.sshd_config)], label="sshd"
+        )
+        status, _line = self.proc.wait_for(_READY, _FAIL, timeout)
+        if status != "ready":
+            tail = " | ".join(self.proc.last_lines(5)) or "no output"
+            self.stop()
+            if "in use" in tail or "Cannot bind" in tail:
+                raise ServerError(
+                    f"127.0.0.1:{self.port} is already in use. Fix: set config "
+                    f"field 'server.port' to a free port (or 0)"
+                )
+            raise ServerError(f"sshd did not start ({status}): {tail}")
+        log.info("sshd listening on 127.0.0.1:%d (pid %d)", self.port, self.proc.pid)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.alive()
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def last_lines(self, n: int = 5) -> list[str]:
+        return self.proc.last_lines(n) if self.proc else []
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+            self.proc = None

@@ -1,0 +1,250 @@
+"""The supervisor: runs the runtime's sshd and tunnel, and brings them back when they drop.
+
+It runs as its own session (``start_new_session``) so that a notebook cell interrupt or a
+closed terminal does not reach it; `handy-colab down` stops it and everything under it.
+Its only channel to the outside is ``state.json`` (atomic writes) and its rotated log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from .config import RuntimeConfig, load_config
+from .connection import build_descriptor, write_descriptor
+from .errors import HandyColabError, TunnelError
+from .keys import ensure_host_key
+from .server.openssh import OpenSSHServer
+from .state import RuntimeDir
+from .tunnels.openssh import OpenSSHTunnel
+
+log = logging.getLogger(__name__)
+
+BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0)
+PERMANENT_BACKOFF = 60.0
+POLL = 0.5
+
+
+def setup_logging(rd: RuntimeDir, also_stderr: bool = False) -> None:
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    # Bounded: a tunnel that flaps for days must not fill a notebook's disk.
+    handler = logging.handlers.RotatingFileHandler(rd.log_file, maxBytes=1_000_000, backupCount=2)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    if also_stderr:
+        err = logging.StreamHandler()
+        err.setLevel(logging.WARNING)
+        root.addHandler(err)
+
+
+class Supervisor:
+    def __init__(self, cfg: RuntimeConfig, rd: RuntimeDir, run_id: str) -> None:
+        self.cfg = cfg
+        self.rd = rd
+        self.run_id = run_id
+        self.stop_event = threading.Event()
+        self.server: OpenSSHServer | None = None
+        self.tunnel: OpenSSHTunnel | None = None
+        now = time.time()
+        self.state: dict[str, Any] = {
+            "name": cfg.name,
+            "run_id": run_id,
+            "pid": os.getpid(),
+            "pgid": os.getpgid(0),
+            "folder": str(cfg.folder),
+            "mode": cfg.mode,
+            "phase": "starting",
+            "since": now,
+            "error": None,
+            "server": {
+                "kind": "openssh",
+                "state": "starting",
+                "since": now,
+                "restarts": 0,
+                "pid": None,
+                "port": None,
+                "last_error": None,
+            },
+            "tunnel": {
+                "kind": "openssh",
+                "state": "starting",
+                "since": now,
+                "reconnects": 0,
+                "pid": None,
+                "endpoint": None,
+                "last_error": None,
+            },
+        }
+        self._lock_fh: IO[str] | None = None
+
+    # -- state -----------------------------------------------------------------------------
+    def _set(self, part: str | None, **fields: Any) -> None:
+        target = self.state if part is None else self.state[part]
+        if "state" in fields and fields["state"] != target.get("state"):
+            target["since"] = time.time()
+        if "phase" in fields and fields["phase"] != target.get("phase"):
+            target["since"] = time.time()
+        target.update(fields)
+        try:
+            self.rd.write_state(self.state)
+        except OSError as exc:
+            log.error("cannot write %s: %s", self.rd.state_json, exc)
+
+    def acquire(self) -> bool:
+        self._lock_fh = open(self.rd.lock_file, "w")  # noqa: SIM115 - held for our lifetime
+        try:
+            fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        self._lock_fh.write(str(os.getpid()))
+        self._lock_fh.flush()
+        return True
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Bring everything up once; raise on the first failure."""
+        host_key = ensure_host_key(self.cfg.folder)
+        self.server = OpenSSHServer(self.cfg, self.rd, host_key)
+        self.server.prepare()
+        self.server.start()
+        self._set("server", state="up", pid=self.server.pid, port=self.server.port)
+        self.tunnel = OpenSSHTunnel(self.cfg, self.rd, self.server.port)
+        self._set("tunnel", endpoint=self.tunnel.endpoint)
+        self.tunnel.start(timeout=25)
+        self.tunnel.check(timeout=10)
+        self._set("tunnel", state="up", pid=self.tunnel.pid)
+        desc = build_descriptor(self.cfg, host_key.public_line)
+        try:
+            path = write_descriptor(self.cfg, desc)
+            self._set(None, descriptor=str(path))
+        except OSError as exc:
+            # A read-only folder must not stop a working tunnel; the block is printed anyway.
+            log.warning("cannot write the connection descriptor: %s", exc)
+            self._set(None, descriptor=None, descriptor_json=desc.to_json())
+        self._set(None, phase="ready", error=None)
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, lambda *_: self.stop_event.set())
+        if not self.acquire():
+            log.info("another supervisor holds %s; exiting", self.rd.lock_file)
+            return 3
+        self.rd.write_state(self.state)
+        try:
+            try:
+                self.start()
+            except HandyColabError as exc:
+                log.error("start failed: %s", exc)
+                self._set(None, phase="failed", error=str(exc))
+                return 1
+            except Exception as exc:  # a bug must still reach `up` as a reason, not a hang
+                log.exception("start crashed")
+                self._set(None, phase="failed", error=f"internal error: {exc!r}")
+                return 1
+            self.loop()
+            return 0
+        finally:
+            self.shutdown()
+
+    def loop(self) -> None:
+        assert self.server is not None and self.tunnel is not None
+        tries = 0
+        while not self.stop_event.wait(POLL):
+            if not self.server.alive():
+                err = " | ".join(self.server.last_lines(3)) or "exited"
+                log.warning("sshd died (%s); restarting it", err)
+                self._set("server", state="restarting", last_error=f"sshd exited: {err}")
+                try:
+                    self.server.start()
+                    self._set(
+                        "server",
+                        state="up",
+                        pid=self.server.pid,
+                        restarts=self.state["server"]["restarts"] + 1,
+                    )
+                except HandyColabError as exc:
+                    self._set("server", state="down", last_error=str(exc))
+                    self.stop_event.wait(BACKOFF[-1])
+                    continue
+            if self.tunnel.alive():
+                continue
+            failure = self.tunnel.failure()
+            log.warning("tunnel dropped: %s", failure)
+            self._set(None, phase="reconnecting")
+            self._set("tunnel", state="reconnecting", pid=None, last_error=str(failure))
+            while not self.stop_event.is_set():
+                try:
+                    self.tunnel.start(timeout=25)
+                    self.tunnel.check(timeout=10)
+                except TunnelError as exc:
+                    delay = (
+                        PERMANENT_BACKOFF
+                        if exc.permanent
+                        else BACKOFF[min(tries, len(BACKOFF) - 1)]
+                    )
+                    tries += 1
+                    log.warning("reconnect failed (%s); next try in %.1fs", exc, delay)
+                    self._set("tunnel", state="down", last_error=str(exc))
+                    self.tunnel.stop()
+                    self.stop_event.wait(delay)
+                    continue
+                tries = 0
+                self._set(
+                    "tunnel",
+                    state="up",
+                    pid=self.tunnel.pid,
+                    reconnects=self.state["tunnel"]["reconnects"] + 1,
+                )
+                self._set(None, phase="ready")
+                log.info("tunnel re-opened (reconnect #%d)", self.state["tunnel"]["reconnects"])
+                break
+
+    def shutdown(self) -> None:
+        if self.tunnel is not None:
+            self.tunnel.stop()
+        if self.server is not None:
+            self.server.stop()
+        if self.state["phase"] != "failed":
+            self._set(None, phase="stopped")
+        self._set("tunnel", state="stopped", pid=None)
+        self._set("server", state="stopped", pid=None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="handy_colab.supervisor")
+    parser.add_argument("--folder", required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--run-id", required=True)
+    args = parser.parse_args(argv)
+    os.umask(0o077)
+    rd = RuntimeDir.for_name(args.name).ensure()
+    setup_logging(rd)
+    try:
+        cfg = load_config(Path(args.folder), args.name)
+    except HandyColabError as exc:
+        rd.write_state(
+            {
+                "name": args.name,
+                "run_id": args.run_id,
+                "pid": os.getpid(),
+                "pgid": os.getpgid(0),
+                "phase": "failed",
+                "error": str(exc),
+            }
+        )
+        return 1
+    return Supervisor(cfg, rd, args.run_id).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Reverse-tunnel backends: one module each, behind `tunnels.base.Tunnel`."""

@@ -1,0 +1,49 @@
+"""The small interface every tunnel backend implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from ..config import RuntimeConfig
+
+
+class Tunnel(ABC):
+    """Carries the relay's listener to the runtime's local SSH server."""
+
+    kind: str = "base"
+
+    def __init__(self, cfg: RuntimeConfig, local_port: int) -> None:
+        self.cfg = cfg
+        self.local_port = local_port
+
+    @abstractmethod
+    def start(self, timeout: float) -> None:
+        """Open the tunnel; return once the relay confirmed the forward.
+
+        Raises TunnelError (``permanent=True`` when retrying cannot help).
+        """
+
+    @abstractmethod
+    def check(self, timeout: float) -> None:
+        """Prove the path end to end: the runtime's SSH banner comes back through the relay."""
+
+    @abstractmethod
+    def alive(self) -> bool: ...
+
+    @abstractmethod
+    def stop(self) -> None: ...
+
+    @abstractmethod
+    def failure(self) -> Exception:
+        """Why a tunnel that was up has ended (a TunnelError, classified)."""
+
+    @property
+    @abstractmethod
+    def pid(self) -> int | None: ...
+
+    @property
+    def endpoint(self) -> str:
+        relay = self.cfg.relay
+        if self.cfg.mode == "public":
+            return f"{relay.public_host}:{relay.remote_port}"
+        return f"{relay.host}:{relay.port} -> 127.0.0.1:{relay.remote_port} (private)"
