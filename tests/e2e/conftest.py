@@ -1,0 +1,138 @@
+"""E2E fixtures: a NAT rig, a stock-sshd relay, a runtime brought up with handy-colab."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.rig import RELAY_IP, RELAY_USER, Rig, keygen, prerequisites
+
+REMOTE_PORT = 2222
+
+
+def need_rig() -> None:
+    missing = prerequisites()
+    if not missing:
+        return
+    if os.environ.get("CI") == "true":
+        # In CI a missing prerequisite is a broken install step, never a silent skip.
+        pytest.fail(f"CI=true but e2e prerequisites are missing: {', '.join(missing)}")
+    pytest.skip(f"e2e needs: {', '.join(missing)}")
+
+
+@dataclass
+class Runtime:
+    rig: Rig
+    folder: Path
+    laptop_key: Path
+    relay_key: Path
+    ssh_config: Path
+    known_hosts: Path
+    mode: str
+    relay_host_key: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def up(self, *args: str, timeout: float = 60) -> Any:
+        return self.rig.handy("rt", "up", str(self.folder), "--timeout", "40", *args,
+                              timeout=timeout)
+
+    def connect(self) -> Any:
+        return self.rig.handy("laptop", "connect", str(self.folder / "connections" / "colab.json"),
+                              "--identity", str(self.laptop_key), "--ssh-config",
+                              str(self.ssh_config), "--known-hosts", str(self.known_hosts))
+
+    def ssh_base(self) -> list[str]:
+        return ["ssh", "-F", str(self.ssh_config), "-o", "BatchMode=yes"]
+
+    def ssh(self, *cmd: str, **kw: Any) -> Any:
+        return self.rig.run("laptop", [*self.ssh_base(), "colab", *cmd], **kw)
+
+
+def write_seed_folder(folder: Path, relay_key: Path, laptop_key: Path) -> None:
+    """The seed's exact format: portmap-style PEM key named <user>.first.pem + a .pub."""
+    folder.mkdir(parents=True)
+    shutil.copy(relay_key, folder / f"{RELAY_USER}.first.pem")
+    shutil.copy(f"{laptop_key}.pub", folder / "public_key.pub")
+    (folder / "user_config.json").write_text(json.dumps({
+        "tunnel_options": {"service_url": RELAY_IP, "service_port": REMOTE_PORT,
+                           "local_port": 8888},
+        "python_packages": [],
+        "os_packages": [],
+    }, indent=4))
+
+
+def write_private_folder(folder: Path, relay_key: Path, laptop_key: Path,
+                         relay_host_key: str) -> None:
+    folder.mkdir(parents=True)
+    shutil.copy(relay_key, folder / "relay_key")
+    shutil.copy(f"{laptop_key}.pub", folder / "laptop.pub")
+    (folder / "user_config.json").write_text(json.dumps({
+        "name": "colab",
+        "mode": "private",
+        "relay": {"host": RELAY_IP, "port": 22, "user": RELAY_USER, "remote_port": REMOTE_PORT,
+                  "host_key": relay_host_key},
+        "server": {"authorized_keys": ["laptop.pub"]},
+    }, indent=4))
+
+
+def make_runtime(tmp: Path, mode: str, *, start: bool = True) -> Runtime:
+    rig = Rig(tmp / "rig", gateway_ports="yes" if mode == "public" else "no")
+    keys = tmp / "keys"
+    keys.mkdir()
+    # portmap.io hands out PEM RSA keys; the private relay uses a modern ed25519 one.
+    relay_key = keygen(keys / "relay", "rsa", pem=True) if mode == "public" else \
+        keygen(keys / "relay")
+    laptop_key = keygen(keys / "laptop")
+    relay_host_key = rig.start_relay([relay_key, laptop_key])
+    folder = tmp / "drive" / "colab_data"
+    if mode == "public":
+        write_seed_folder(folder, relay_key, laptop_key)
+    else:
+        write_private_folder(folder, relay_key, laptop_key, relay_host_key)
+    rt = Runtime(rig, folder, laptop_key, relay_key, tmp / "laptop" / "config",
+                 tmp / "laptop" / "known_hosts", mode, relay_host_key)
+    if start:
+        res = rt.up()
+        assert res.returncode == 0, res.stderr + res.stdout
+        res = rt.connect()
+        assert res.returncode == 0, res.stderr + res.stdout
+    return rt
+
+
+def finish(rt: Runtime) -> None:
+    leftovers = rt.rig.close()
+    assert leftovers == [], f"processes left running: {leftovers}"
+
+
+@pytest.fixture(scope="module", params=["public", "private"])
+def runtime(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
+    need_rig()
+    rt = make_runtime(tmp_path_factory.mktemp(f"rt-{request.param}"), request.param)
+    try:
+        yield rt
+    finally:
+        finish(rt)
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> Iterator[Any]:
+    """Factory for a rig whose runtime a test starts (or fails to start) itself."""
+    made: list[Runtime] = []
+
+    def factory(mode: str = "public", start: bool = False) -> Runtime:
+        need_rig()
+        rt = make_runtime(tmp_path / f"r{len(made)}", mode, start=start)
+        made.append(rt)
+        return rt
+
+    yield factory
+    for rt in made:
+        finish(rt)

@@ -1,0 +1,204 @@
+"""The core path through a real NAT and a stock OpenSSH relay, in public and private mode.
+
+Every client here is the real thing (ssh, scp, sftp, rsync, a PTY) run from the laptop
+namespace, which has no route to the runtime: all traffic crosses the relay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pty
+import select
+import subprocess
+import time
+from pathlib import Path
+
+from tests.e2e.conftest import REMOTE_PORT, Runtime
+from tests.rig import RUNTIME_IP, wait_until
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_laptop_cannot_reach_runtime_directly(runtime: Runtime) -> None:
+    res = runtime.rig.run("laptop", ["python3", "-c",
+                          f"import socket; socket.create_connection(('{RUNTIME_IP}', 22), 2)"])
+    assert res.returncode != 0
+    assert "unreachable" in res.stderr or "timed out" in res.stderr
+
+
+def test_exec_keeps_exit_code_and_streams(runtime: Runtime) -> None:
+    res = runtime.ssh("echo out; echo err >&2; exit 42")
+    assert res.returncode == 42, res.stderr
+    assert res.stdout == "out\n"
+    assert "err" in res.stderr
+    res = runtime.ssh("cat", input="through the relay\n")
+    assert res.stdout == "through the relay\n"
+
+
+def test_generated_config_pins_host_keys(runtime: Runtime) -> None:
+    text = runtime.ssh_config.read_text()
+    assert "StrictHostKeyChecking yes" in text
+    assert "StrictHostKeyChecking no" not in text
+    assert ("ProxyJump colab-relay" in text) == (runtime.mode == "private")
+    res = runtime.rig.run("laptop", ["ssh", "-G", "-F", str(runtime.ssh_config), "colab"])
+    assert "stricthostkeychecking true" in res.stdout
+
+
+def test_interactive_pty_session(runtime: Runtime) -> None:
+    primary, secondary = pty.openpty()
+    argv = ["ip", "netns", "exec", runtime.rig.ns["laptop"], *runtime.ssh_base(), "-tt", "colab"]
+    proc = subprocess.Popen(argv, stdin=secondary, stdout=secondary, stderr=secondary,
+                            env=runtime.rig.env(), start_new_session=True)
+    os.close(secondary)
+    out = b""
+
+    def read_until(token: bytes, timeout: float = 20) -> bool:
+        nonlocal out
+        deadline = time.monotonic() + timeout
+        while token not in out and time.monotonic() < deadline:
+            r, _, _ = select.select([primary], [], [], 0.2)
+            if r:
+                try:
+                    out += os.read(primary, 4096)
+                except OSError:
+                    break
+        return token in out
+
+    try:
+        os.write(primary, b"stty -echo; tty; echo SUM=$((6*7))\n")
+        assert read_until(b"SUM=42"), out
+        assert b"/dev/pts/" in out
+        os.write(primary, b"exit 3\n")
+        assert proc.wait(20) == 3
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(primary)
+
+
+def test_scp_both_ways(runtime: Runtime, tmp_path: Path) -> None:
+    src = tmp_path / "up.bin"
+    src.write_bytes(os.urandom(3 * 1024 * 1024 + 17))
+    remote = tmp_path / "on-runtime.bin"
+    back = tmp_path / "down.bin"
+    scp = ["scp", "-F", str(runtime.ssh_config), "-o", "BatchMode=yes", "-q"]
+    res = runtime.rig.run("laptop", [*scp, str(src), f"colab:{remote}"])
+    assert res.returncode == 0, res.stderr
+    res = runtime.rig.run("laptop", [*scp, f"colab:{remote}", str(back)])
+    assert res.returncode == 0, res.stderr
+    assert sha256(remote) == sha256(src) == sha256(back)
+    # Legacy protocol too (scp -O), as older laptops use it.
+    res = runtime.rig.run("laptop", [*scp, "-O", f"colab:{remote}", str(back) + ".O"])
+    assert res.returncode == 0, res.stderr
+    assert sha256(Path(str(back) + ".O")) == sha256(src)
+
+
+def test_rsync_with_checksums(runtime: Runtime, tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    for i in range(20):
+        (tree / ("sub" if i % 2 else "") / f"f{i}.bin").write_bytes(os.urandom(4096 * (i + 1)))
+    dest = tmp_path / "mirror"
+    rsh = f"ssh -F {runtime.ssh_config} -o BatchMode=yes"
+    res = runtime.rig.run("laptop", ["rsync", "-a", "--checksum", "-e", rsh, f"{tree}/",
+                                     f"colab:{dest}/"])
+    assert res.returncode == 0, res.stderr
+    for f in tree.rglob("*.bin"):
+        assert sha256(f) == sha256(dest / f.relative_to(tree))
+    # And back: a second, incremental run that transfers nothing new must still succeed.
+    back = tmp_path / "back"
+    res = runtime.rig.run("laptop", ["rsync", "-a", "--checksum", "-e", rsh, f"colab:{dest}/",
+                                     f"{back}/"])
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in back.rglob("*.bin")) == sorted(p.name for p in tree.rglob("*.bin"))
+
+
+def test_sftp_batch(runtime: Runtime, tmp_path: Path) -> None:
+    local = tmp_path / "local.txt"
+    local.write_text("sftp payload\n")
+    work = tmp_path / "sftp-dir"
+    batch = tmp_path / "batch"
+    batch.write_text(f"mkdir {work}\ncd {work}\nput {local} a.txt\nrename a.txt b.txt\n"
+                     f"ls\nget b.txt {tmp_path / 'got.txt'}\n")
+    res = runtime.rig.run("laptop", ["sftp", "-F", str(runtime.ssh_config), "-o",
+                                     "BatchMode=yes", "-b", str(batch), "colab"])
+    assert res.returncode == 0, res.stderr
+    assert (work / "b.txt").read_text() == "sftp payload\n"
+    assert (tmp_path / "got.txt").read_text() == "sftp payload\n"
+
+
+def test_local_forward_to_http_server_in_runtime(runtime: Runtime, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("tensorboard-ish\n")
+    server = runtime.rig.popen("rt", ["python3", "-m", "http.server", "18765", "--bind",
+                                      "127.0.0.1", "--directory", str(site)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runtime.rig.wait_tcp("rt", "127.0.0.1", 18765)
+    fwd = runtime.rig.popen("laptop", [*runtime.ssh_base(), "-N", "-o",
+                                       "ExitOnForwardFailure=yes", "-L",
+                                       "16006:127.0.0.1:18765", "colab"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        code = ("import urllib.request,time\nd=time.time()+15\nwhile True:\n try:\n"
+                "  print(urllib.request.urlopen('http://127.0.0.1:16006/index.html',timeout=3)"
+                ".read().decode(),end='');break\n except OSError:\n"
+                "  assert time.time()<d\n  time.sleep(0.1)\n")
+        res = runtime.rig.run("laptop", ["python3", "-c", code])
+        assert res.stdout == "tensorboard-ish\n", res.stderr
+    finally:
+        fwd.terminate()
+        fwd.wait(10)
+        server.terminate()
+        server.wait(10)
+
+
+def test_status_descriptor_and_no_second_copy(runtime: Runtime) -> None:
+    res = runtime.rig.handy("rt", "status", "--json")
+    assert res.returncode == 0, res.stdout
+    st = json.loads(res.stdout)
+    assert st["healthy"] and st["phase"] == "ready"
+    assert st["tunnel"]["state"] == "up" and st["server"]["state"] == "up"
+    desc = json.loads((runtime.folder / "connections" / "colab.json").read_text())
+    assert desc["mode"] == runtime.mode and desc["remote_port"] == REMOTE_PORT
+    assert "PRIVATE KEY" not in json.dumps(desc)
+    pids_before = sorted(runtime.rig.ns_pids("rt"))
+    res = runtime.up()
+    assert res.returncode == 0, res.stderr
+    assert "already running" in res.stdout
+    assert sorted(runtime.rig.ns_pids("rt")) == pids_before
+    res = runtime.ssh("true")
+    assert res.returncode == 0
+
+
+def test_up_prints_connection_block(runtime: Runtime) -> None:
+    out = runtime.up().stdout
+    for needle in ("ssh ", "Host colab", "handy-colab connect", "code --remote ssh-remote+colab",
+                   "PyCharm", "interpreter "):
+        assert needle in out, needle
+    assert "PRIVATE KEY" not in out
+
+
+def test_restart_keeps_host_key_then_changed_key_is_refused(runtime: Runtime) -> None:
+    """Runs last in the module: it restarts the runtime twice."""
+    rig = runtime.rig
+    assert rig.handy("rt", "down").returncode == 0
+    assert rig.ns_pids("rt") == []  # down leaves nothing running
+    res = runtime.up()
+    assert res.returncode == 0, res.stderr
+    # A "new runtime" with the same config folder: the laptop still trusts it.
+    assert runtime.ssh("true").returncode == 0
+    assert rig.handy("rt", "down").returncode == 0
+    for f in (runtime.folder / "host_keys").iterdir():
+        f.unlink()
+    res = runtime.up()
+    assert res.returncode == 0, res.stderr
+    res = runtime.ssh("true")
+    assert res.returncode == 255
+    assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in res.stderr
+    assert wait_until(lambda: rig.handy("rt", "status").returncode == 0, 5)
