@@ -84,6 +84,14 @@ def write_private_folder(folder: Path, relay_key: Path, laptop_key: Path,
 
 def make_runtime(tmp: Path, mode: str, *, start: bool = True) -> Runtime:
     rig = Rig(tmp / "rig", gateway_ports="yes" if mode == "public" else "no")
+    try:
+        return _populate(rig, tmp, mode, start)
+    except BaseException:
+        rig.close()
+        raise
+
+
+def _populate(rig: Rig, tmp: Path, mode: str, start: bool) -> Runtime:
     keys = tmp / "keys"
     keys.mkdir()
     # portmap.io hands out PEM RSA keys; the private relay uses a modern ed25519 one.

@@ -215,16 +215,23 @@ class OpenSSHTunnel(Tunnel):
     def check(self, timeout: float) -> None:
         relay = self.cfg.relay
         if self.cfg.mode == "public":
-            banner = _tcp_banner(relay.public_host, relay.remote_port, timeout)
+            connected, banner = _tcp_banner(relay.public_host, relay.remote_port, timeout)
         else:
-            banner = self._jump_banner(timeout)
-        if not banner.startswith("SSH-"):
+            connected, banner = True, self._jump_banner(timeout)
+        if banner.startswith("SSH-"):
+            return
+        port = relay.remote_port
+        if connected:
+            # Seen for real: the relay binds [::]:PORT while another program holds
+            # 0.0.0.0:PORT, so the forward "succeeds" but IPv4 clients reach the other one.
             raise TunnelError(
-                f"the relay accepted the forward but {self.endpoint} does not "
-                f"answer with the runtime's SSH banner (got {banner[:60]!r}). Fix: "
-                f"check the relay's GatewayPorts/firewall for port "
-                f"{relay.remote_port}"
-            )
+                f"relay port {port} answers, but not with the runtime's SSH server (got "
+                f"{banner[:40]!r}): the port is taken by another program on the relay. Fix: "
+                f"free it, or choose another 'relay.remote_port'")
+        raise TunnelError(
+            f"the relay accepted the forward but {self.endpoint} refuses connections "
+            f"({banner}). Fix: set 'GatewayPorts yes' in the relay's sshd_config for public "
+            f"mode (or use mode private), and open port {port} in its firewall")
 
     def _jump_banner(self, timeout: float) -> str:
         argv = [
@@ -278,16 +285,21 @@ def _read_line(stream: object, timeout: float) -> str:
     return buf.decode(errors="replace")
 
 
-def _tcp_banner(host: str, port: int, timeout: float) -> str:
+def _tcp_banner(host: str, port: int, timeout: float) -> tuple[bool, str]:
+    """(connected, first line or error): tells "nobody listens" from "someone else answers"."""
     try:
-        with socket.create_connection((host, port), timeout=timeout) as s:
-            s.settimeout(timeout)
-            data = b""
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        return False, exc.strerror or str(exc)
+    with sock:
+        sock.settimeout(timeout)
+        data = b""
+        try:
             while b"\n" not in data and len(data) < 256:
-                chunk = s.recv(256)
+                chunk = sock.recv(256)
                 if not chunk:
                     break
                 data += chunk
-            return data.decode(errors="replace")
-    except OSError as exc:
-        return f"<{exc}>"
+        except OSError:
+            pass
+        return True, data.decode(errors="replace")
