@@ -87,21 +87,49 @@ class Rig:
     def _build(self) -> None:
         for ns in self.ns.values():
             sh("ip", "netns", "add", ns)
-        br, relay, router, laptop, rt = (self.ns[k] for k in
-                                         ("br", "relay", "router", "laptop", "rt"))
+        br, relay, router, laptop, rt = (
+            self.ns[k] for k in ("br", "relay", "router", "laptop", "rt")
+        )
         for ns in self.ns.values():
             sh("ip", "-n", ns, "link", "set", "lo", "up")
         sh("ip", "-n", br, "link", "add", "br0", "type", "bridge")
         sh("ip", "-n", br, "link", "set", "br0", "up")
-        for i, (ns, ip) in enumerate(((relay, RELAY_IP), (router, ROUTER_OUT_IP),
-                                      (laptop, LAPTOP_IP))):
-            sh("ip", "link", "add", "eth0", "netns", ns, "type", "veth",
-               "peer", "name", f"p{i}", "netns", br)
+        for i, (ns, ip) in enumerate(
+            ((relay, RELAY_IP), (router, ROUTER_OUT_IP), (laptop, LAPTOP_IP))
+        ):
+            sh(
+                "ip",
+                "link",
+                "add",
+                "eth0",
+                "netns",
+                ns,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                f"p{i}",
+                "netns",
+                br,
+            )
             sh("ip", "-n", br, "link", "set", f"p{i}", "master", "br0", "up")
             sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
             sh("ip", "-n", ns, "link", "set", "eth0", "up")
-        sh("ip", "link", "add", "eth1", "netns", router, "type", "veth",
-           "peer", "name", "eth0", "netns", rt)
+        sh(
+            "ip",
+            "link",
+            "add",
+            "eth1",
+            "netns",
+            router,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            rt,
+        )
         sh("ip", "-n", router, "addr", "add", f"{ROUTER_IN_IP}/24", "dev", "eth1")
         sh("ip", "-n", router, "link", "set", "eth1", "up")
         sh("ip", "-n", rt, "addr", "add", f"{RUNTIME_IP}/24", "dev", "eth0")
@@ -111,16 +139,39 @@ class Rig:
         sh("ip", "netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         sh(*ipt, "-P", "FORWARD", "DROP")
         sh(*ipt, "-A", "FORWARD", "-i", "eth1", "-o", "eth0", "-j", "ACCEPT")
-        sh(*ipt, "-A", "FORWARD", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED",
-           "-j", "ACCEPT")
+        sh(
+            *ipt,
+            "-A",
+            "FORWARD",
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "ESTABLISHED,RELATED",
+            "-j",
+            "ACCEPT",
+        )
         sh(*ipt, "-t", "nat", "-A", "POSTROUTING", "-o", "eth0", "-j", "MASQUERADE")
 
-    def run(self, role: str, argv: Sequence[str], *, check: bool = False, timeout: float = 120,
-            input: str | bytes | None = None, env: dict[str, str] | None = None,
-            text: bool = True) -> subprocess.CompletedProcess[Any]:
-        return subprocess.run(["ip", "netns", "exec", self.ns[role], *argv], check=check,
-                              capture_output=True, timeout=timeout, input=input, text=text,
-                              env=env or self.env())
+    def run(
+        self,
+        role: str,
+        argv: Sequence[str],
+        *,
+        check: bool = False,
+        timeout: float = 120,
+        input: str | bytes | None = None,
+        env: dict[str, str] | None = None,
+        text: bool = True,
+    ) -> subprocess.CompletedProcess[Any]:
+        return subprocess.run(
+            ["ip", "netns", "exec", self.ns[role], *argv],
+            check=check,
+            capture_output=True,
+            timeout=timeout,
+            input=input,
+            text=text,
+            env=env or self.env(),
+        )
 
     def popen(self, role: str, argv: Sequence[str], **kw: Any) -> subprocess.Popen[Any]:
         kw.setdefault("env", self.env())
@@ -134,8 +185,9 @@ class Rig:
         return env
 
     # -- relay ----------------------------------------------------------------------------
-    def start_relay(self, authorized: Sequence[Path], port: int = 22,
-                    extra: Sequence[str] = ()) -> str:
+    def start_relay(
+        self, authorized: Sequence[Path], port: int = 22, extra: Sequence[str] = ()
+    ) -> str:
         """Start a stock sshd in the relay namespace; returns its host public key line."""
         ensure_relay_user()
         d = self.work / "relay"
@@ -149,25 +201,49 @@ class Rig:
             self.relay_public_dir = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-relay-"))
             self.relay_public_dir.chmod(0o755)
         ak = self.relay_public_dir / "authorized_keys"
-        ak.write_text("".join(Path(f"{p}.pub" if not str(p).endswith(".pub") else p)
-                              .read_text() for p in authorized))
+        ak.write_text(
+            "".join(
+                Path(f"{p}.pub" if not str(p).endswith(".pub") else p).read_text()
+                for p in authorized
+            )
+        )
         ak.chmod(0o644)
         cfg = d / "sshd_config"
-        cfg.write_text("\n".join([
-            f"Port {port}", f"ListenAddress {RELAY_IP}", f"HostKey {hostkey}",
-            f"AuthorizedKeysFile {ak}", "StrictModes no", "UsePAM no",
-            "PasswordAuthentication no", "KbdInteractiveAuthentication no",
-            f"PidFile {d / 'sshd.pid'}", f"GatewayPorts {self.gateway_ports}",
-            "AllowTcpForwarding yes", "AllowStreamLocalForwarding yes",
-            "StreamLocalBindUnlink yes", "ClientAliveInterval 10", "ClientAliveCountMax 3",
-            "MaxStartups 100:30:200", "MaxSessions 100", "LogLevel VERBOSE", *extra, "",
-        ]))
+        cfg.write_text(
+            "\n".join(
+                [
+                    f"Port {port}",
+                    f"ListenAddress {RELAY_IP}",
+                    f"HostKey {hostkey}",
+                    f"AuthorizedKeysFile {ak}",
+                    "StrictModes no",
+                    "UsePAM no",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    f"PidFile {d / 'sshd.pid'}",
+                    f"GatewayPorts {self.gateway_ports}",
+                    "AllowTcpForwarding yes",
+                    "AllowStreamLocalForwarding yes",
+                    "StreamLocalBindUnlink yes",
+                    "ClientAliveInterval 10",
+                    "ClientAliveCountMax 3",
+                    "MaxStartups 100:30:200",
+                    "MaxSessions 100",
+                    "LogLevel VERBOSE",
+                    *extra,
+                    "",
+                ]
+            )
+        )
         Path("/run/sshd").mkdir(exist_ok=True)
         self.stop_relay()
         log = open(d / "sshd.log", "ab")  # noqa: SIM115
         self.relay_proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns["relay"], "/usr/sbin/sshd", "-D", "-e", "-f",
-             str(cfg)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            ["ip", "netns", "exec", self.ns["relay"], "/usr/sbin/sshd", "-D", "-e", "-f", str(cfg)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         self.wait_tcp("relay", RELAY_IP, port)
         return " ".join((hostkey.with_suffix(".pub").read_text().split())[:2])
@@ -180,14 +256,18 @@ class Rig:
             self.relay_proc = None
 
     def wait_tcp(self, role: str, host: str, port: int, timeout: float = 10) -> None:
-        code = (f"import socket,time\nd=time.time()+{timeout}\n"
-                f"while True:\n try:\n  socket.create_connection(('{host}',{port}),1).close()"
-                f";break\n except OSError:\n  assert time.time()<d,'port closed'\n"
-                f"  time.sleep(0.05)\n")
+        code = (
+            f"import socket,time\nd=time.time()+{timeout}\n"
+            f"while True:\n try:\n  socket.create_connection(('{host}',{port}),1).close()"
+            f";break\n except OSError:\n  assert time.time()<d,'port closed'\n"
+            f"  time.sleep(0.05)\n"
+        )
         self.run(role, ["python3", "-c", code], check=True)
 
     # -- handy-colab ----------------------------------------------------------------------
-    def handy(self, role: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def handy(
+        self, role: str, *args: str, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         exe = shutil.which("handy-colab") or "handy-colab"
         return self.run(role, [exe, *args], timeout=timeout)
 

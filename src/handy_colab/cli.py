@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("name", nargs="?")
     lg.add_argument("-n", "--lines", type=int, default=200)
 
+    sub.add_parser("demo", help="run the whole path locally (relay on loopback), then clean up")
+
     cn = sub.add_parser("connect", help="laptop side: write ~/.ssh config for a runtime")
     cn.add_argument("source", metavar="SOURCE", help="connections/NAME.json or the config folder")
     cn.add_argument("--identity", metavar="KEY", help="private key that logs into the runtime")
@@ -74,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
             from .commands.runtime_cmds import cmd_logs
 
             return cmd_logs(args.name, args.lines)
+        if args.command == "demo":
+            from .demo import run_demo
+
+            report = run_demo(say=lambda m: print(m, flush=True))
+            print("\nssh printed:\n" + report.ssh_output, end="")
+            return 0
         if args.command == "connect":
             from .commands.connect import cmd_connect
 

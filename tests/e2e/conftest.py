@@ -40,13 +40,22 @@ class Runtime:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def up(self, *args: str, timeout: float = 60) -> Any:
-        return self.rig.handy("rt", "up", str(self.folder), "--timeout", "40", *args,
-                              timeout=timeout)
+        return self.rig.handy(
+            "rt", "up", str(self.folder), "--timeout", "40", *args, timeout=timeout
+        )
 
     def connect(self) -> Any:
-        return self.rig.handy("laptop", "connect", str(self.folder / "connections" / "colab.json"),
-                              "--identity", str(self.laptop_key), "--ssh-config",
-                              str(self.ssh_config), "--known-hosts", str(self.known_hosts))
+        return self.rig.handy(
+            "laptop",
+            "connect",
+            str(self.folder / "connections" / "colab.json"),
+            "--identity",
+            str(self.laptop_key),
+            "--ssh-config",
+            str(self.ssh_config),
+            "--known-hosts",
+            str(self.known_hosts),
+        )
 
     def ssh_base(self) -> list[str]:
         return ["ssh", "-F", str(self.ssh_config), "-o", "BatchMode=yes"]
@@ -60,26 +69,45 @@ def write_seed_folder(folder: Path, relay_key: Path, laptop_key: Path) -> None:
     folder.mkdir(parents=True)
     shutil.copy(relay_key, folder / f"{RELAY_USER}.first.pem")
     shutil.copy(f"{laptop_key}.pub", folder / "public_key.pub")
-    (folder / "user_config.json").write_text(json.dumps({
-        "tunnel_options": {"service_url": RELAY_IP, "service_port": REMOTE_PORT,
-                           "local_port": 8888},
-        "python_packages": [],
-        "os_packages": [],
-    }, indent=4))
+    (folder / "user_config.json").write_text(
+        json.dumps(
+            {
+                "tunnel_options": {
+                    "service_url": RELAY_IP,
+                    "service_port": REMOTE_PORT,
+                    "local_port": 8888,
+                },
+                "python_packages": [],
+                "os_packages": [],
+            },
+            indent=4,
+        )
+    )
 
 
-def write_private_folder(folder: Path, relay_key: Path, laptop_key: Path,
-                         relay_host_key: str) -> None:
+def write_private_folder(
+    folder: Path, relay_key: Path, laptop_key: Path, relay_host_key: str
+) -> None:
     folder.mkdir(parents=True)
     shutil.copy(relay_key, folder / "relay_key")
     shutil.copy(f"{laptop_key}.pub", folder / "laptop.pub")
-    (folder / "user_config.json").write_text(json.dumps({
-        "name": "colab",
-        "mode": "private",
-        "relay": {"host": RELAY_IP, "port": 22, "user": RELAY_USER, "remote_port": REMOTE_PORT,
-                  "host_key": relay_host_key},
-        "server": {"authorized_keys": ["laptop.pub"]},
-    }, indent=4))
+    (folder / "user_config.json").write_text(
+        json.dumps(
+            {
+                "name": "colab",
+                "mode": "private",
+                "relay": {
+                    "host": RELAY_IP,
+                    "port": 22,
+                    "user": RELAY_USER,
+                    "remote_port": REMOTE_PORT,
+                    "host_key": relay_host_key,
+                },
+                "server": {"authorized_keys": ["laptop.pub"]},
+            },
+            indent=4,
+        )
+    )
 
 
 def make_runtime(tmp: Path, mode: str, *, start: bool = True) -> Runtime:
@@ -95,8 +123,9 @@ def _populate(rig: Rig, tmp: Path, mode: str, start: bool) -> Runtime:
     keys = tmp / "keys"
     keys.mkdir()
     # portmap.io hands out PEM RSA keys; the private relay uses a modern ed25519 one.
-    relay_key = keygen(keys / "relay", "rsa", pem=True) if mode == "public" else \
-        keygen(keys / "relay")
+    relay_key = (
+        keygen(keys / "relay", "rsa", pem=True) if mode == "public" else keygen(keys / "relay")
+    )
     laptop_key = keygen(keys / "laptop")
     relay_host_key = rig.start_relay([relay_key, laptop_key])
     folder = tmp / "drive" / "colab_data"
@@ -104,8 +133,16 @@ def _populate(rig: Rig, tmp: Path, mode: str, start: bool) -> Runtime:
         write_seed_folder(folder, relay_key, laptop_key)
     else:
         write_private_folder(folder, relay_key, laptop_key, relay_host_key)
-    rt = Runtime(rig, folder, laptop_key, relay_key, tmp / "laptop" / "config",
-                 tmp / "laptop" / "known_hosts", mode, relay_host_key)
+    rt = Runtime(
+        rig,
+        folder,
+        laptop_key,
+        relay_key,
+        tmp / "laptop" / "config",
+        tmp / "laptop" / "known_hosts",
+        mode,
+        relay_host_key,
+    )
     if start:
         res = rt.up()
         assert res.returncode == 0, res.stderr + res.stdout
@@ -120,8 +157,9 @@ def finish(rt: Runtime) -> None:
 
 
 @pytest.fixture(scope="module", params=["public", "private"])
-def runtime(request: pytest.FixtureRequest,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
+def runtime(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Runtime]:
     need_rig()
     rt = make_runtime(tmp_path_factory.mktemp(f"rt-{request.param}"), request.param)
     try:

@@ -24,8 +24,10 @@ def sha256(path: Path) -> str:
 
 
 def test_laptop_cannot_reach_runtime_directly(runtime: Runtime) -> None:
-    res = runtime.rig.run("laptop", ["python3", "-c",
-                          f"import socket; socket.create_connection(('{RUNTIME_IP}', 22), 2)"])
+    res = runtime.rig.run(
+        "laptop",
+        ["python3", "-c", f"import socket; socket.create_connection(('{RUNTIME_IP}', 22), 2)"],
+    )
     assert res.returncode != 0
     assert "unreachable" in res.stderr or "timed out" in res.stderr
 
@@ -51,8 +53,14 @@ def test_generated_config_pins_host_keys(runtime: Runtime) -> None:
 def test_interactive_pty_session(runtime: Runtime) -> None:
     primary, secondary = pty.openpty()
     argv = ["ip", "netns", "exec", runtime.rig.ns["laptop"], *runtime.ssh_base(), "-tt", "colab"]
-    proc = subprocess.Popen(argv, stdin=secondary, stdout=secondary, stderr=secondary,
-                            env=runtime.rig.env(), start_new_session=True)
+    proc = subprocess.Popen(
+        argv,
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        env=runtime.rig.env(),
+        start_new_session=True,
+    )
     os.close(secondary)
     out = b""
 
@@ -105,17 +113,21 @@ def test_rsync_with_checksums(runtime: Runtime, tmp_path: Path) -> None:
         (tree / ("sub" if i % 2 else "") / f"f{i}.bin").write_bytes(os.urandom(4096 * (i + 1)))
     dest = tmp_path / "mirror"
     rsh = f"ssh -F {runtime.ssh_config} -o BatchMode=yes"
-    res = runtime.rig.run("laptop", ["rsync", "-a", "--checksum", "-e", rsh, f"{tree}/",
-                                     f"colab:{dest}/"])
+    res = runtime.rig.run(
+        "laptop", ["rsync", "-a", "--checksum", "-e", rsh, f"{tree}/", f"colab:{dest}/"]
+    )
     assert res.returncode == 0, res.stderr
     for f in tree.rglob("*.bin"):
         assert sha256(f) == sha256(dest / f.relative_to(tree))
     # And back: a second, incremental run that transfers nothing new must still succeed.
     back = tmp_path / "back"
-    res = runtime.rig.run("laptop", ["rsync", "-a", "--checksum", "-e", rsh, f"colab:{dest}/",
-                                     f"{back}/"])
+    res = runtime.rig.run(
+        "laptop", ["rsync", "-a", "--checksum", "-e", rsh, f"colab:{dest}/", f"{back}/"]
+    )
     assert res.returncode == 0, res.stderr
-    assert sorted(p.name for p in back.rglob("*.bin")) == sorted(p.name for p in tree.rglob("*.bin"))
+    assert sorted(p.name for p in back.rglob("*.bin")) == sorted(
+        p.name for p in tree.rglob("*.bin")
+    )
 
 
 def test_sftp_batch(runtime: Runtime, tmp_path: Path) -> None:
@@ -123,10 +135,14 @@ def test_sftp_batch(runtime: Runtime, tmp_path: Path) -> None:
     local.write_text("sftp payload\n")
     work = tmp_path / "sftp-dir"
     batch = tmp_path / "batch"
-    batch.write_text(f"mkdir {work}\ncd {work}\nput {local} a.txt\nrename a.txt b.txt\n"
-                     f"ls\nget b.txt {tmp_path / 'got.txt'}\n")
-    res = runtime.rig.run("laptop", ["sftp", "-F", str(runtime.ssh_config), "-o",
-                                     "BatchMode=yes", "-b", str(batch), "colab"])
+    batch.write_text(
+        f"mkdir {work}\ncd {work}\nput {local} a.txt\nrename a.txt b.txt\n"
+        f"ls\nget b.txt {tmp_path / 'got.txt'}\n"
+    )
+    res = runtime.rig.run(
+        "laptop",
+        ["sftp", "-F", str(runtime.ssh_config), "-o", "BatchMode=yes", "-b", str(batch), "colab"],
+    )
     assert res.returncode == 0, res.stderr
     assert (work / "b.txt").read_text() == "sftp payload\n"
     assert (tmp_path / "got.txt").read_text() == "sftp payload\n"
@@ -136,19 +152,34 @@ def test_local_forward_to_http_server_in_runtime(runtime: Runtime, tmp_path: Pat
     site = tmp_path / "site"
     site.mkdir()
     (site / "index.html").write_text("tensorboard-ish\n")
-    server = runtime.rig.popen("rt", ["python3", "-m", "http.server", "18765", "--bind",
-                                      "127.0.0.1", "--directory", str(site)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = runtime.rig.popen(
+        "rt",
+        ["python3", "-m", "http.server", "18765", "--bind", "127.0.0.1", "--directory", str(site)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     runtime.rig.wait_tcp("rt", "127.0.0.1", 18765)
-    fwd = runtime.rig.popen("laptop", [*runtime.ssh_base(), "-N", "-o",
-                                       "ExitOnForwardFailure=yes", "-L",
-                                       "16006:127.0.0.1:18765", "colab"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    fwd = runtime.rig.popen(
+        "laptop",
+        [
+            *runtime.ssh_base(),
+            "-N",
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-L",
+            "16006:127.0.0.1:18765",
+            "colab",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
-        code = ("import urllib.request,time\nd=time.time()+15\nwhile True:\n try:\n"
-                "  print(urllib.request.urlopen('http://127.0.0.1:16006/index.html',timeout=3)"
-                ".read().decode(),end='');break\n except OSError:\n"
-                "  assert time.time()<d\n  time.sleep(0.1)\n")
+        code = (
+            "import urllib.request,time\nd=time.time()+15\nwhile True:\n try:\n"
+            "  print(urllib.request.urlopen('http://127.0.0.1:16006/index.html',timeout=3)"
+            ".read().decode(),end='');break\n except OSError:\n"
+            "  assert time.time()<d\n  time.sleep(0.1)\n"
+        )
         res = runtime.rig.run("laptop", ["python3", "-c", code])
         assert res.stdout == "tensorboard-ish\n", res.stderr
     finally:
@@ -178,8 +209,14 @@ def test_status_descriptor_and_no_second_copy(runtime: Runtime) -> None:
 
 def test_up_prints_connection_block(runtime: Runtime) -> None:
     out = runtime.up().stdout
-    for needle in ("ssh ", "Host colab", "handy-colab connect", "code --remote ssh-remote+colab",
-                   "PyCharm", "interpreter "):
+    for needle in (
+        "ssh ",
+        "Host colab",
+        "handy-colab connect",
+        "code --remote ssh-remote+colab",
+        "PyCharm",
+        "interpreter ",
+    ):
         assert needle in out, needle
     assert "PRIVATE KEY" not in out
 

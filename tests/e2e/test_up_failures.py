@@ -34,9 +34,15 @@ def test_relay_refuses_key(fresh: Any) -> None:
 
 def test_remote_port_taken(fresh: Any) -> None:
     rt = fresh("public")
-    holder = rt.rig.popen("relay", ["python3", "-c",
-                          "import socket,time\ns=socket.socket()\n"
-                          f"s.bind(('0.0.0.0',{REMOTE_PORT}))\ns.listen()\ntime.sleep(120)"])
+    holder = rt.rig.popen(
+        "relay",
+        [
+            "python3",
+            "-c",
+            "import socket,time\ns=socket.socket()\n"
+            f"s.bind(('0.0.0.0',{REMOTE_PORT}))\ns.listen()\ntime.sleep(120)",
+        ],
+    )
     rt.rig.wait_tcp("relay", RELAY_IP, REMOTE_PORT)
     res = rt.up()
     assert_failed_cleanly(rt, res, f"port {REMOTE_PORT}", "taken", "remote_port")
@@ -88,9 +94,11 @@ def test_relay_host_key_recorded_on_first_use_then_pinned(fresh: Any) -> None:
 
 def test_seed_python_api(fresh: Any) -> None:
     rt = fresh("public")
-    code = ("from handy_colab import start_tunnel\n"
-            f"block = start_tunnel({str(rt.folder)!r})\n"
-            "assert 'Host colab' in block\n")
+    code = (
+        "from handy_colab import start_tunnel\n"
+        f"block = start_tunnel({str(rt.folder)!r})\n"
+        "assert 'Host colab' in block\n"
+    )
     res = rt.rig.run("rt", ["python3", "-c", code], timeout=90)
     assert res.returncode == 0, res.stderr
     assert "handy-colab connect" in res.stdout
@@ -101,8 +109,13 @@ def test_seed_python_api(fresh: Any) -> None:
 
 def test_foreground_stops_on_interrupt(fresh: Any) -> None:
     rt = fresh("public")
-    proc = rt.rig.popen("rt", ["handy-colab", "up", str(rt.folder), "--foreground"],
-                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = rt.rig.popen(
+        "rt",
+        ["handy-colab", "up", str(rt.folder), "--foreground"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     line = ""
     deadline = time.monotonic() + 40
@@ -125,23 +138,33 @@ def test_connect_default_paths_include_user_config(fresh: Any, tmp_path: Any) ->
     original = "Host other\n    HostName example.invalid\n"
     user_cfg.write_text(original)
     env = dict(rt.rig.env(), HOME=str(home))
-    res = rt.rig.run("laptop", ["handy-colab", "connect", str(rt.folder), "--identity",
-                                str(rt.laptop_key)], env=env)
+    res = rt.rig.run(
+        "laptop",
+        ["handy-colab", "connect", str(rt.folder), "--identity", str(rt.laptop_key)],
+        env=env,
+    )
     assert res.returncode == 0, res.stderr
     text = user_cfg.read_text()
     assert text.startswith("Include ")
     assert text.endswith(original)
     # ssh resolves "~" from the password database, so point -F at the fake home's config.
-    res = rt.rig.run("laptop", ["ssh", "-F", str(user_cfg), "-o", "BatchMode=yes", "colab",
-                                "echo via-include"])
+    res = rt.rig.run(
+        "laptop", ["ssh", "-F", str(user_cfg), "-o", "BatchMode=yes", "colab", "echo via-include"]
+    )
     assert res.stdout == "via-include\n", res.stderr
 
 
 def test_remote_port_taken_private(fresh: Any) -> None:
     rt = fresh("private")
-    holder = rt.rig.popen("relay", ["python3", "-c",
-                          "import socket,time\ns=socket.socket()\n"
-                          f"s.bind(('127.0.0.1',{REMOTE_PORT}))\ns.listen()\ntime.sleep(120)"])
+    holder = rt.rig.popen(
+        "relay",
+        [
+            "python3",
+            "-c",
+            "import socket,time\ns=socket.socket()\n"
+            f"s.bind(('127.0.0.1',{REMOTE_PORT}))\ns.listen()\ntime.sleep(120)",
+        ],
+    )
     rt.rig.wait_tcp("relay", "127.0.0.1", REMOTE_PORT)
     res = rt.up()
     assert_failed_cleanly(rt, res, f"refused to listen on port {REMOTE_PORT}", "remote_port")

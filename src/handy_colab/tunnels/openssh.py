@@ -227,11 +227,13 @@ class OpenSSHTunnel(Tunnel):
             raise TunnelError(
                 f"relay port {port} answers, but not with the runtime's SSH server (got "
                 f"{banner[:40]!r}): the port is taken by another program on the relay. Fix: "
-                f"free it, or choose another 'relay.remote_port'")
+                f"free it, or choose another 'relay.remote_port'"
+            )
         raise TunnelError(
             f"the relay accepted the forward but {self.endpoint} refuses connections "
             f"({banner}). Fix: set 'GatewayPorts yes' in the relay's sshd_config for public "
-            f"mode (or use mode private), and open port {port} in its firewall")
+            f"mode (or use mode private), and open port {port} in its firewall"
+        )
 
     def _jump_banner(self, timeout: float) -> str:
         argv = [

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install what handy-colab needs on a fresh Debian machine, into ./.venv.
+#   scripts/setup.sh          runtime: OpenSSH, rsync, python venv + the package
+#   scripts/setup.sh test     also what the test suite needs (iproute2, iptables, pytest, ...)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+want=${1:-run}
+pkgs=(openssh-server openssh-client rsync python3 python3-venv python3-pip ca-certificates)
+if [ "$want" = test ]; then
+  pkgs+=(iproute2 iptables procps socat netcat-openbsd)
+fi
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  missing=()
+  for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+elif ! command -v ssh >/dev/null; then
+  echo "setup: not root (or no apt-get): install openssh-client/openssh-server yourself" >&2
+fi
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+if [ "$want" = test ]; then
+  .venv/bin/python -m pip install -q -e '.[test]'
+else
+  .venv/bin/python -m pip install -q -e .
+fi
