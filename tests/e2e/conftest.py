@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -62,6 +63,15 @@ class Runtime:
 
     def ssh(self, *cmd: str, **kw: Any) -> Any:
         return self.rig.run("laptop", [*self.ssh_base(), "colab", *cmd], **kw)
+
+
+def _etc_ssh_digest() -> str:
+    """Hash of the system's sshd config: handy-colab must never edit it."""
+    h = hashlib.sha256()
+    for f in sorted(Path("/etc/ssh").glob("sshd_config*")):
+        if f.is_file():
+            h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()
 
 
 def write_seed_folder(folder: Path, relay_key: Path, laptop_key: Path) -> None:
@@ -142,6 +152,7 @@ def _populate(rig: Rig, tmp: Path, mode: str, start: bool) -> Runtime:
         tmp / "laptop" / "known_hosts",
         mode,
         relay_host_key,
+        extra={"etc_ssh": _etc_ssh_digest()},
     )
     if start:
         res = rt.up()

@@ -11,11 +11,13 @@ import json
 import os
 import pty
 import select
+import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
-from tests.e2e.conftest import REMOTE_PORT, Runtime
+from tests.e2e.conftest import REMOTE_PORT, Runtime, _etc_ssh_digest
 from tests.rig import RUNTIME_IP, wait_until
 
 
@@ -219,6 +221,47 @@ def test_up_prints_connection_block(runtime: Runtime) -> None:
     ):
         assert needle in out, needle
     assert "PRIVATE KEY" not in out
+
+
+def test_key_only_no_passwords(runtime: Runtime) -> None:
+    res = runtime.rig.run(
+        "laptop",
+        [
+            *runtime.ssh_base(),
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            "PreferredAuthentications=password,keyboard-interactive",
+            "colab",
+            "true",
+        ],
+    )
+    assert res.returncode == 255
+    assert "Permission denied (publickey)" in res.stderr
+    cfg = (runtime.rig.state_dir / "colab" / "sshd_config").read_text()
+    assert "PasswordAuthentication no" in cfg and "KbdInteractiveAuthentication no" in cfg
+
+
+def test_system_sshd_config_untouched(runtime: Runtime) -> None:
+    assert _etc_ssh_digest() == runtime.extra["etc_ssh"]
+
+
+def test_supervisor_reopens_a_dropped_tunnel(runtime: Runtime) -> None:
+    def state() -> dict[str, Any]:
+        res = runtime.rig.handy("rt", "status", "--json")
+        data: dict[str, Any] = json.loads(res.stdout)
+        return data
+
+    before = state()["tunnel"]
+    os.kill(before["pid"], signal.SIGKILL)
+    assert wait_until(
+        lambda: state()["tunnel"]["reconnects"] > before["reconnects"] and state()["healthy"], 30
+    )
+    assert state()["tunnel"]["pid"] != before["pid"]
+    assert runtime.ssh("echo back").stdout == "back\n"
+    logs = runtime.rig.handy("rt", "logs")
+    assert logs.returncode == 0 and "tunnel re-opened" in logs.stdout
+    assert "PRIVATE KEY" not in logs.stdout
 
 
 def test_restart_keeps_host_key_then_changed_key_is_refused(runtime: Runtime) -> None:

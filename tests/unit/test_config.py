@@ -33,6 +33,7 @@ def write_config(folder: Path, data: Any) -> Path:
         path.write_text(json.dumps(data, indent=2))
     return path
 
+
 # --------------------------------------------------------------------------- seed format
 
 
@@ -234,9 +235,7 @@ def test_superset_without_seed_section(tmp_path: Path, keys: Any) -> None:
     assert cfg.mode == "public"
 
 
-def test_relay_user_defaults_from_key_name_even_with_relay_key(
-    tmp_path: Path, keys: Any
-) -> None:
+def test_relay_user_defaults_from_key_name_even_with_relay_key(tmp_path: Path, keys: Any) -> None:
     keys.copy_private("ed25519", tmp_path / "carol.x.pem")
     keys.copy_private("ecdsa", tmp_path / "dave.pem")
     write_config(tmp_path, {**SEED_CONFIG, "relay": {"key": "dave.pem"}})
@@ -268,9 +267,7 @@ def test_server_port_zero_and_string_ports(tmp_path: Path, keys: Any) -> None:
     assert cfg.server_port == 0
 
 
-def test_encrypted_key_is_ignored_when_relay_key_names_another(
-    tmp_path: Path, keys: Any
-) -> None:
+def test_encrypted_key_is_ignored_when_relay_key_names_another(tmp_path: Path, keys: Any) -> None:
     keys.copy_private("enc_ed25519", tmp_path / "locked")
     keys.copy_private("ed25519", tmp_path / "open")
     write_config(tmp_path, {**SEED_CONFIG, "relay": {"key": "open"}})
@@ -508,9 +505,7 @@ def test_invalid_config_gives_one_line_config_error(
     _assert_good_message(
         str(info.value),
         [
-            e.replace(CFG, str(cfg_path))
-            .replace(FOLDER, str(folder))
-            .replace("{dir}", str(folder))
+            e.replace(CFG, str(cfg_path)).replace(FOLDER, str(folder)).replace("{dir}", str(folder))
             for e in expected
         ],
     )
@@ -589,9 +584,7 @@ def test_bug_port_with_unicode_digit_gives_config_error(tmp_path: Path, keys: An
     "that is not UTF-8 (e.g. saved as UTF-16 by Notepad) raises a bare UnicodeDecodeError",
 )
 @pytest.mark.parametrize("encoding", ["utf-16", "latin-1"])
-def test_bug_non_utf8_config_gives_config_error(
-    tmp_path: Path, keys: Any, encoding: str
-) -> None:
+def test_bug_non_utf8_config_gives_config_error(tmp_path: Path, keys: Any, encoding: str) -> None:
     write_config(tmp_path, json.dumps(_base(name="café"), ensure_ascii=False).encode(encoding))
     keys.copy_private("rsa_pem", tmp_path / "alice.pem")
     with pytest.raises(ConfigError) as info:
@@ -602,7 +595,7 @@ def test_bug_non_utf8_config_gives_config_error(
 @pytest.mark.xfail(
     strict=True,
     reason="BUG: _Fields.sub() and the 'forwards' check use `value or {}` / `or []`, so a "
-    "falsy value of the wrong type ([], false, 0, \"\", {}) is silently accepted",
+    'falsy value of the wrong type ([], false, 0, "", {}) is silently accepted',
 )
 @pytest.mark.parametrize(
     "extra",
@@ -628,7 +621,7 @@ def test_bug_falsy_wrong_type_sections_are_rejected(
 @pytest.mark.xfail(
     strict=True,
     reason="BUG: a bad 'forwards' entry is checked through a synthetic _Fields whose keys are "
-    "indices, so the Fix text says `write it as \"0\": 2222` instead of the list syntax",
+    'indices, so the Fix text says `write it as "0": 2222` instead of the list syntax',
 )
 def test_bug_bad_forward_fix_text_shows_list_syntax(tmp_path: Path, keys: Any) -> None:
     write_config(tmp_path, _base(forwards=["x"]))

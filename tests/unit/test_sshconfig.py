@@ -87,7 +87,9 @@ def test_replace_block_appends_after_user_text_without_touching_it() -> None:
     user = "Host mine\n  HostName x"  # no trailing newline
     out = S.replace_block(user, "colab", "Host colab")
     assert out.startswith(user + "\n")
-    assert out == user + "\n\n# >>> handy-colab colab >>>\nHost colab\n# <<< handy-colab colab <<<\n"
+    assert (
+        out == user + "\n\n# >>> handy-colab colab >>>\nHost colab\n# <<< handy-colab colab <<<\n"
+    )
 
 
 def test_replace_block_replaces_only_its_own_block() -> None:
@@ -246,9 +248,7 @@ def test_ssh_parses_public_block(
 ) -> None:
     kh = tmp_path / "known hosts"
     cfg = tmp_path / "cfg"
-    cfg.write_text(
-        S.render_host_blocks(make_descriptor(forwards=[6006, 8888]), identity, str(kh))
-    )
+    cfg.write_text(S.render_host_blocks(make_descriptor(forwards=[6006, 8888]), identity, str(kh)))
     g = ssh_g(cfg, "colab")
     assert g["hostname"] == "public.example.org"
     assert g["port"] == "12345"
@@ -391,9 +391,7 @@ def test_connect_empty_user_config(home: Path, desc_file: Path) -> None:
         "Include ~/.ssh/config.d/handy-colab other_file",
     ],
 )
-def test_connect_existing_include_is_not_duplicated(
-    home: Path, desc_file: Path, line: str
-) -> None:
+def test_connect_existing_include_is_not_duplicated(home: Path, desc_file: Path, line: str) -> None:
     managed = home / ".ssh" / "config.d" / "handy-colab"
     content = "Host x\n  User y\n\n" + line.format(managed=managed) + "\n"
     user_cfg = _user_ssh(home, content=content)
@@ -427,9 +425,7 @@ def test_connect_update_host_key_replaces_only_its_line(
     )
 
     kh_after = known.read_text().splitlines()
-    assert [ln for ln in kh_after if ln.startswith("colab ")] == [
-        f"colab {keys.blob('ed25519_b')}"
-    ]
+    assert [ln for ln in kh_after if ln.startswith("colab ")] == [f"colab {keys.blob('ed25519_b')}"]
     assert [ln for ln in kh_after if not ln.startswith("colab ")] == [
         ln for ln in kh_before if not ln.startswith("colab ")
     ]
@@ -443,7 +439,9 @@ def test_connect_update_host_key_replaces_only_its_line(
     assert "Port 23456" in ours and "Port 12345" not in ours
     assert (home / ".ssh" / "config").read_text() == user_before
     # The old known_hosts was backed up before being replaced.
-    assert any(p.name.startswith("handy-colab_known_hosts.handy-colab-backup-") for p in res.backups)
+    assert any(
+        p.name.startswith("handy-colab_known_hosts.handy-colab-backup-") for p in res.backups
+    )
 
 
 def test_connect_explicit_paths_leave_home_untouched(

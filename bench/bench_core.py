@@ -1,0 +1,445 @@
+#!/usr/bin/env python3
+"""Benchmark of the core path: time to ready, and throughput of ours versus a hand-made tunnel.
+
+Run from the repository root, as root (it builds the NAT rig of tests/rig.py):
+
+    python3 bench/bench_core.py [--size-mib 256] [--runs 5] [--reps 3] [--out FILE]
+
+For each mode (public, private) it builds one rig and measures, on this machine, in one run:
+
+1. Time to ready: from launching ``handy-colab up DIR`` (rt namespace) through
+   ``handy-colab connect`` until the first successful ``ssh -F cfg colab true`` from the
+   laptop namespace. ``handy-colab down`` and a fresh state directory between runs; the config
+   folder (and so the runtime's host key) is kept, as a real user's Drive folder would be.
+2. Throughput of one random file, both ways, with ``ssh HOST cat`` and ``scp``, through our
+   tunnel and through a hand-made baseline that reproduces the seed project's own commands:
+   a plain sshd started by hand in the rt namespace and
+   ``ssh -oStrictHostKeyChecking=no -oUserKnownHostsFile=/dev/null -i KEY -N -R ...``.
+   Ours and the baseline run in the same rig at the same time, interleaved, with the order
+   flipped every repetition (A B, B A, ...) so slow drift does not favour either side.
+
+Each throughput sample is the file size over the wall time of the whole client command, so
+it includes the SSH handshake(s) of that command; the same holds for both sides.
+Everything is torn down in ``finally``: rigs, namespaces, processes and temporary files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.e2e.conftest import Runtime, finish, make_runtime  # noqa: E402
+from tests.rig import RELAY_IP, RELAY_USER, keygen, prerequisites, sh  # noqa: E402
+
+MODES = ("public", "private")
+OPS = ("cat_down", "cat_up", "scp_down", "scp_up")
+BASE_REMOTE_PORT = 2323  # the baseline's port on the relay (ours uses conftest's REMOTE_PORT)
+BASE_SSHD_PORT = 22022  # the hand-started sshd, 127.0.0.1 in the rt namespace
+MIB = 1024 * 1024
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def summary(values: Sequence[float]) -> dict[str, float | None]:
+    if not values:
+        return {"median": None, "min": None, "max": None}
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(4 * MIB):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class Route:
+    """How the laptop reaches one SSH server: argv prefixes for ssh and scp, and a target."""
+
+    name: str
+    ssh: list[str]  # up to and including the destination
+    scp: list[str]  # options only
+    target: str  # scp's HOST in HOST:PATH
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.work = Path(tempfile.mkdtemp(prefix="hc-bench-"))
+        # The payload and its copies live on tmpfs so disks do not enter the numbers.
+        shm = Path("/dev/shm")
+        self.data = Path(tempfile.mkdtemp(prefix="hc-bench-data-",
+                                          dir=shm if shm.is_dir() else None))
+        self.src = self.data / "payload.bin"
+        self.src_sha = ""
+        self.runtimes: list[Runtime] = []
+        self.leftovers: list[str] = []
+        self.prefixes: list[str] = []
+        self.result: dict[str, Any] = {
+            "machine": machine_info(),
+            "params": {"size_mib": args.size_mib, "ready_runs": args.runs,
+                       "throughput_reps": args.reps, "payload_dir": str(self.data),
+                       "order": "interleaved per op; ours first on even reps, baseline first "
+                                "on odd reps",
+                       "throughput_definition": "size / wall time of the whole client "
+                                                "command (handshakes included)"},
+            "time_to_ready": {}, "throughput": {}, "verified": {}, "ciphers": {},
+        }
+
+    # -- payload ----------------------------------------------------------------------------
+    def make_payload(self) -> None:
+        t0 = time.perf_counter()
+        h = hashlib.sha256()
+        with open(self.src, "wb") as fh:
+            for _ in range(self.args.size_mib):
+                block = os.urandom(MIB)
+                h.update(block)
+                fh.write(block)
+        self.src_sha = h.hexdigest()
+        log(f"payload {self.args.size_mib} MiB at {self.src} in {time.perf_counter() - t0:.1f}s")
+
+    # -- time to ready ----------------------------------------------------------------------
+    def time_to_ready(self, rt: Runtime) -> dict[str, Any]:
+        rig = rt.rig
+        samples: list[dict[str, Any]] = []
+        for i in range(self.args.runs):
+            down_s = None
+            if i:
+                t = time.perf_counter()
+                res = rig.handy("rt", "down", timeout=60)
+                down_s = time.perf_counter() - t
+                if res.returncode != 0:
+                    raise RuntimeError(f"down failed: {res.stderr or res.stdout}")
+            # A fresh state each run; the config folder (host keys) and relay stay.
+            shutil.rmtree(rig.state_dir, ignore_errors=True)
+            for f in (rt.ssh_config, rt.known_hosts):
+                f.unlink(missing_ok=True)
+            t0 = time.perf_counter()
+            res = rt.up()
+            t_up = time.perf_counter()
+            if res.returncode != 0:
+                raise RuntimeError(f"{rt.mode} up failed: {res.stderr or res.stdout}")
+            res = rt.connect()
+            t_conn = time.perf_counter()
+            if res.returncode != 0:
+                raise RuntimeError(f"{rt.mode} connect failed: {res.stderr or res.stdout}")
+            attempts = 0
+            while True:
+                attempts += 1
+                res = rig.run("laptop", [*rt.ssh_base(), "-o", "ConnectTimeout=5", "colab",
+                                         "true"], timeout=30)
+                if res.returncode == 0:
+                    break
+                if time.perf_counter() - t0 > 90:
+                    raise RuntimeError(f"{rt.mode}: ssh never succeeded: {res.stderr}")
+                time.sleep(0.05)
+            t_ssh = time.perf_counter()
+            s = {"total_s": t_ssh - t0, "up_s": t_up - t0, "connect_s": t_conn - t_up,
+                 "first_ssh_s": t_ssh - t_conn, "ssh_attempts": attempts,
+                 "previous_down_s": down_s}
+            samples.append(s)
+            log(f"{rt.mode} ready run {i + 1}: {s['total_s']:.3f}s (up {s['up_s']:.3f}, "
+                f"connect {s['connect_s']:.3f}, ssh {s['first_ssh_s']:.3f} x{attempts})")
+        out: dict[str, Any] = {"samples": samples}
+        for key in ("total_s", "up_s", "connect_s", "first_ssh_s"):
+            out[key] = summary([s[key] for s in samples])
+        return out
+
+    # -- baseline ---------------------------------------------------------------------------
+    def start_baseline(self, rt: Runtime, tmp: Path) -> Route:
+        rig = rt.rig
+        d = tmp / "baseline"
+        d.mkdir()
+        hostkey = keygen(d / "ssh_host_ed25519_key")
+        ak = d / "authorized_keys"
+        shutil.copy(f"{rt.laptop_key}.pub", ak)
+        cfg = d / "sshd_config"
+        cfg.write_text("\n".join([
+            f"Port {BASE_SSHD_PORT}", "ListenAddress 127.0.0.1", f"HostKey {hostkey}",
+            f"AuthorizedKeysFile {ak}", f"PidFile {d / 'sshd.pid'}", "StrictModes no",
+            "UsePAM no", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
+            "PermitRootLogin prohibit-password",
+            "Subsystem sftp /usr/lib/openssh/sftp-server", "",
+        ]))
+        with open(d / "sshd.log", "ab") as fh:
+            rig.popen("rt", ["/usr/sbin/sshd", "-D", "-e", "-f", str(cfg)],
+                      stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+                      start_new_session=True)
+        rig.wait_tcp("rt", "127.0.0.1", BASE_SSHD_PORT)
+        if rt.mode == "public":
+            spec = f"{BASE_REMOTE_PORT}:localhost:{BASE_SSHD_PORT}"
+        else:
+            spec = f"127.0.0.1:{BASE_REMOTE_PORT}:localhost:{BASE_SSHD_PORT}"
+        # The seed project's own command, as it runs it (no ExitOnForwardFailure, no -v).
+        argv = ["ssh", "-oStrictHostKeyChecking=no", "-oUserKnownHostsFile=/dev/null",
+                "-i", str(rt.relay_key), "-N", "-R", spec, f"{RELAY_USER}@{RELAY_IP}"]
+        with open(d / "tunnel.log", "ab") as fh:
+            rig.popen("rt", argv, stdin=subprocess.DEVNULL, stdout=fh,
+                      stderr=subprocess.STDOUT, start_new_session=True)
+        if rt.mode == "public":
+            rig.wait_tcp("laptop", RELAY_IP, BASE_REMOTE_PORT, timeout=20)
+        else:
+            rig.wait_tcp("relay", "127.0.0.1", BASE_REMOTE_PORT, timeout=20)
+        # The laptop side of the baseline: no host key checking, the laptop key. A config
+        # file (not -o) so that the ProxyJump hop gets the same options.
+        lcfg = d / "laptop_config"
+        lcfg.write_text("\n".join([
+            "Host *", "    StrictHostKeyChecking no", "    UserKnownHostsFile /dev/null",
+            f"    IdentityFile {rt.laptop_key}", "    BatchMode yes", "    LogLevel ERROR", "",
+        ]))
+        if rt.mode == "public":
+            target = f"root@{RELAY_IP}"
+            ssh = ["ssh", "-F", str(lcfg), "-p", str(BASE_REMOTE_PORT), target]
+            scp = ["scp", "-F", str(lcfg), "-q", "-P", str(BASE_REMOTE_PORT)]
+        else:
+            target = "root@127.0.0.1"
+            jump = ["-J", f"{RELAY_USER}@{RELAY_IP}"]
+            ssh = ["ssh", "-F", str(lcfg), *jump, "-p", str(BASE_REMOTE_PORT), target]
+            scp = ["scp", "-F", str(lcfg), "-q", *jump, "-P", str(BASE_REMOTE_PORT)]
+        return Route("baseline", ssh, scp, target)
+
+    # -- throughput -------------------------------------------------------------------------
+    def run_laptop(self, rt: Runtime, argv: list[str], stdin: Any = subprocess.DEVNULL,
+                   timeout: float = 300) -> tuple[float, int, str]:
+        full = ["ip", "netns", "exec", rt.rig.ns["laptop"], *argv]
+        t0 = time.perf_counter()
+        res = subprocess.run(full, stdin=stdin, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, timeout=timeout, env=rt.rig.env())
+        return time.perf_counter() - t0, res.returncode, res.stderr.decode(errors="replace")
+
+    def transfer(self, rt: Runtime, route: Route, op: str, verify: bool) -> dict[str, Any]:
+        down_copy = self.data / f"down-{route.name}.bin"
+        up_copy = self.data / f"up-{route.name}.bin"
+        if op == "cat_down":
+            secs, rc, err = self.run_laptop(rt, [*route.ssh, f"cat {self.src}"])
+        elif op == "cat_up":
+            with open(self.src, "rb") as fh:
+                secs, rc, err = self.run_laptop(rt, [*route.ssh, "cat > /dev/null"], stdin=fh)
+        elif op == "scp_down":
+            secs, rc, err = self.run_laptop(
+                rt, [*route.scp, f"{route.target}:{self.src}", str(down_copy)])
+        else:
+            secs, rc, err = self.run_laptop(
+                rt, [*route.scp, str(self.src), f"{route.target}:{up_copy}"])
+        sample: dict[str, Any] = {"seconds": secs, "rc": rc,
+                                  "mib_s": self.args.size_mib / secs if rc == 0 else None}
+        if rc != 0:
+            sample["error"] = err.strip()[-300:]
+            log(f"  {route.name} {op} FAILED rc={rc}: {sample['error']}")
+        copy = down_copy if op == "scp_down" else up_copy if op == "scp_up" else None
+        if copy is not None:
+            if verify and rc == 0:
+                sample["sha256_ok"] = copy.exists() and sha256(copy) == self.src_sha
+                if not sample["sha256_ok"]:
+                    log(f"  {route.name} {op}: sha256 MISMATCH")
+            copy.unlink(missing_ok=True)
+        return sample
+
+    def throughput(self, rt: Runtime, routes: list[Route]) -> dict[str, Any]:
+        out: dict[str, Any] = {op: {r.name: {"samples": []} for r in routes} for op in OPS}
+        verified: dict[str, dict[str, bool]] = {r.name: {} for r in routes}
+        for rep in range(self.args.reps):
+            order = routes if rep % 2 == 0 else list(reversed(routes))
+            for op in OPS:
+                for route in order:
+                    s = self.transfer(rt, route, op, verify=rep == 0)
+                    out[op][route.name]["samples"].append(s)
+                    if "sha256_ok" in s:
+                        verified[route.name][op] = s["sha256_ok"]
+                    if s["mib_s"] is not None:
+                        log(f"  {rt.mode} rep {rep + 1} {op:8s} {route.name:8s} "
+                            f"{s['mib_s']:7.1f} MiB/s ({s['seconds']:.2f}s)")
+        for op in OPS:
+            for r in routes:
+                entry = out[op][r.name]
+                vals = [s["mib_s"] for s in entry["samples"] if s["mib_s"] is not None]
+                entry["mib_s"] = summary(vals)
+                entry["failures"] = sum(1 for s in entry["samples"] if s["mib_s"] is None)
+            ours, base = out[op]["ours"]["mib_s"]["median"], out[op]["baseline"]["mib_s"]["median"]
+            out[op]["ratio_ours_over_baseline"] = ours / base if ours and base else None
+        self.result["verified"][rt.mode] = verified
+        return out
+
+    def ciphers(self, rt: Runtime, route: Route) -> list[str]:
+        res = rt.rig.run("laptop", [*route.ssh[:1], "-v", *route.ssh[1:], "true"], timeout=60)
+        return sorted({m.group(0) for m in re.finditer(r"kex: (?:algorithm|server->client "
+                                                        r"cipher): \S+", res.stderr)})
+
+    # -- per mode ---------------------------------------------------------------------------
+    def run_mode(self, mode: str) -> None:
+        tmp = self.work / mode
+        rt = make_runtime(tmp, mode, start=False)
+        self.runtimes.append(rt)
+        self.prefixes.append(rt.rig.prefix)
+        log(f"{mode}: rig {rt.rig.prefix} built")
+        self.result["time_to_ready"][mode] = self.time_to_ready(rt)
+        # The runtime of the last ready run stays up for the throughput part.
+        ours = Route("ours", [*rt.ssh_base(), "colab"],
+                     ["scp", "-F", str(rt.ssh_config), "-o", "BatchMode=yes", "-q"], "colab")
+        base = self.start_baseline(rt, tmp)
+        routes = [ours, base]
+        for r in routes:
+            res = rt.rig.run("laptop", [*r.ssh, "true"], timeout=60)
+            if res.returncode != 0:
+                raise RuntimeError(f"{mode} {r.name}: ssh true failed: {res.stderr}")
+        self.result["ciphers"][mode] = {r.name: self.ciphers(rt, r) for r in routes}
+        supervisor_log = rt.rig.state_dir / "colab" / "supervisor.log"
+        with contextlib.suppress(OSError):
+            text = supervisor_log.read_text(errors="replace")
+            self.result["ciphers"][mode]["ours_tunnel"] = sorted(set(re.findall(
+                r"kex: (?:algorithm|server->client cipher): \S+", text)))
+        self.result["throughput"][mode] = self.throughput(rt, routes)
+
+    def close(self) -> None:
+        for rt in self.runtimes:
+            try:
+                finish(rt)
+            except AssertionError as exc:
+                self.leftovers.append(f"{rt.mode}: {exc}")
+                log(f"{rt.mode}: {exc}")
+            except Exception as exc:  # keep cleaning the rest
+                self.leftovers.append(f"{rt.mode}: close failed: {exc!r}")
+                log(f"{rt.mode}: close failed: {exc!r}")
+        self.runtimes.clear()
+        shutil.rmtree(self.work, ignore_errors=True)
+        shutil.rmtree(self.data, ignore_errors=True)
+        netns = sh("ip", "netns", "list", check=False).stdout
+        stale = [ln for ln in netns.splitlines() if any(p in ln for p in self.prefixes)]
+        if stale:
+            self.leftovers.append(f"namespaces left: {stale}")
+        self.result["leftovers"] = self.leftovers
+
+
+def machine_info() -> dict[str, Any]:
+    def out(*argv: str) -> str:
+        try:
+            res = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        except OSError as exc:
+            return f"unavailable: {exc}"
+        return (res.stdout + res.stderr).strip()
+
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "nproc": os.cpu_count(),
+        "nproc_cmd": out("nproc"),
+        "ssh_version": out("ssh", "-V"),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "cpu_model": next((ln.split(":", 1)[1].strip() for ln in
+                           Path("/proc/cpuinfo").read_text().splitlines()
+                           if ln.startswith("model name")), "unknown"),
+    }
+
+
+def fmt(x: float | None, spec: str = ".1f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    lines = [f"## handy-colab core benchmark ({m['date']}, nproc {m['nproc_cmd']}, "
+             f"{m['ssh_version'].split(',')[0]})", "",
+             "### Time to ready (up -> connect -> first `ssh colab true`), seconds", "",
+             "| mode | runs | median | min | max | median up | median connect | "
+             "median first ssh |", "|---|---|---|---|---|---|---|---|"]
+    for mode, r in result["time_to_ready"].items():
+        t = r["total_s"]
+        lines.append(f"| {mode} | {len(r['samples'])} | {fmt(t['median'], '.2f')} | "
+                     f"{fmt(t['min'], '.2f')} | {fmt(t['max'], '.2f')} | "
+                     f"{fmt(r['up_s']['median'], '.2f')} | "
+                     f"{fmt(r['connect_s']['median'], '.2f')} | "
+                     f"{fmt(r['first_ssh_s']['median'], '.2f')} |")
+    size = result["params"]["size_mib"]
+    lines += ["", f"### Throughput, {size} MiB, MiB/s (median of "
+              f"{result['params']['throughput_reps']}; min-max)", "",
+              "| mode | op | ours | baseline | ours/baseline |", "|---|---|---|---|---|"]
+    for mode, ops in result["throughput"].items():
+        for op in OPS:
+            o, b = ops[op]["ours"]["mib_s"], ops[op]["baseline"]["mib_s"]
+            lines.append(
+                f"| {mode} | {op.replace('_', ' ')} | {fmt(o['median'])} "
+                f"({fmt(o['min'])}-{fmt(o['max'])}) | {fmt(b['median'])} "
+                f"({fmt(b['min'])}-{fmt(b['max'])}) | "
+                f"{fmt(ops[op]['ratio_ours_over_baseline'], '.2f')} |")
+    ver = result.get("verified", {})
+    if ver:
+        lines += ["", "sha256 of scp'd copies: " + "; ".join(
+            f"{mode} {route}: " + ", ".join(f"{op} {'ok' if ok else 'MISMATCH'}"
+                                            for op, ok in ops.items())
+            for mode, routes in ver.items() for route, ops in routes.items())]
+    if result.get("leftovers"):
+        lines += ["", f"LEFTOVERS: {result['leftovers']}"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size-mib", type=int, default=256)
+    ap.add_argument("--runs", type=int, default=5, help="time-to-ready runs per mode")
+    ap.add_argument("--reps", type=int, default=3, help="throughput repetitions per side")
+    ap.add_argument("--modes", default=",".join(MODES), help="comma-separated subset")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "core.json")
+    args = ap.parse_args(argv)
+    missing = prerequisites()
+    if missing:
+        print(f"cannot run: missing {', '.join(missing)}", file=sys.stderr)
+        return 2
+    modes = [m for m in args.modes.split(",") if m]
+    if any(m not in MODES for m in modes):
+        ap.error(f"--modes must be a subset of {','.join(MODES)}")
+
+    def on_term(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
+    bench = Bench(args)
+    t0 = time.perf_counter()
+    code = 0
+    try:
+        bench.make_payload()
+        for mode in modes:
+            bench.run_mode(mode)
+    except Exception as exc:
+        log(f"benchmark failed: {exc!r}")
+        bench.result["error"] = repr(exc)
+        code = 1
+    finally:
+        bench.close()
+    bench.result["wall_s"] = time.perf_counter() - t0
+    if bench.leftovers:
+        code = code or 3
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(bench.result, indent=2) + "\n")
+    print(markdown(bench.result), end="")
+    log(f"done in {bench.result['wall_s']:.0f}s; raw numbers in {args.out}")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
