@@ -148,16 +148,15 @@ class _Fields:
         value = self.data.get(key)
         if value is None:
             return default
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value.strip())
-        low = 0 if allow_zero else 1
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 65535:
+        port = as_port(value, allow_zero)
+        if port is None:
+            low = 0 if allow_zero else 1
             raise self.error(
                 key,
                 f"must be a port number {low}-65535, not {value!r}",
                 f'write it as "{key}": 2222',
             )
-        return value
+        return port
 
     def str_list(self, key: str) -> list[str]:
         value = self.data.get(key)
@@ -168,7 +167,18 @@ class _Fields:
         return list(value)
 
     def sub(self, key: str, allowed: set[str]) -> _Fields:
-        return _Fields(self.file, self.where(key), self.data.get(key) or {}, allowed)
+        value = self.data.get(key)
+        # Only a missing/null section is "absent": [] or false is a mistake worth naming.
+        return _Fields(self.file, self.where(key), {} if value is None else value, allowed)
+
+
+def as_port(value: Any, allow_zero: bool = False) -> int | None:
+    """The port number ``value`` stands for (an int or a decimal string), else None."""
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,5}", value.strip()):
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if (0 if allow_zero else 1) <= value <= 65535 else None
 
 
 def _typename(value: Any) -> str:
@@ -193,7 +203,12 @@ def load_config(folder: str | Path, name: str | None = None) -> RuntimeConfig:
         )
     cfg_path = folder / CONFIG_FILE
     try:
-        text = cfg_path.read_text()
+        text = cfg_path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"{cfg_path}: is not UTF-8 text. Fix: save the file as UTF-8 "
+            f"(Notepad: Save As > Encoding UTF-8)"
+        ) from None
     except FileNotFoundError:
         raise ConfigError(
             f"{cfg_path}: file not found. Fix: create it; see docs/config.md for a minimal example"
@@ -300,19 +315,25 @@ def load_config(folder: str | Path, name: str | None = None) -> RuntimeConfig:
     local_port = seed.port("local_port")
     if local_port is not None:
         forwards.append(local_port)
-    raw_fwd = top.data.get("forwards") or []
+    raw_fwd = top.data.get("forwards")
+    if raw_fwd is None:
+        raw_fwd = []
     if not isinstance(raw_fwd, list):
-        raise top.error("forwards", "must be a list of port numbers", '"forwards": [6006, 8888]')
-    fwd_f = _Fields(
-        cfg_path,
-        "forwards",
-        {str(i): v for i, v in enumerate(raw_fwd)},
-        {str(i) for i in range(len(raw_fwd))},
-    )
-    for i in range(len(raw_fwd)):
-        p = fwd_f.port(str(i))
-        if p is not None and p not in forwards:
-            forwards.append(p)
+        raise top.error(
+            "forwards",
+            f"must be a list of port numbers, not {_typename(raw_fwd)}",
+            'write it as "forwards": [6006, 8888]',
+        )
+    for i, value in enumerate(raw_fwd):
+        port = as_port(value)
+        if port is None:
+            raise top.error(
+                f"forwards[{i}]",
+                f"must be a port number 1-65535, not {value!r}",
+                'write it as "forwards": [6006, 8888]',
+            )
+        if port not in forwards:
+            forwards.append(port)
 
     return RuntimeConfig(
         folder=folder,

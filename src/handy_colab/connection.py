@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import RuntimeConfig
+from .config import NAME_RE, RuntimeConfig
 from .errors import ConfigError
 from .fsutil import atomic_write
 from .keys import fingerprint, parse_public_key_line
 
 FORMAT = 1
+# Host names, IPv4/IPv6 literals and user names; nothing ssh_config would split or interpret.
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_.:%@+-][A-Za-z0-9_.:%@+\[\]-]{0,252}$")
 
 
 @dataclass
@@ -57,27 +60,79 @@ class Descriptor:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str) -> Descriptor:
-        known = {f for f in cls.__dataclass_fields__}
-        try:
-            desc = cls(**{k: v for k, v in data.items() if k in known})
-        except TypeError as exc:
+        """Validate every field: they end up in the laptop's ssh config and known_hosts."""
+
+        def bad(fld: str, problem: str) -> ConfigError:
+            return ConfigError(
+                f"{source}: field '{fld}' {problem}. Fix: use the "
+                f"connections/NAME.json written by `handy-colab up`, unedited"
+            )
+
+        fmt = data.get("format", FORMAT)
+        if isinstance(fmt, bool) or not isinstance(fmt, int):
+            raise bad("format", "must be a number")
+        if fmt > FORMAT:
             raise ConfigError(
-                f"{source}: not a handy-colab connection descriptor ({exc}). Fix: "
-                f"use the connections/NAME.json file written by `up`"
-            ) from None
-        if desc.format > FORMAT:
-            raise ConfigError(
-                f"{source}: descriptor format {desc.format} is newer than this "
+                f"{source}: descriptor format {fmt} is newer than this "
                 f"handy-colab understands. Fix: upgrade handy-colab on the laptop"
             )
-        if not desc.host_keys or any(
-            parse_public_key_line(k, source) is None for k in desc.host_keys
+        for fld in ("name", "mode", "user", "relay_host", "relay_user", "public_host"):
+            value = data.get(fld)
+            # A space, newline or quote here would let a descriptor add ssh directives.
+            if not isinstance(value, str) or not _TOKEN_RE.match(value):
+                raise bad(fld, f"is missing or not a plain host/user token ({value!r})")
+        if not NAME_RE.match(data["name"]):
+            raise bad("name", "is not a valid runtime name")
+        if data["mode"] not in ("public", "private"):
+            raise bad("mode", f"must be public or private, not {data['mode']!r}")
+        for fld in ("relay_port", "remote_port"):
+            value = data.get(fld)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+                raise bad(fld, f"must be a port number, not {value!r}")
+        fwd = data.get("forwards", [])
+        if not isinstance(fwd, list) or any(
+            isinstance(p, bool) or not isinstance(p, int) or not 1 <= p <= 65535 for p in fwd
         ):
-            raise ConfigError(
-                f"{source}: field 'host_keys' must list the runtime's public host "
-                f"keys. Fix: run `handy-colab up` again to rewrite it"
-            )
-        return desc
+            raise bad("forwards", "must be a list of port numbers")
+        keys: dict[str, list[str]] = {}
+        for fld, required in (("host_keys", True), ("relay_host_keys", False)):
+            value = data.get(fld, [])
+            if not isinstance(value, list) or (required and not value):
+                raise bad(fld, "must list public host keys")
+            keys[fld] = []
+            for entry in value:
+                parsed = (
+                    parse_public_key_line(entry, source)
+                    if isinstance(entry, str)
+                    and "\n" not in entry
+                    and "\r" not in entry
+                    and len(entry.split()) in (2, 3)
+                    else None
+                )
+                if parsed is None:
+                    raise bad(fld, f"holds something that is not a public key ({entry!r:.40})")
+                keys[fld].append(parsed.blob)
+        for fld in ("python", "home", "identity_hint"):
+            value = data.get(fld, "")
+            if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
+                raise bad(fld, "must be a one-line string")
+        return cls(
+            name=data["name"],
+            mode=data["mode"],
+            user=data["user"],
+            host_keys=keys["host_keys"],
+            relay_host=data["relay_host"],
+            relay_port=data["relay_port"],
+            relay_user=data["relay_user"],
+            relay_host_keys=keys["relay_host_keys"],
+            public_host=data["public_host"],
+            remote_port=data["remote_port"],
+            python=data.get("python", ""),
+            home=data.get("home", ""),
+            forwards=list(fwd),
+            identity_hint=data.get("identity_hint", ""),
+            format=fmt,
+        )
 
     @classmethod
     def load(cls, path: Path) -> Descriptor:

@@ -563,28 +563,20 @@ def test_invalid_json_reports_position_of_trailing_comma(tmp_path: Path) -> None
     _assert_good_message(str(info.value), ["line 3 column 1"])
 
 
-# --------------------------------------------------------------------------- bugs (xfail)
+# ------------------------------------------------------------ regressions (bugs found and fixed)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: config._Fields.port uses str.isdigit(), which accepts '²'; int('²') then "
-    "raises a bare ValueError instead of ConfigError",
-)
-def test_bug_port_with_unicode_digit_gives_config_error(tmp_path: Path, keys: Any) -> None:
+def test_regression_port_with_unicode_digit_gives_config_error(tmp_path: Path, keys: Any) -> None:
     write_config(tmp_path, _relay(port="²"))
     keys.copy_private("rsa_pem", tmp_path / "alice.pem")
     with pytest.raises(ConfigError, match="Fix:"):
         load_config(tmp_path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: load_config catches only OSError around read_text(); a user_config.json "
-    "that is not UTF-8 (e.g. saved as UTF-16 by Notepad) raises a bare UnicodeDecodeError",
-)
 @pytest.mark.parametrize("encoding", ["utf-16", "latin-1"])
-def test_bug_non_utf8_config_gives_config_error(tmp_path: Path, keys: Any, encoding: str) -> None:
+def test_regression_non_utf8_config_gives_config_error(
+    tmp_path: Path, keys: Any, encoding: str
+) -> None:
     write_config(tmp_path, json.dumps(_base(name="café"), ensure_ascii=False).encode(encoding))
     keys.copy_private("rsa_pem", tmp_path / "alice.pem")
     with pytest.raises(ConfigError) as info:
@@ -592,11 +584,6 @@ def test_bug_non_utf8_config_gives_config_error(tmp_path: Path, keys: Any, encod
     _assert_good_message(str(info.value), [str(tmp_path / "user_config.json")])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _Fields.sub() and the 'forwards' check use `value or {}` / `or []`, so a "
-    'falsy value of the wrong type ([], false, 0, "", {}) is silently accepted',
-)
 @pytest.mark.parametrize(
     "extra",
     [
@@ -608,7 +595,7 @@ def test_bug_non_utf8_config_gives_config_error(tmp_path: Path, keys: Any, encod
     ],
     ids=["relay-list", "server-false", "tunnel-options-empty-string", "forwards-obj", "fwd-0"],
 )
-def test_bug_falsy_wrong_type_sections_are_rejected(
+def test_regression_falsy_wrong_type_sections_are_rejected(
     tmp_path: Path, keys: Any, extra: dict[str, object]
 ) -> None:
     data = {**SEED_CONFIG, "relay": {"host": "h", "remote_port": 2}, **extra}
@@ -618,12 +605,7 @@ def test_bug_falsy_wrong_type_sections_are_rejected(
         load_config(tmp_path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a bad 'forwards' entry is checked through a synthetic _Fields whose keys are "
-    'indices, so the Fix text says `write it as "0": 2222` instead of the list syntax',
-)
-def test_bug_bad_forward_fix_text_shows_list_syntax(tmp_path: Path, keys: Any) -> None:
+def test_regression_bad_forward_fix_text_shows_list_syntax(tmp_path: Path, keys: Any) -> None:
     write_config(tmp_path, _base(forwards=["x"]))
     keys.copy_private("rsa_pem", tmp_path / "alice.pem")
     with pytest.raises(ConfigError) as info:

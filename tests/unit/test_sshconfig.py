@@ -559,16 +559,10 @@ def test_connect_unwritable_target_is_a_clean_error(home: Path, desc_file: Path)
     assert "Fix:" in str(info.value)
 
 
-# --------------------------------------------------------------------------- bugs (xfail)
+# ------------------------------------------------------------ regressions (bugs found and fixed)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ensure_include compares the Include argument word by word, but writes the "
-    "path quoted when it contains a space; a HOME with a space gets a new Include (and a "
-    "new backup) on every connect",
-)
-def test_bug_include_not_duplicated_when_home_has_space(
+def test_regression_include_not_duplicated_when_home_has_space(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, desc_file: Path
 ) -> None:
     home = tmp_path / "my home"
@@ -582,12 +576,7 @@ def test_bug_include_not_duplicated_when_home_has_space(
     assert res.backups == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ensure_include/_write_if_changed write via os.replace on the path itself, so a "
-    "symlinked ~/.ssh/config (dotfiles repo) is replaced by a regular file",
-)
-def test_bug_symlinked_user_config_stays_a_symlink(
+def test_regression_symlinked_user_config_stays_a_symlink(
     home: Path, tmp_path: Path, desc_file: Path
 ) -> None:
     dotfiles = tmp_path / "dotfiles"
@@ -605,12 +594,7 @@ def test_bug_symlinked_user_config_stays_a_symlink(
 
 
 @needs_ssh
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: connect writes descriptor fields into the ssh config unvalidated; a newline in "
-    "public_host injects directives such as ProxyCommand (code execution on `ssh NAME`)",
-)
-def test_bug_descriptor_cannot_inject_ssh_directives(
+def test_regression_descriptor_cannot_inject_ssh_directives(
     home: Path, tmp_path: Path, make_descriptor: MakeDesc
 ) -> None:
     desc = _write_desc(

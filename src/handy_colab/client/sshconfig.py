@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,7 +72,16 @@ def render_host_blocks(desc: Descriptor, identity: str | None, known_hosts: str)
     if desc.mode == "private":
         out.append(f"    ProxyJump {desc.relay_alias}")
     out += [f"    LocalForward {p} 127.0.0.1:{p}" for p in desc.forwards]
-    return "\n".join(out) + "\n"
+    text = "\n".join(out) + "\n"
+    if any(c in text for c in "\r\0") or any(
+        not ln.startswith(("Host ", "    ")) for ln in out if ln
+    ):
+        # Descriptor fields are validated on load; this guards every other caller.
+        raise ClientConfigError(
+            f"refusing to write an ssh config block for {desc.name!r}: a "
+            f"field holds a line break. Fix: rewrite the descriptor with up"
+        )
+    return text
 
 
 def replace_block(text: str, name: str, block: str) -> str:
@@ -104,6 +114,8 @@ def merge_known_hosts(text: str, entries: dict[str, list[str]]) -> str:
 
 def _write_if_changed(path: Path, new: str, mode: int) -> Path | None:
     """Atomically write ``new``; back up the previous content first. Returns the backup."""
+    # A dotfiles-managed config is often a symlink: update its target, keep the link.
+    path = path.resolve() if path.is_symlink() else path
     old = read_text_or_empty(path)
     if old == new and path.exists():
         return None
@@ -113,20 +125,26 @@ def _write_if_changed(path: Path, new: str, mode: int) -> Path | None:
     return bak
 
 
+def _include_targets(line: str) -> list[str]:
+    parts = line.strip().split(None, 1)
+    if len(parts) != 2 or parts[0].lower() != "include":
+        return []
+    try:
+        return shlex.split(parts[1], comments=True)
+    except ValueError:
+        return parts[1].split()
+
+
 def ensure_include(user_config: Path, managed: Path) -> Path | None:
     """Put ``Include <managed>`` at the top of the user's ssh config if absent."""
     text = read_text_or_empty(user_config)
     target = str(managed)
     home = str(Path.home())
-    variants = {target, "~" + target[len(home) :] if target.startswith(home) else target}
-    for line in text.splitlines():
-        parts = line.strip().split(None, 1)
-        if (
-            len(parts) == 2
-            and parts[0].lower() == "include"
-            and any(v in parts[1].split() for v in variants)
-        ):
-            return None
+    variants = {target}
+    if target.startswith(home + "/"):
+        variants.add("~" + target[len(home) :])
+    if any(v in _include_targets(line) for line in text.splitlines() for v in variants):
+        return None
     # It must come first: an Include after a Host line would only apply inside that Host.
     new = f"Include {_q(target)}\n" + ("\n" + text if text else "")
     return _write_if_changed(user_config, new, 0o600)
