@@ -8,6 +8,8 @@ import subprocess
 import time
 from typing import Any
 
+import pytest
+
 from tests.e2e.conftest import REMOTE_PORT, Runtime
 from tests.rig import RELAY_IP, keygen
 
@@ -32,20 +34,25 @@ def test_relay_refuses_key(fresh: Any) -> None:
     assert_failed_cleanly(rt, res, "refused the key", "hcrelay.first.pem", "authorized_keys")
 
 
-def test_remote_port_taken(fresh: Any) -> None:
-    rt = fresh("public")
-    holder = rt.rig.popen(
-        "relay",
-        [
-            "python3",
-            "-c",
-            "import socket,time\ns=socket.socket()\n"
-            f"s.bind(('0.0.0.0',{REMOTE_PORT}))\ns.listen()\ntime.sleep(120)",
-        ],
+@pytest.mark.parametrize(
+    ("mode", "bind_ip", "needles"),
+    [
+        # Public: only IPv4 is held, the relay still binds [::]: the banner check must notice.
+        ("public", "0.0.0.0", ("taken",)),
+        # Private: the relay itself refuses the forward (ExitOnForwardFailure).
+        ("private", "127.0.0.1", ("refused to listen",)),
+    ],
+)
+def test_remote_port_taken(fresh: Any, mode: str, bind_ip: str, needles: tuple[str]) -> None:
+    rt = fresh(mode)
+    code = (
+        f"import socket,time\ns=socket.socket()\ns.bind(('{bind_ip}',{REMOTE_PORT}))\n"
+        "s.listen()\ntime.sleep(120)"
     )
-    rt.rig.wait_tcp("relay", RELAY_IP, REMOTE_PORT)
+    holder = rt.rig.popen("relay", ["python3", "-c", code])
+    rt.rig.wait_tcp("relay", RELAY_IP if bind_ip == "0.0.0.0" else bind_ip, REMOTE_PORT)
     res = rt.up()
-    assert_failed_cleanly(rt, res, f"port {REMOTE_PORT}", "taken", "remote_port")
+    assert_failed_cleanly(rt, res, f"port {REMOTE_PORT}", "remote_port", *needles)
     holder.kill()
 
 
@@ -152,20 +159,3 @@ def test_connect_default_paths_include_user_config(fresh: Any, tmp_path: Any) ->
         "laptop", ["ssh", "-F", str(user_cfg), "-o", "BatchMode=yes", "colab", "echo via-include"]
     )
     assert res.stdout == "via-include\n", res.stderr
-
-
-def test_remote_port_taken_private(fresh: Any) -> None:
-    rt = fresh("private")
-    holder = rt.rig.popen(
-        "relay",
-        [
-            "python3",
-            "-c",
-            "import socket,time\ns=socket.socket()\n"
-            f"s.bind(('127.0.0.1',{REMOTE_PORT}))\ns.listen()\ntime.sleep(120)",
-        ],
-    )
-    rt.rig.wait_tcp("relay", "127.0.0.1", REMOTE_PORT)
-    res = rt.up()
-    assert_failed_cleanly(rt, res, f"refused to listen on port {REMOTE_PORT}", "remote_port")
-    holder.kill()

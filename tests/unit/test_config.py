@@ -11,16 +11,7 @@ import pytest
 
 from handy_colab.config import DEFAULT_NAME, RuntimeConfig, load_config
 from handy_colab.errors import ConfigError, KeyFileError
-
-SEED_CONFIG: dict[str, Any] = {
-    "tunnel_options": {
-        "service_url": "user-12345.portmap.host",
-        "service_port": 12345,
-        "local_port": 12345,
-    },
-    "python_packages": ["glances"],
-    "os_packages": ["tmux"],
-}
+from tests.unit.conftest import SEED_CONFIG
 
 
 def write_config(folder: Path, data: Any) -> Path:
