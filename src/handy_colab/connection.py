@@ -18,6 +18,7 @@ from .config import NAME_RE, RuntimeConfig
 from .errors import ConfigError
 from .fsutil import atomic_write
 from .keys import fingerprint, parse_public_key_line
+from .tunnels.openssh import known_hosts_pattern
 
 FORMAT = 1
 # Host names, IPv4/IPv6 literals and user names; nothing ssh_config would split or interpret.
@@ -157,8 +158,6 @@ def relay_host_keys(cfg: RuntimeConfig) -> list[str]:
     """The relay's pinned key: from the config, or as recorded on first use."""
     if cfg.relay.host_key:
         return [cfg.relay.host_key]
-    from .tunnels.openssh import known_hosts_pattern
-
     pattern = known_hosts_pattern(cfg.relay.host, cfg.relay.port)
     keys = []
     try:
@@ -212,6 +211,7 @@ def ssh_command(desc: Descriptor, identity: str | None = None) -> str:
 
 def render_block(desc: Descriptor, descriptor_path: Path | None, identity: str | None) -> str:
     """The human-readable connection block `up` prints."""
+    # Imported here: client.sshconfig imports this module for Descriptor.
     from .client.sshconfig import render_host_blocks
 
     fp = ", ".join(fingerprint(k) for k in desc.host_keys)

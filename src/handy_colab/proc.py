@@ -7,9 +7,7 @@ lines for error messages and lets the caller wait for a readiness line with a de
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import errno
 import logging
 import os
 import re
@@ -51,12 +49,10 @@ class WatchedProcess:
         *,
         label: str,
         logger: logging.Logger | None = None,
-        keep_lines: int = 40,
     ) -> None:
         self.argv = list(argv)
         self.label = label
         self._log = logger or log
-        self._lines: collections.deque[str] = collections.deque(maxlen=keep_lines)
         self._cond = threading.Condition()
         self._eof = False
         self.proc = subprocess.Popen(
@@ -69,6 +65,7 @@ class WatchedProcess:
             bufsize=1,
         )
         self._seen: list[str] = []
+        self._dropped = 0
         self._reader = threading.Thread(target=self._read, name=f"{label}-reader", daemon=True)
         self._reader.start()
 
@@ -82,12 +79,12 @@ class WatchedProcess:
             line = raw.rstrip("\n")
             self._log.info("%s: %s", self.label, line)
             with self._cond:
-                self._lines.append(line)
-                # Readiness matching needs every line since start, not just the tail; keep a
-                # bounded window so a chatty child cannot grow memory without end.
+                # Readiness matching reads every line since start; keep a bounded window so a
+                # chatty child cannot grow memory without end (`_dropped` keeps indexes valid).
                 self._seen.append(line)
                 if len(self._seen) > 2000:
                     del self._seen[:1000]
+                    self._dropped += 1000
                 self._cond.notify_all()
         with self._cond:
             self._eof = True
@@ -95,7 +92,7 @@ class WatchedProcess:
 
     def last_lines(self, n: int = 10) -> list[str]:
         with self._cond:
-            return list(self._lines)[-n:]
+            return self._seen[-n:]
 
     def wait_for(
         self, ready: re.Pattern[str], fail: re.Pattern[str] | None, timeout: float
@@ -109,8 +106,9 @@ class WatchedProcess:
         idx = 0
         with self._cond:
             while True:
-                while idx < len(self._seen):
-                    line = self._seen[idx]
+                idx = max(idx, self._dropped)
+                while idx - self._dropped < len(self._seen):
+                    line = self._seen[idx - self._dropped]
                     idx += 1
                     if ready.search(line):
                         return "ready", line
@@ -156,40 +154,6 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return True
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
-def kill_group(pgid: int, grace: float = 5.0) -> None:
-    """SIGTERM a process group, then SIGKILL whatever is left after ``grace`` seconds."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
-        except PermissionError as exc:
-            if exc.errno == errno.EPERM:
-                return
-            raise
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            if not group_alive(pgid):
-                return
-            time.sleep(0.05)
-
-
-def group_alive(pgid: int) -> bool:
-    """True while any non-zombie process is in process group ``pgid``."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[-1].split()
-        # fields: state ppid pgrp ...
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
 
 
 def _proc_table() -> dict[int, tuple[int, int, str]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import shutil
@@ -99,8 +100,6 @@ def _descriptor_from_state(
     path = st.get("descriptor")
     if path:
         return Descriptor.load(Path(path)), Path(path)
-    import json
-
     return Descriptor.from_dict(json.loads(st["descriptor_json"]), "state"), None
 
 
