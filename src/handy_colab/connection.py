@@ -188,8 +188,16 @@ def build_descriptor(cfg: RuntimeConfig, host_key_line: str) -> Descriptor:
         python=sys.executable,
         home=os.path.expanduser("~"),
         forwards=list(cfg.forwards),
-        identity_hint=cfg.relay.key.path.name,
+        identity_hint=_identity_hint(cfg),
     )
+
+
+def _identity_hint(cfg: RuntimeConfig) -> str:
+    """The folder's key file that may log into the runtime (the seed's .pem), if any."""
+    relay_blob = " ".join(cfg.relay.key.public_line.split()[:2])
+    if any(k.blob == relay_blob for k in cfg.authorized_keys):
+        return cfg.relay.key.path.name
+    return ""
 
 
 def write_descriptor(cfg: RuntimeConfig, desc: Descriptor) -> Path:
@@ -212,7 +220,7 @@ def ssh_command(desc: Descriptor, identity: str | None = None) -> str:
 def render_block(desc: Descriptor, descriptor_path: Path | None, identity: str | None) -> str:
     """The human-readable connection block `up` prints."""
     # Imported here: client.sshconfig imports this module for Descriptor.
-    from .client.sshconfig import render_host_blocks
+    from .client.sshconfig import known_hosts_lines, render_host_blocks
 
     fp = ", ".join(fingerprint(k) for k in desc.host_keys)
     workdir = desc.home or "~"
@@ -236,13 +244,19 @@ def render_block(desc: Descriptor, descriptor_path: Path | None, identity: str |
         .rstrip()
         .splitlines()
     ]
+    lines += ["", "with these lines in ~/.ssh/handy-colab_known_hosts:"]
+    lines += ["    " + ln for group in known_hosts_lines(desc).values() for ln in group]
+    key = identity or desc.identity_hint or "the private key of one of the authorized keys"
+    if desc.mode == "public":
+        pycharm_host = f"host {desc.host}, port {desc.port}"
+    else:
+        pycharm_host = f"host {desc.name} (from ~/.ssh/config: run handy-colab connect first)"
     lines += [
         "",
         f"VS Code:  code --remote ssh-remote+{desc.name} {workdir}",
-        "PyCharm:  Settings > Python Interpreter > Add > On SSH",
-        f"          host {desc.host if desc.mode == 'public' else desc.name + ' (needs the'}"
-        + ("" if desc.mode == "public" else " ssh config above; or ProxyJump)"),
-        f"          port {desc.port}, user {desc.user}, key {identity or desc.identity_hint}",
+        "PyCharm:  Settings > Python Interpreter > Add Interpreter > On SSH",
+        f"          {pycharm_host}",
+        f"          user {desc.user}, key {key}",
         f"          interpreter {desc.python}",
     ]
     return "\n".join(lines) + "\n"

@@ -146,11 +146,21 @@ def test_build_and_write_descriptor_from_config(seed_folder: Path, keys: Any) ->
     )
     assert desc.relay_host_keys == []  # nothing pinned, nothing recorded yet
     assert desc.forwards == [12345]
-    assert desc.identity_hint == "alice.first.pem"
+    # public_key.pub is a separate laptop key: the relay .pem is no way into the runtime.
+    assert desc.identity_hint == ""
 
     path = connection.write_descriptor(cfg, desc)
     assert path == cfg.folder / "connections" / "colab.json"
     assert Descriptor.load(path) == desc
+
+
+def test_identity_hint_is_the_pem_when_its_public_half_is_authorized(
+    seed_folder: Path, keys: Any
+) -> None:
+    # The seed README: `ssh-keygen -y -f <user>.first.pem > public_key.pub`.
+    (seed_folder / "public_key.pub").write_text(keys.public_line("rsa_pem") + "\n")
+    desc = connection.build_descriptor(load_config(seed_folder), keys.public_line("ed25519_b"))
+    assert desc.identity_hint == "alice.first.pem"
 
 
 def test_relay_host_keys_from_config_pin(seed_folder: Path, keys: Any) -> None:
