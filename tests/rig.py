@@ -81,6 +81,8 @@ class Rig:
         self.background: list[subprocess.Popen[Any]] = []
         self.state_dir = self.work / "state"
         self.relay_public_dir: Path | None = None
+        # Private mode's socket on the relay: unique per rig, so rigs never share it.
+        self.relay_socket = f"/tmp/{self.prefix}-colab.sock"
         self._build()
 
     # -- network --------------------------------------------------------------------------
@@ -298,6 +300,8 @@ class Rig:
             sh("ip", "netns", "del", ns, check=False)
         if self.relay_public_dir is not None:
             shutil.rmtree(self.relay_public_dir, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.relay_socket)
         return leftovers
 
 

@@ -40,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("name", nargs="?")
     lg.add_argument("-n", "--lines", type=int, default=200)
 
+    px = sub.add_parser(
+        "proxy", add_help=False, help="ProxyCommand for private mode (stdio to the relay's socket)"
+    )
+    px.add_argument("rest", nargs=argparse.REMAINDER)
+
     sub.add_parser("demo", help="run the whole path locally (relay on loopback), then clean up")
 
     cn = sub.add_parser("connect", help="laptop side: write ~/.ssh config for a runtime")
@@ -76,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
             from .commands.runtime_cmds import cmd_logs
 
             return cmd_logs(args.name, args.lines)
+        if args.command == "proxy":
+            from .streamlocal import main as proxy_main
+
+            return proxy_main(args.rest)
         if args.command == "demo":
             from .demo import run_demo
 

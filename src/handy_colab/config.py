@@ -63,6 +63,7 @@ _RELAY_FIELDS = {
     "public_host",
     "bind_address",
     "jump_user",
+    "socket_path",
 }
 _SERVER_FIELDS = {"port", "authorized_keys"}
 
@@ -77,7 +78,8 @@ class RelayConfig:
     host_key: str | None  # pinned "type base64"; None = record on first use
     public_host: str  # where the laptop connects in public mode
     bind_address: str | None
-    jump_user: str  # account the laptop uses for ProxyJump in private mode
+    jump_user: str  # account the laptop uses to reach the socket in private mode
+    socket_path: str  # private mode: the Unix socket on the relay
 
 
 @dataclass(frozen=True)
@@ -277,6 +279,9 @@ def load_config(folder: str | Path, name: str | None = None) -> RuntimeConfig:
             '(or the seed\'s "tunnel_options": {"service_url": ...})',
         )
     remote_port = relay_f.port("remote_port") or seed.port("service_port")
+    # Private mode forwards to a Unix socket: no port on the relay is needed.
+    if remote_port is None and mode == "private":
+        remote_port = 0
     if remote_port is None:
         raise relay_f.error(
             "remote_port",
@@ -307,6 +312,7 @@ def load_config(folder: str | Path, name: str | None = None) -> RuntimeConfig:
         public_host=relay_f.str_("public_host") or host,
         bind_address=bind,
         jump_user=relay_f.str_("jump_user") or user,
+        socket_path=_socket_path(relay_f, user, run_name),
     )
 
     authorized = _authorized_keys(folder, server_f, scan.public, relay_key)
@@ -346,6 +352,17 @@ def load_config(folder: str | Path, name: str | None = None) -> RuntimeConfig:
         python_packages=tuple(top.str_list("python_packages")),
         os_packages=tuple(top.str_list("os_packages")),
     )
+
+
+def _socket_path(relay_f: _Fields, user: str, name: str) -> str:
+    path = relay_f.str_("socket_path") or f"/tmp/handy-colab-{user}-{name}.sock"
+    if not path.startswith("/") or any(c.isspace() or c in "\"'\\%" for c in path):
+        raise relay_f.error(
+            "socket_path",
+            f"'{path}' is not an absolute path without spaces or quotes",
+            'use e.g. "/tmp/handy-colab-me-colab.sock"',
+        )
+    return path
 
 
 def _named_private_key(folder: Path, key_name: str, relay_f: _Fields) -> PrivateKey:

@@ -22,6 +22,7 @@ from .tunnels.openssh import known_hosts_pattern
 
 FORMAT = 1
 # Host names, IPv4/IPv6 literals and user names; nothing ssh_config would split or interpret.
+_SOCKET_RE = re.compile(r"^/[A-Za-z0-9_./+-]{1,200}$")
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_.:%@+-][A-Za-z0-9_.:%@+\[\]-]{0,252}$")
 
 
@@ -41,6 +42,7 @@ class Descriptor:
     home: str = ""
     forwards: list[int] = field(default_factory=list)
     identity_hint: str = ""  # file name of the key in the config folder, if any
+    socket_path: str = ""  # private mode: the runtime's Unix socket on the relay
     format: int = FORMAT
 
     # Where ssh connects for the runtime itself.
@@ -88,8 +90,12 @@ class Descriptor:
             raise bad("mode", f"must be public or private, not {data['mode']!r}")
         for fld in ("relay_port", "remote_port"):
             value = data.get(fld)
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+            low = 0 if fld == "remote_port" and data["mode"] == "private" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 65535:
                 raise bad(fld, f"must be a port number, not {value!r}")
+        sock = data.get("socket_path", "")
+        if data["mode"] == "private" and (not isinstance(sock, str) or not _SOCKET_RE.match(sock)):
+            raise bad("socket_path", f"must be an absolute path without spaces ({sock!r})")
         fwd = data.get("forwards", [])
         if not isinstance(fwd, list) or any(
             isinstance(p, bool) or not isinstance(p, int) or not 1 <= p <= 65535 for p in fwd
@@ -132,6 +138,7 @@ class Descriptor:
             home=data.get("home", ""),
             forwards=list(fwd),
             identity_hint=data.get("identity_hint", ""),
+            socket_path=data.get("socket_path", "") or "",
             format=fmt,
         )
 
@@ -189,6 +196,7 @@ def build_descriptor(cfg: RuntimeConfig, host_key_line: str) -> Descriptor:
         home=os.path.expanduser("~"),
         forwards=list(cfg.forwards),
         identity_hint=_identity_hint(cfg),
+        socket_path=cfg.relay.socket_path if cfg.mode == "private" else "",
     )
 
 
@@ -211,9 +219,10 @@ def ssh_command(desc: Descriptor, identity: str | None = None) -> str:
     if desc.mode == "public":
         port = f"-p {desc.port} " if desc.port != 22 else ""
         return f"ssh {ident}{port}{desc.user}@{desc.host}"
+    relay = f"{desc.relay_user}@{desc.relay_host}:{desc.relay_port}"
     return (
-        f"ssh {ident}-J {desc.relay_user}@{desc.relay_host}:{desc.relay_port} "
-        f"-p {desc.port} {desc.user}@127.0.0.1"
+        f"ssh {ident}-o 'ProxyCommand=handy-colab proxy {relay} {desc.socket_path}' "
+        f"-o HostKeyAlias={desc.name} {desc.user}@{desc.name}"
     )
 
 
@@ -240,7 +249,9 @@ def render_block(desc: Descriptor, descriptor_path: Path | None, identity: str |
     ]
     lines += [
         "    " + ln
-        for ln in render_host_blocks(desc, identity, "~/.ssh/handy-colab_known_hosts")
+        for ln in render_host_blocks(
+            desc, identity, "~/.ssh/handy-colab_known_hosts", launcher="handy-colab proxy"
+        )
         .rstrip()
         .splitlines()
     ]

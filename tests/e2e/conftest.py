@@ -96,7 +96,7 @@ def write_seed_folder(folder: Path, relay_key: Path, laptop_key: Path) -> None:
 
 
 def write_private_folder(
-    folder: Path, relay_key: Path, laptop_key: Path, relay_host_key: str
+    folder: Path, relay_key: Path, laptop_key: Path, relay_host_key: str, socket_path: str
 ) -> None:
     folder.mkdir(parents=True)
     shutil.copy(relay_key, folder / "relay_key")
@@ -110,8 +110,8 @@ def write_private_folder(
                     "host": RELAY_IP,
                     "port": 22,
                     "user": RELAY_USER,
-                    "remote_port": REMOTE_PORT,
                     "host_key": relay_host_key,
+                    "socket_path": socket_path,
                 },
                 "server": {"authorized_keys": ["laptop.pub"]},
             },
@@ -142,7 +142,7 @@ def _populate(rig: Rig, tmp: Path, mode: str, start: bool) -> Runtime:
     if mode == "public":
         write_seed_folder(folder, relay_key, laptop_key)
     else:
-        write_private_folder(folder, relay_key, laptop_key, relay_host_key)
+        write_private_folder(folder, relay_key, laptop_key, relay_host_key, rig.relay_socket)
     rt = Runtime(
         rig,
         folder,

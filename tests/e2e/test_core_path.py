@@ -47,7 +47,7 @@ def test_generated_config_pins_host_keys(runtime: Runtime) -> None:
     text = runtime.ssh_config.read_text()
     assert "StrictHostKeyChecking yes" in text
     assert "StrictHostKeyChecking no" not in text
-    assert ("ProxyJump colab-relay" in text) == (runtime.mode == "private")
+    assert ("ProxyCommand" in text) == (runtime.mode == "private")
     res = runtime.rig.run("laptop", ["ssh", "-G", "-F", str(runtime.ssh_config), "colab"])
     assert "stricthostkeychecking true" in res.stdout
 
@@ -198,7 +198,11 @@ def test_status_descriptor_and_no_second_copy(runtime: Runtime) -> None:
     assert st["healthy"] and st["phase"] == "ready"
     assert st["tunnel"]["state"] == "up" and st["server"]["state"] == "up"
     desc = json.loads((runtime.folder / "connections" / "colab.json").read_text())
-    assert desc["mode"] == runtime.mode and desc["remote_port"] == REMOTE_PORT
+    assert desc["mode"] == runtime.mode
+    if runtime.mode == "public":
+        assert desc["remote_port"] == REMOTE_PORT
+    else:
+        assert desc["socket_path"] == runtime.rig.relay_socket
     assert "PRIVATE KEY" not in json.dumps(desc)
     pids_before = sorted(runtime.rig.ns_pids("rt"))
     res = runtime.up()

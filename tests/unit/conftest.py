@@ -139,6 +139,7 @@ def make_descriptor(keys: KeyStore) -> Callable[..., Descriptor]:
             "home": "/root",
             "forwards": [],
             "identity_hint": "",
+            "socket_path": "/tmp/handy-colab-alice-colab.sock",
         }
         fields.update(over)
         return Descriptor(**fields)

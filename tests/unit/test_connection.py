@@ -179,7 +179,8 @@ def test_ssh_command(make_descriptor: MakeDesc) -> None:
         == "ssh -i /k root@public.example.org"
     )
     assert connection.ssh_command(make_descriptor(mode="private")) == (
-        "ssh -J alice@relay.example.org:2200 -p 12345 root@127.0.0.1"
+        "ssh -o 'ProxyCommand=handy-colab proxy alice@relay.example.org:2200 "
+        "/tmp/handy-colab-alice-colab.sock' -o HostKeyAlias=colab root@colab"
     )
 
 

@@ -229,9 +229,12 @@ def test_render_private(make_descriptor: MakeDesc) -> None:
     assert relay["IdentityFile"] == '"/my key"'
     assert relay["UserKnownHostsFile"] == '"/k h"'
     rt = _directives(block, "colab")
-    assert rt["HostName"] == "127.0.0.1"
-    assert rt["Port"] == "12345"
-    assert rt["ProxyJump"] == "colab-relay"
+    # Reached through the relay's Unix socket, so no HostName/Port of its own.
+    assert "HostName" not in rt and "Port" not in rt
+    assert rt["ProxyCommand"].endswith(
+        "-m handy_colab.streamlocal -F ~/.ssh/config.d/handy-colab colab-relay "
+        "/tmp/handy-colab-alice-colab.sock"
+    )
     assert rt["HostKeyAlias"] == "colab"
     assert rt["StrictHostKeyChecking"] == "yes"
     assert rt["IdentitiesOnly"] == "yes"
@@ -268,9 +271,9 @@ def test_ssh_parses_private_blocks(tmp_path: Path, make_descriptor: MakeDesc) ->
     cfg = tmp_path / "cfg"
     cfg.write_text(S.render_host_blocks(make_descriptor(mode="private"), None, "/kh"))
     rt = ssh_g(cfg, "colab")
-    assert rt["hostname"] == "127.0.0.1"
-    assert rt["port"] == "12345"
-    assert rt["proxyjump"] == "colab-relay"
+    assert "handy_colab.streamlocal" in rt["proxycommand"]
+    assert "colab-relay /tmp/handy-colab-alice-colab.sock" in rt["proxycommand"]
+    assert rt["hostkeyalias"] == "colab"
     assert rt["stricthostkeychecking"] == "true"
     relay = ssh_g(cfg, "colab-relay")
     assert relay["hostname"] == "relay.example.org"
@@ -479,7 +482,8 @@ def test_connect_explicit_config_parses_with_ssh(
     cfg = tmp_path / "ssh_config"
     S.connect(desc, ssh_config=cfg, known_hosts=tmp_path / "kh")
     g = ssh_g(cfg, "colab")
-    assert (g["hostname"], g["port"], g["proxyjump"]) == ("127.0.0.1", "12345", "colab-relay")
+    # connect() points the proxy at the very config file it wrote.
+    assert f"-F {cfg} colab-relay /tmp/handy-colab-alice-colab.sock" in g["proxycommand"]
     assert g["stricthostkeychecking"] == "true"
     assert g["localforward"] == "8888 [127.0.0.1]:8888"
     r = ssh_g(cfg, "colab-relay")

@@ -11,6 +11,7 @@ import os
 import re
 import shlex
 import stat
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +38,20 @@ def _q(path: str) -> str:
     return f'"{path}"' if " " in path else path
 
 
-def render_host_blocks(desc: Descriptor, identity: str | None, known_hosts: str) -> str:
+def proxy_command(desc: Descriptor, config_file: str, launcher: str | None = None) -> str:
+    """ProxyCommand that reaches the runtime's Unix socket on the relay (private mode)."""
+    if launcher is None:
+        launcher = f"{_q(sys.executable)} -m handy_colab.streamlocal"
+    return f"{launcher} -F {_q(config_file)} {desc.relay_alias} {desc.socket_path}"
+
+
+def render_host_blocks(
+    desc: Descriptor,
+    identity: str | None,
+    known_hosts: str,
+    config_file: str = "~/.ssh/config.d/handy-colab",
+    launcher: str | None = None,
+) -> str:
     """The Host block(s) for one runtime: the runtime itself, and its relay in private mode."""
     common = [
         f"    UserKnownHostsFile {_q(known_hosts)}",
@@ -58,10 +72,11 @@ def render_host_blocks(desc: Descriptor, identity: str | None, known_hosts: str)
             *ident,
             "",
         ]
+    # Private mode reaches the runtime through ProxyCommand: no HostName/Port to give.
+    where = [f"    HostName {desc.host}", f"    Port {desc.port}"] if desc.mode == "public" else []
     out += [
         f"Host {desc.name}",
-        f"    HostName {desc.host}",
-        f"    Port {desc.port}",
+        *where,
         f"    User {desc.user}",
         f"    HostKeyAlias {desc.name}",
         *common,
@@ -70,7 +85,7 @@ def render_host_blocks(desc: Descriptor, identity: str | None, known_hosts: str)
         "    ServerAliveCountMax 4",
     ]
     if desc.mode == "private":
-        out.append(f"    ProxyJump {desc.relay_alias}")
+        out.append(f"    ProxyCommand {proxy_command(desc, config_file, launcher)}")
     out += [f"    LocalForward {p} 127.0.0.1:{p}" for p in desc.forwards]
     text = "\n".join(out) + "\n"
     if any(c in text for c in "\r\0") or any(
@@ -237,7 +252,7 @@ def connect(
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
         ident = _prepare_identity(identity, desc, folder, known.parent)
         backups: list[Path] = []
-        block = render_host_blocks(desc, ident, str(known))
+        block = render_host_blocks(desc, ident, str(known), str(managed))
         bak = _write_if_changed(
             managed, replace_block(read_text_or_empty(managed), desc.name, block), 0o600
         )

@@ -46,4 +46,4 @@ class Tunnel(ABC):
         relay = self.cfg.relay
         if self.cfg.mode == "public":
             return f"{relay.public_host}:{relay.remote_port}"
-        return f"{relay.host}:{relay.port} -> 127.0.0.1:{relay.remote_port} (private)"
+        return f"{relay.user}@{relay.host}:{relay.port}:{relay.socket_path} (private)"

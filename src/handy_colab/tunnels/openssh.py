@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
-import select
 import shutil
 import socket
 import subprocess
-import time
 
 from ..config import RuntimeConfig
 from ..errors import TunnelError
@@ -23,6 +20,7 @@ from ..fsutil import atomic_write
 from ..keys import fingerprint, private_copy
 from ..proc import WatchedProcess
 from ..state import RuntimeDir
+from ..streamlocal import forwarded_socket, read_banner
 from .base import Tunnel
 
 log = logging.getLogger(__name__)
@@ -82,10 +80,16 @@ def classify(lines: list[str], cfg: RuntimeConfig, key_name: str) -> TunnelError
             f"account's authorized_keys on the relay, or correct 'relay.user'",
             permanent=True,
         )
-    m = re.search(r"remote port forwarding failed for listen (?:port|path) (\S+)", text)
+    m = re.search(r"remote port forwarding failed for listen (port|path) (\S+)", text)
+    if m and m.group(1) == "path":
+        return TunnelError(
+            f"relay {relay.host} refused to create the socket {m.group(2)} for {relay.user}. "
+            f"Fix: set 'StreamLocalBindUnlink yes' and 'AllowStreamLocalForwarding yes' in the "
+            f"relay's sshd_config (see `handy-colab relay-setup`), or change 'relay.socket_path'"
+        )
     if m:
         return TunnelError(
-            f"relay {relay.host} refused to listen on port {m.group(1)}: it is taken (maybe a "
+            f"relay {relay.host} refused to listen on port {m.group(2)}: it is taken (maybe a "
             f"stale tunnel) or not permitted for {relay.user}. Fix: stop whatever holds it, "
             f"or choose another 'relay.remote_port'"
         )
@@ -170,7 +174,7 @@ class OpenSSHTunnel(Tunnel):
         relay = self.cfg.relay
         target = f"127.0.0.1:{self.local_port}"
         if self.cfg.mode == "private":
-            return f"127.0.0.1:{relay.remote_port}:{target}"
+            return f"{relay.socket_path}:{target}"
         bind = f"{relay.bind_address}:" if relay.bind_address else ""
         return f"{bind}{relay.remote_port}:{target}"
 
@@ -214,10 +218,18 @@ class OpenSSHTunnel(Tunnel):
 
     def check(self, timeout: float) -> None:
         relay = self.cfg.relay
-        if self.cfg.mode == "public":
-            connected, banner = _tcp_banner(relay.public_host, relay.remote_port, timeout)
-        else:
-            connected, banner = True, self._jump_banner(timeout)
+        if self.cfg.mode == "private":
+            prefix = [self.ssh, "-F", str(self.rd.tunnel_config)]
+            with forwarded_socket(prefix, RELAY_ALIAS, relay.socket_path, timeout) as local:
+                banner = read_banner(local, timeout)
+            if not banner.startswith("SSH-"):
+                raise TunnelError(
+                    f"the relay accepted the forward but {relay.socket_path} on it does not "
+                    f"answer with the runtime's SSH banner (got {banner[:40]!r}). Fix: allow "
+                    f"'AllowStreamLocalForwarding yes' for {relay.user} on the relay"
+                )
+            return
+        connected, banner = _tcp_banner(relay.public_host, relay.remote_port, timeout)
         if banner.startswith("SSH-"):
             return
         port = relay.remote_port
@@ -235,24 +247,6 @@ class OpenSSHTunnel(Tunnel):
             f"mode (or use mode private), and open port {port} in its firewall"
         )
 
-    def _jump_banner(self, timeout: float) -> str:
-        argv = [
-            self.ssh,
-            "-F",
-            str(self.rd.tunnel_config),
-            "-W",
-            f"127.0.0.1:{self.cfg.relay.remote_port}",
-            RELAY_ALIAS,
-        ]
-        with subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-        ) as p:
-            try:
-                return _read_line(p.stdout, timeout)
-            finally:
-                p.kill()
-                p.wait()
-
     def alive(self) -> bool:
         return self.proc is not None and self.proc.alive()
 
@@ -267,24 +261,6 @@ class OpenSSHTunnel(Tunnel):
         if self.proc is not None:
             self.proc.stop()
             self.proc = None
-
-
-def _read_line(stream: object, timeout: float) -> str:
-    fd = stream.fileno()  # type: ignore[attr-defined]
-    buf = b""
-    deadline = time.monotonic() + timeout
-    while b"\n" not in buf and len(buf) < 256:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        ready, _, _ = select.select([fd], [], [], left)
-        if not ready:
-            break
-        chunk = os.read(fd, 256)
-        if not chunk:
-            break
-        buf += chunk
-    return buf.decode(errors="replace")
 
 
 def _tcp_banner(host: str, port: int, timeout: float) -> tuple[bool, str]:
