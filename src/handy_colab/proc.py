@@ -128,6 +128,8 @@ class WatchedProcess:
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.terminate()
+                # A stopped (SIGSTOP) child only acts on SIGTERM once continued.
+                self.proc.send_signal(signal.SIGCONT)
             try:
                 self.proc.wait(grace)
             except subprocess.TimeoutExpired:

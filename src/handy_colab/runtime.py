@@ -119,6 +119,8 @@ def up(
             # folder): replace it rather than run two.
             kill_tree(int(st["pgid"]))
         _reap_orphans(rd)
+        # Fail here, with a clear line, if the state dir cannot take a write (disk full).
+        rd.write_state({"name": cfg.name, "phase": "starting", "pid": 0, "pgid": 0})
         if install:
             install_packages(cfg)
         run_id = uuid.uuid4().hex

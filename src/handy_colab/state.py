@@ -104,7 +104,14 @@ class RuntimeDir:
 
     def write_state(self, data: dict[str, Any]) -> None:
         data = dict(data, updated=time.time())
-        atomic_write(self.state_json, json.dumps(data, indent=2, sort_keys=True), mode=0o600)
+        try:
+            atomic_write(self.state_json, json.dumps(data, indent=2, sort_keys=True), mode=0o600)
+        except OSError as exc:
+            raise StateError(
+                f"{self.state_json}: cannot write the runtime's state "
+                f"({exc.strerror}). Fix: free space there, or set "
+                f"HANDY_COLAB_STATE_DIR to a writable local folder"
+            ) from None
 
 
 def list_runtimes() -> list[RuntimeDir]:

@@ -29,9 +29,12 @@ from .tunnels.openssh import OpenSSHTunnel
 
 log = logging.getLogger(__name__)
 
-BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0)
+BACKOFF = (0.5, 1.0, 2.0, 3.0, 5.0)
 PERMANENT_BACKOFF = 60.0
 POLL = 0.5
+HEALTH_INTERVAL = 10.0
+HEALTH_TIMEOUT = 10.0
+HEALTH_FAILURES = 2
 
 
 def setup_logging(rd: RuntimeDir, also_stderr: bool = False) -> None:
@@ -86,6 +89,8 @@ class Supervisor:
             },
         }
         self._lock_fh: IO[str] | None = None
+        self._failed_checks = 0
+        self._forced: TunnelError | None = None
 
     # -- state -----------------------------------------------------------------------------
     def _set(self, part: str | None, **fields: Any) -> None:
@@ -97,8 +102,9 @@ class Supervisor:
         target.update(fields)
         try:
             self.rd.write_state(self.state)
-        except OSError as exc:
-            log.error("cannot write %s: %s", self.rd.state_json, exc)
+        except HandyColabError as exc:
+            # Keep the tunnel up: a full disk must not take the user's session down with it.
+            log.error("%s", exc)
 
     def acquire(self) -> bool:
         self._lock_fh = open(self.rd.lock_file, "w")  # noqa: SIM115 - held for our lifetime
@@ -130,7 +136,15 @@ class Supervisor:
         except OSError as exc:
             # A read-only folder must not stop a working tunnel; the block is printed anyway.
             log.warning("cannot write the connection descriptor: %s", exc)
-            self._set(None, descriptor=None, descriptor_json=desc.to_json())
+            self._set(
+                None,
+                descriptor=None,
+                descriptor_json=desc.to_json(),
+                warnings=[
+                    f"{self.cfg.connections_dir}: cannot write the connection "
+                    f"descriptor ({exc.strerror}); copy the block below instead"
+                ],
+            )
         self._set(None, phase="ready", error=None)
 
     def run(self) -> int:
@@ -139,7 +153,7 @@ class Supervisor:
         if not self.acquire():
             log.info("another supervisor holds %s; exiting", self.rd.lock_file)
             return 3
-        self.rd.write_state(self.state)
+        self._set(None)
         try:
             try:
                 self.start()
@@ -157,57 +171,94 @@ class Supervisor:
             self.shutdown()
 
     def loop(self) -> None:
-        assert self.server is not None and self.tunnel is not None
-        tries = 0
+        assert self.tunnel is not None
+        next_check = time.monotonic() + HEALTH_INTERVAL
         while not self.stop_event.wait(POLL):
-            if not self.server.alive():
-                err = " | ".join(self.server.last_lines(3)) or "exited"
-                log.warning("sshd died (%s); restarting it", err)
-                self._set("server", state="restarting", last_error=f"sshd exited: {err}")
-                try:
-                    self.server.start()
-                    self._set(
-                        "server",
-                        state="up",
-                        pid=self.server.pid,
-                        restarts=self.state["server"]["restarts"] + 1,
-                    )
-                except HandyColabError as exc:
-                    self._set("server", state="down", last_error=str(exc))
-                    self.stop_event.wait(BACKOFF[-1])
-                    continue
-            if self.tunnel.alive():
-                continue
-            failure = self.tunnel.failure()
-            log.warning("tunnel dropped: %s", failure)
-            self._set(None, phase="reconnecting")
-            self._set("tunnel", state="reconnecting", pid=None, last_error=str(failure))
-            while not self.stop_event.is_set():
-                try:
-                    self.tunnel.start(timeout=25)
-                    self.tunnel.check(timeout=10)
-                except TunnelError as exc:
-                    delay = (
-                        PERMANENT_BACKOFF
-                        if exc.permanent
-                        else BACKOFF[min(tries, len(BACKOFF) - 1)]
-                    )
-                    tries += 1
-                    log.warning("reconnect failed (%s); next try in %.1fs", exc, delay)
-                    self._set("tunnel", state="down", last_error=str(exc))
-                    self.tunnel.stop()
-                    self.stop_event.wait(delay)
-                    continue
-                tries = 0
-                self._set(
-                    "tunnel",
-                    state="up",
-                    pid=self.tunnel.pid,
-                    reconnects=self.state["tunnel"]["reconnects"] + 1,
+            self._tend_server()
+            if not self.tunnel.alive():
+                self._reconnect(self._forced or self.tunnel.failure())
+                self._forced = None
+                next_check = time.monotonic() + HEALTH_INTERVAL
+            elif time.monotonic() >= next_check:
+                self._health_check()
+                next_check = time.monotonic() + HEALTH_INTERVAL
+
+    def _tend_server(self) -> None:
+        assert self.server is not None
+        if self.server.alive():
+            return
+        err = " | ".join(self.server.last_lines(3)) or "exited"
+        log.warning("sshd died (%s); restarting it", err)
+        self._set("server", state="restarting", last_error=f"sshd exited: {err}")
+        try:
+            self.server.start()
+        except HandyColabError as exc:
+            self._set("server", state="down", last_error=str(exc))
+            self.stop_event.wait(BACKOFF[-1])
+            return
+        self._set(
+            "server", state="up", pid=self.server.pid, restarts=self.state["server"]["restarts"] + 1
+        )
+
+    def _health_check(self) -> None:
+        """Prove the path end to end: a live ssh process is not a working tunnel (it may be
+        frozen, or the relay may have dropped the forward without closing the session)."""
+        assert self.tunnel is not None
+        try:
+            self.tunnel.check(timeout=HEALTH_TIMEOUT)
+        except TunnelError as exc:
+            self._failed_checks += 1
+            log.warning("end-to-end check failed (%d in a row): %s", self._failed_checks, exc)
+            self._set(
+                "tunnel",
+                last_check=time.time(),
+                checks_failed=self._failed_checks,
+                last_error=f"end-to-end check failed: {exc}",
+            )
+            if self._failed_checks >= HEALTH_FAILURES:
+                self._forced = TunnelError(
+                    f"end-to-end check failed {self._failed_checks} times in a row: {exc}"
                 )
-                self._set(None, phase="ready")
-                log.info("tunnel re-opened (reconnect #%d)", self.state["tunnel"]["reconnects"])
-                break
+                self.tunnel.stop()
+            return
+        self._failed_checks = 0
+        self._set("tunnel", last_check=time.time(), checks_failed=0)
+
+    def _reconnect(self, failure: Exception) -> None:
+        assert self.tunnel is not None
+        log.warning("tunnel dropped: %s", failure)
+        self._set(None, phase="reconnecting")
+        self._set("tunnel", state="reconnecting", pid=None, last_error=str(failure))
+        tries = 0
+        while not self.stop_event.is_set():
+            self._tend_server()
+            try:
+                self.tunnel.start(timeout=25)
+                self.tunnel.check(timeout=HEALTH_TIMEOUT)
+            except TunnelError as exc:
+                # Short, capped back-off: a stale listener on the relay goes away on its own
+                # and we want the port the moment it does; only what cannot heal by waiting
+                # (key refused, host key changed) is retried slowly.
+                delay = (
+                    PERMANENT_BACKOFF if exc.permanent else BACKOFF[min(tries, len(BACKOFF) - 1)]
+                )
+                tries += 1
+                log.warning("reconnect failed (%s); next try in %.1fs", exc, delay)
+                self._set("tunnel", state="down", last_error=str(exc))
+                self.tunnel.stop()
+                self.stop_event.wait(delay)
+                continue
+            self._failed_checks = 0
+            self._set(
+                "tunnel",
+                state="up",
+                pid=self.tunnel.pid,
+                checks_failed=0,
+                reconnects=self.state["tunnel"]["reconnects"] + 1,
+            )
+            self._set(None, phase="ready")
+            log.info("tunnel re-opened (reconnect #%d)", self.state["tunnel"]["reconnects"])
+            return
 
     def shutdown(self) -> None:
         if self.tunnel is not None:

@@ -22,6 +22,8 @@ def cmd_up(folder: str, name: str | None, foreground: bool, timeout: float, inst
             f"Runtime '{res.cfg.name}' is already running (supervisor pid "
             f"{res.state.get('pid')}); nothing started.\n"
         )
+    for warning in res.state.get("warnings") or []:
+        print(f"warning: {warning}", file=sys.stderr)
     print(render_block(res.descriptor, res.descriptor_path, None), end="")
     if not foreground:
         return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import shutil
 import socket
@@ -134,6 +135,15 @@ class OpenSSHTunnel(Tunnel):
             # Trust on first use: recorded into the config folder, pinned from then on
             # (accept-new refuses a changed key, it only adds unknown hosts).
             known, strict = self.cfg.relay_known_hosts, "accept-new"
+            if not known.exists() and not os.access(self.cfg.folder, os.W_OK):
+                # ssh would warn and connect unpinned, every time: refuse instead.
+                raise TunnelError(
+                    f"{self.cfg.folder} is read-only, so the relay's host key cannot be "
+                    f"recorded on first use. Fix: set 'relay.host_key' in user_config.json "
+                    f"(from `ssh-keyscan -p {relay.port} {relay.host}`), or make the folder "
+                    f"writable for the first `up`",
+                    permanent=True,
+                )
         options = {
             "HostName": relay.host,
             "Port": str(relay.port),
