@@ -78,6 +78,7 @@ class Rig:
         self.ns = {r: f"{self.prefix}-{r}" for r in ("br", "relay", "router", "laptop", "rt")}
         self.gateway_ports = gateway_ports
         self.relay_proc: subprocess.Popen[bytes] | None = None
+        self._last_relay: tuple[list[Path], int, list[str]] = ([], 22, [])
         self.background: list[subprocess.Popen[Any]] = []
         self.state_dir = self.work / "state"
         self.relay_public_dir: Path | None = None
@@ -191,6 +192,7 @@ class Rig:
         self, authorized: Sequence[Path], port: int = 22, extra: Sequence[str] = ()
     ) -> str:
         """Start a stock sshd in the relay namespace; returns its host public key line."""
+        self._last_relay = (list(authorized), port, list(extra))
         ensure_relay_user()
         d = self.work / "relay"
         d.mkdir(exist_ok=True)
@@ -265,6 +267,36 @@ class Rig:
             f"  time.sleep(0.05)\n"
         )
         self.run(role, ["python3", "-c", code], check=True)
+
+    # -- faults ---------------------------------------------------------------------------
+    def block_runtime(self) -> None:
+        """Silently drop every packet between the runtime and the outside (no RST, no ICMP)."""
+        for rule in (["-s", RUNTIME_IP], ["-d", RUNTIME_IP]):
+            self.run("router", ["iptables", "-I", "FORWARD", "1", *rule, "-j", "DROP"],
+                     check=True)
+
+    def unblock_runtime(self) -> None:
+        for rule in (["-s", RUNTIME_IP], ["-d", RUNTIME_IP]):
+            self.run("router", ["iptables", "-D", "FORWARD", *rule, "-j", "DROP"], check=True)
+
+    def kill_relay_sshd(self) -> None:
+        """The relay goes down hard: its listener and every session it serves."""
+        self.stop_relay()
+        for pid in self.ns_pids("relay"):
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"sshd" in cmd:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+    def restart_relay(self, down_seconds: float) -> None:
+        """Kill the relay hard, keep it down ``down_seconds``, start it as it was."""
+        authorized, port, extra = self._last_relay
+        self.kill_relay_sshd()
+        time.sleep(down_seconds)
+        self.start_relay(authorized, port=port, extra=extra)
 
     # -- handy-colab ----------------------------------------------------------------------
     def handy(

@@ -33,7 +33,8 @@ BACKOFF = (0.5, 1.0, 2.0, 3.0, 5.0)
 PERMANENT_BACKOFF = 60.0
 POLL = 0.5
 HEALTH_INTERVAL = 10.0
-HEALTH_TIMEOUT = 10.0
+HEALTH_RETRY = 2.0  # after a failed check, look again soon: one miss may be noise
+HEALTH_TIMEOUT = 8.0
 HEALTH_FAILURES = 2
 
 
@@ -181,7 +182,8 @@ class Supervisor:
                 next_check = time.monotonic() + HEALTH_INTERVAL
             elif time.monotonic() >= next_check:
                 self._health_check()
-                next_check = time.monotonic() + HEALTH_INTERVAL
+                wait = HEALTH_RETRY if self._failed_checks else HEALTH_INTERVAL
+                next_check = time.monotonic() + wait
 
     def _tend_server(self) -> None:
         assert self.server is not None
