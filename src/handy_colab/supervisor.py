@@ -166,7 +166,12 @@ class Supervisor:
                 log.exception("start crashed")
                 self._set(None, phase="failed", error=f"internal error: {exc!r}")
                 return 1
-            self.loop()
+            try:
+                self.loop()
+            except Exception as exc:  # never die silently with the user's session under us
+                log.exception("supervisor loop crashed")
+                self._set(None, phase="failed", error=f"internal error: {exc!r}")
+                return 1
             return 0
         finally:
             self.shutdown()
@@ -208,7 +213,8 @@ class Supervisor:
         assert self.tunnel is not None
         try:
             self.tunnel.check(timeout=HEALTH_TIMEOUT)
-        except TunnelError as exc:
+        except (TunnelError, OSError) as err:
+            exc = err if isinstance(err, TunnelError) else TunnelError(str(err))
             self._failed_checks += 1
             log.warning("end-to-end check failed (%d in a row): %s", self._failed_checks, exc)
             self._set(
@@ -237,7 +243,8 @@ class Supervisor:
             try:
                 self.tunnel.start(timeout=25)
                 self.tunnel.check(timeout=HEALTH_TIMEOUT)
-            except TunnelError as exc:
+            except (TunnelError, OSError) as err:
+                exc = err if isinstance(err, TunnelError) else TunnelError(str(err))
                 # Short, capped back-off: a stale listener on the relay goes away on its own
                 # and we want the port the moment it does; only what cannot heal by waiting
                 # (key refused, host key changed) is retried slowly.
