@@ -189,9 +189,21 @@ class Rig:
 
     # -- relay ----------------------------------------------------------------------------
     def start_relay(
-        self, authorized: Sequence[Path], port: int = 22, extra: Sequence[str] = ()
+        self,
+        authorized: Sequence[Path],
+        port: int = 22,
+        extra: Sequence[str] = (),
+        *,
+        include_dir: Path | None = None,
+        stock: bool = False,
     ) -> str:
-        """Start a stock sshd in the relay namespace; returns its host public key line."""
+        """Start a stock sshd in the relay namespace; returns its host public key line.
+
+        ``include_dir``: the config starts with ``Include DIR/*.conf``, as Debian 12's does.
+        ``stock``: leave out the rig's relay settings (shared authorized_keys, forwarding,
+        keepalive) and keep Debian's X11/sftp lines: each account uses its own
+        ~/.ssh/authorized_keys and ``authorized`` is not used.
+        """
         self._last_relay = (list(authorized), port, list(extra))
         ensure_relay_user()
         d = self.work / "relay"
@@ -201,36 +213,50 @@ class Rig:
             keygen(hostkey)
         # The relay account must be able to read its authorized_keys: keep it out of pytest's
         # 0700 temp tree, in a folder of its own that is removed in close().
-        if self.relay_public_dir is None:
+        if self.relay_public_dir is None and not stock:
             self.relay_public_dir = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-relay-"))
             self.relay_public_dir.chmod(0o755)
-        ak = self.relay_public_dir / "authorized_keys"
-        ak.write_text(
-            "".join(
-                Path(f"{p}.pub" if not str(p).endswith(".pub") else p).read_text()
-                for p in authorized
+        shared: list[str] = []
+        relay: list[str] = []
+        if not stock:
+            assert self.relay_public_dir is not None
+            ak = self.relay_public_dir / "authorized_keys"
+            ak.write_text(
+                "".join(
+                    Path(f"{p}.pub" if not str(p).endswith(".pub") else p).read_text()
+                    for p in authorized
+                )
             )
-        )
-        ak.chmod(0o644)
+            ak.chmod(0o644)
+            shared = [f"AuthorizedKeysFile {ak}", "StrictModes no"]
+            relay = [
+                f"GatewayPorts {self.gateway_ports}",
+                "AllowTcpForwarding yes",
+                "AllowStreamLocalForwarding yes",
+                "StreamLocalBindUnlink yes",
+                "ClientAliveInterval 10",
+                "ClientAliveCountMax 3",
+            ]
+        else:
+            relay = [
+                "X11Forwarding yes",
+                "AcceptEnv LANG LC_*",
+                "Subsystem sftp /usr/lib/openssh/sftp-server",
+            ]
         cfg = d / "sshd_config"
         cfg.write_text(
             "\n".join(
                 [
+                    *([f"Include {include_dir}/*.conf"] if include_dir is not None else []),
                     f"Port {port}",
                     f"ListenAddress {RELAY_IP}",
                     f"HostKey {hostkey}",
-                    f"AuthorizedKeysFile {ak}",
-                    "StrictModes no",
+                    *shared,
                     "UsePAM no",
                     "PasswordAuthentication no",
                     "KbdInteractiveAuthentication no",
                     f"PidFile {d / 'sshd.pid'}",
-                    f"GatewayPorts {self.gateway_ports}",
-                    "AllowTcpForwarding yes",
-                    "AllowStreamLocalForwarding yes",
-                    "StreamLocalBindUnlink yes",
-                    "ClientAliveInterval 10",
-                    "ClientAliveCountMax 3",
+                    *relay,
                     "MaxStartups 100:30:200",
                     "MaxSessions 100",
                     "LogLevel VERBOSE",
@@ -272,8 +298,7 @@ class Rig:
     def block_runtime(self) -> None:
         """Silently drop every packet between the runtime and the outside (no RST, no ICMP)."""
         for rule in (["-s", RUNTIME_IP], ["-d", RUNTIME_IP]):
-            self.run("router", ["iptables", "-I", "FORWARD", "1", *rule, "-j", "DROP"],
-                     check=True)
+            self.run("router", ["iptables", "-I", "FORWARD", "1", *rule, "-j", "DROP"], check=True)
 
     def unblock_runtime(self) -> None:
         for rule in (["-s", RUNTIME_IP], ["-d", RUNTIME_IP]):

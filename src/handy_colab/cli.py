@@ -53,6 +53,22 @@ def build_parser() -> argparse.ArgumentParser:
     cn.add_argument("--ssh-config", metavar="FILE", help="write the Host block here instead")
     cn.add_argument("--known-hosts", metavar="FILE", help="pin host keys here instead")
     cn.add_argument("--name", help="which runtime, when the folder holds several")
+
+    rs = sub.add_parser(
+        "relay-setup", help="relay side: print (or --apply, as root) a locked-down relay account"
+    )
+    rs.add_argument("--key", required=True, help="the runtime's relay public key: .pub or line")
+    rs.add_argument("--account", default="handy-colab", help="account on the relay")
+    rs.add_argument("--mode", choices=["public", "private"], default="public")
+    rs.add_argument("--remote-port", type=int, help="public mode: the port the relay exposes")
+    rs.add_argument("--socket-path", help="private mode: the Unix socket on the relay")
+    rs.add_argument("--name", default="colab", help="runtime name (default colab)")
+    rs.add_argument(
+        "--laptop-key", action="append", default=[], help="private mode: a laptop's public key"
+    )
+    rs.add_argument("--apply", action="store_true", help="carry out the plan (root, on the relay)")
+    rs.add_argument("--sshd-config-dir", help="drop-in folder (default /etc/ssh/sshd_config.d)")
+    rs.add_argument("--sshd-config", help="main sshd config (default /etc/ssh/sshd_config)")
     return p
 
 
@@ -96,6 +112,21 @@ def main(argv: list[str] | None = None) -> int:
 
             return cmd_connect(
                 args.source, args.identity, args.ssh_config, args.known_hosts, args.name
+            )
+        if args.command == "relay-setup":
+            from .commands.relay_setup import cmd_relay_setup
+
+            return cmd_relay_setup(
+                args.key,
+                args.account,
+                args.mode,
+                args.remote_port,
+                args.socket_path,
+                args.name,
+                args.laptop_key,
+                args.apply,
+                args.sshd_config_dir,
+                args.sshd_config,
             )
     except HandyColabError as exc:
         print(f"handy-colab: error: {exc}", file=sys.stderr)

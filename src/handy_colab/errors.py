@@ -40,3 +40,7 @@ class StateError(HandyColabError):
 
 class ClientConfigError(HandyColabError):
     """The laptop's ssh config or known_hosts could not be written safely."""
+
+
+class RelaySetupError(HandyColabError):
+    """`relay-setup --apply` could not set up the relay account or its sshd settings."""
