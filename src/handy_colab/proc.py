@@ -15,7 +15,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ class WatchedProcess:
         *,
         label: str,
         logger: logging.Logger | None = None,
+        on_exit: Callable[[], None] | None = None,
     ) -> None:
         self.argv = list(argv)
         self.label = label
@@ -66,6 +67,7 @@ class WatchedProcess:
         )
         self._seen: list[str] = []
         self._dropped = 0
+        self._on_exit = on_exit
         self._reader = threading.Thread(target=self._read, name=f"{label}-reader", daemon=True)
         self._reader.start()
 
@@ -89,6 +91,10 @@ class WatchedProcess:
         with self._cond:
             self._eof = True
             self._cond.notify_all()
+        # Output closes when the child exits (or hands its stderr on): let a watcher react
+        # now rather than at its next poll.
+        if self._on_exit is not None:
+            self._on_exit()
 
     def last_lines(self, n: int = 10) -> list[str]:
         with self._cond:

@@ -57,6 +57,8 @@ class Supervisor:
         self.rd = rd
         self.run_id = run_id
         self.stop_event = threading.Event()
+        # Set when a child exits or a stop is asked: the loop reacts at once, not at its poll.
+        self.wake = threading.Event()
         self.server: OpenSSHServer | None = None
         self.tunnel: OpenSSHTunnel | None = None
         now = time.time()
@@ -122,10 +124,12 @@ class Supervisor:
         """Bring everything up once; raise on the first failure."""
         host_key = ensure_host_key(self.cfg.folder)
         self.server = OpenSSHServer(self.cfg, self.rd, host_key)
+        self.server.on_exit = self.wake.set
         self.server.prepare()
         self.server.start()
         self._set("server", state="up", pid=self.server.pid, port=self.server.port)
         self.tunnel = OpenSSHTunnel(self.cfg, self.rd, self.server.port)
+        self.tunnel.on_exit = self.wake.set
         self._set("tunnel", endpoint=self.tunnel.endpoint)
         self.tunnel.start(timeout=25)
         self.tunnel.check(timeout=10)
@@ -148,9 +152,13 @@ class Supervisor:
             )
         self._set(None, phase="ready", error=None)
 
+    def _on_signal(self, _signum: int, _frame: object) -> None:
+        self.stop_event.set()
+        self.wake.set()
+
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, lambda *_: self.stop_event.set())
+            signal.signal(sig, self._on_signal)
         if not self.acquire():
             log.info("another supervisor holds %s; exiting", self.rd.lock_file)
             return 3
@@ -179,7 +187,11 @@ class Supervisor:
     def loop(self) -> None:
         assert self.tunnel is not None
         next_check = time.monotonic() + HEALTH_INTERVAL
-        while not self.stop_event.wait(POLL):
+        while not self.stop_event.is_set():
+            self.wake.wait(POLL)
+            self.wake.clear()
+            if self.stop_event.is_set():
+                break
             self._tend_server()
             if not self.tunnel.alive():
                 self._reconnect(self._forced or self.tunnel.failure())
@@ -240,6 +252,7 @@ class Supervisor:
         tries = 0
         while not self.stop_event.is_set():
             self._tend_server()
+            attempt = time.monotonic()
             try:
                 self.tunnel.start(timeout=25)
                 self.tunnel.check(timeout=HEALTH_TIMEOUT)
@@ -252,6 +265,9 @@ class Supervisor:
                     PERMANENT_BACKOFF if exc.permanent else BACKOFF[min(tries, len(BACKOFF) - 1)]
                 )
                 tries += 1
+                # The back-off counts from the start of the attempt: one that already waited
+                # out a connect timeout is not made to wait again.
+                delay = max(0.2, delay - (time.monotonic() - attempt))
                 log.warning("reconnect failed (%s); next try in %.1fs", exc, delay)
                 self._set("tunnel", state="down", last_error=str(exc))
                 self.tunnel.stop()

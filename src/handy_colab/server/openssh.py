@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 from ..config import RuntimeConfig
@@ -150,6 +151,7 @@ class OpenSSHServer:
         self.host_key = host_key
         self.port = cfg.server_port
         self.proc: WatchedProcess | None = None
+        self.on_exit: Callable[[], None] | None = None
         self.sshd = ensure_sshd()
 
     def prepare(self) -> None:
@@ -180,7 +182,9 @@ class OpenSSHServer:
     def start(self, timeout: float = 15.0) -> None:
         self.stop()
         self.proc = WatchedProcess(
-            [self.sshd, "-D", "-e", "-f", str(self.rd.sshd_config)], label="sshd"
+            [self.sshd, "-D", "-e", "-f", str(self.rd.sshd_config)],
+            label="sshd",
+            on_exit=self.on_exit,
         )
         status, _line = self.proc.wait_for(_READY, _FAIL, timeout)
         if status != "ready":

@@ -14,6 +14,7 @@ import re
 import shutil
 import socket
 import subprocess
+from collections.abc import Callable
 
 from ..config import RuntimeConfig
 from ..errors import TunnelError
@@ -120,6 +121,7 @@ class OpenSSHTunnel(Tunnel):
         self.rd = rd
         self.ssh = find_ssh()
         self.proc: WatchedProcess | None = None
+        self.on_exit: Callable[[], None] | None = None
         self._prepare()
 
     def _prepare(self) -> None:
@@ -163,7 +165,9 @@ class OpenSSHTunnel(Tunnel):
             "ExitOnForwardFailure": "yes",
             "ServerAliveInterval": "5",
             "ServerAliveCountMax": "3",
-            "ConnectTimeout": "10",
+            # Short: a blocked SYN is retried by the next attempt anyway (TCP's own retry
+            # schedule would otherwise hold an attempt long after the network is back).
+            "ConnectTimeout": "5",
             "TCPKeepAlive": "yes",
             "ControlMaster": "no",
             "ControlPath": "none",
@@ -202,7 +206,7 @@ class OpenSSHTunnel(Tunnel):
 
     def start(self, timeout: float) -> None:
         self.stop()
-        self.proc = WatchedProcess(self.argv(), label="tunnel")
+        self.proc = WatchedProcess(self.argv(), label="tunnel", on_exit=self.on_exit)
         status, _ = self.proc.wait_for(_READY, _FAIL, timeout)
         if status == "ready":
             log.info("relay accepted the forward %s (pid %d)", self.forward_spec(), self.proc.pid)
@@ -251,10 +255,16 @@ class OpenSSHTunnel(Tunnel):
                 f"{banner[:40]!r}): the port is taken by another program on the relay. Fix: "
                 f"free it, or choose another 'relay.remote_port'"
             )
+        if "refused" in banner.lower():
+            raise TunnelError(
+                f"the relay accepted the forward but {self.endpoint} refuses connections. "
+                f"Fix: set 'GatewayPorts yes' in the relay's sshd_config for public mode (or "
+                f"use mode private), and open port {port} in its firewall"
+            )
         raise TunnelError(
-            f"the relay accepted the forward but {self.endpoint} refuses connections "
-            f"({banner}). Fix: set 'GatewayPorts yes' in the relay's sshd_config for public "
-            f"mode (or use mode private), and open port {port} in its firewall"
+            f"{self.endpoint} cannot be reached from the runtime ({banner}): the network to "
+            f"the relay is down or a firewall drops port {port}. Fix: check the runtime's "
+            f"outbound network; the supervisor keeps retrying"
         )
 
     def alive(self) -> bool:
