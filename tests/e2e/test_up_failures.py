@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
 import subprocess
 import time
@@ -159,3 +161,27 @@ def test_connect_default_paths_include_user_config(fresh: Any, tmp_path: Any) ->
         "laptop", ["ssh", "-F", str(user_cfg), "-o", "BatchMode=yes", "colab", "echo via-include"]
     )
     assert res.stdout == "via-include\n", res.stderr
+
+
+def test_lasting_failure_is_reported_not_hammered(fresh: Any) -> None:
+    """After a drop, a refused key is retried once a minute, with the reason in status."""
+    rt = fresh("public", start=True)
+    st = json.loads(rt.rig.handy("rt", "status", "--json").stdout)
+    rt.rig.start_relay([rt.laptop_key])  # the relay no longer accepts the runtime's key
+    os.kill(st["tunnel"]["pid"], signal.SIGKILL)
+
+    def tunnel() -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(rt.rig.handy("rt", "status", "--json").stdout)
+        return data["tunnel"]
+
+    deadline = time.monotonic() + 20
+    while "refused the key" not in str(tunnel().get("last_error")):
+        assert time.monotonic() < deadline, tunnel()
+        time.sleep(0.2)
+    time.sleep(8)
+    res = rt.rig.handy("rt", "status")
+    assert res.returncode != 0 and "refused the key" in res.stdout
+    logs = rt.rig.handy("rt", "logs").stdout
+    assert logs.count("reconnect failed (relay hcrelay@") == 1, logs
+    # 60 s, counted from the start of the failed attempt.
+    assert re.search(r"next try in (59|60)\.\ds", logs), logs
