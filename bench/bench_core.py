@@ -317,22 +317,29 @@ class Bench:
 
     def close(self) -> None:
         for rt in self.runtimes:
-            try:
-                finish(rt)
-            except AssertionError as exc:
-                self.leftovers.append(f"{rt.mode}: {exc}")
-                log(f"{rt.mode}: {exc}")
-            except Exception as exc:  # keep cleaning the rest
-                self.leftovers.append(f"{rt.mode}: close failed: {exc!r}")
-                log(f"{rt.mode}: close failed: {exc!r}")
+            close_runtime(rt, self.leftovers)
         self.runtimes.clear()
         shutil.rmtree(self.work, ignore_errors=True)
         shutil.rmtree(self.data, ignore_errors=True)
-        netns = sh("ip", "netns", "list", check=False).stdout
-        stale = [ln for ln in netns.splitlines() if any(p in ln for p in self.prefixes)]
-        if stale:
-            self.leftovers.append(f"namespaces left: {stale}")
-        self.result["leftovers"] = self.leftovers
+        self.result["leftovers"] = self.leftovers + stale_namespaces(self.prefixes)
+
+
+def close_runtime(rt: Runtime, leftovers: list[str]) -> None:
+    """Tear one rig down, recording (not raising) whatever it had to kill."""
+    try:
+        finish(rt)
+    except AssertionError as exc:
+        leftovers.append(f"{rt.mode}: {exc}")
+        log(f"{rt.mode}: {exc}")
+    except Exception as exc:  # keep cleaning the rest
+        leftovers.append(f"{rt.mode}: close failed: {exc!r}")
+        log(f"{rt.mode}: close failed: {exc!r}")
+
+
+def stale_namespaces(prefixes: Sequence[str]) -> list[str]:
+    netns = sh("ip", "netns", "list", check=False).stdout
+    stale = [ln for ln in netns.splitlines() if any(p in ln for p in prefixes)]
+    return [f"namespaces left: {stale}"] if stale else []
 
 
 def machine_info() -> dict[str, Any]:

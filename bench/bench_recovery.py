@@ -81,11 +81,14 @@ from bench.bench_core import (  # noqa: E402
     BASE_REMOTE_PORT,
     BASE_SSHD_PORT,
     MODES,
+    close_runtime,
     fmt,
     log,
     machine_info,
+    stale_namespaces,
 )
-from tests.e2e.conftest import REMOTE_PORT, Runtime, finish, make_runtime  # noqa: E402
+from handy_colab.proc import pid_alive as proc_pid_alive  # noqa: E402
+from tests.e2e.conftest import REMOTE_PORT, Runtime, make_runtime  # noqa: E402
 from tests.rig import RELAY_IP, RELAY_USER, keygen, prerequisites, sh  # noqa: E402
 
 FAULTS: dict[str, str] = {
@@ -116,13 +119,7 @@ _TUPLE = re.compile(r"(\S+):(\d+)\s+(\S+):(\d+)\s+users:\(\(.*?pid=(\d+)")
 
 
 def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+    return bool(pid) and proc_pid_alive(int(pid or 0))
 
 
 def children(pid: int) -> list[int]:
@@ -890,21 +887,10 @@ class Bench:
                 mb.close()
             except Exception as exc:
                 self.leftovers.append(f"{mb.mode}: baseline close failed: {exc!r}")
-            try:
-                finish(mb.rt)
-            except AssertionError as exc:
-                self.leftovers.append(f"{mb.mode}: {exc}")
-                log(f"{mb.mode}: {exc}")
-            except Exception as exc:  # keep cleaning the rest
-                self.leftovers.append(f"{mb.mode}: close failed: {exc!r}")
-                log(f"{mb.mode}: close failed: {exc!r}")
+            close_runtime(mb.rt, self.leftovers)
         self.benches.clear()
         shutil.rmtree(self.work, ignore_errors=True)
-        netns = sh("ip", "netns", "list", check=False).stdout
-        stale = [ln for ln in netns.splitlines() if any(p in ln for p in self.prefixes)]
-        if stale:
-            self.leftovers.append(f"namespaces left: {stale}")
-        self.result["leftovers"] = self.leftovers
+        self.result["leftovers"] = self.leftovers + stale_namespaces(self.prefixes)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
