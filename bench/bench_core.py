@@ -40,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -324,6 +324,35 @@ class Bench:
         self.result["leftovers"] = self.leftovers + stale_namespaces(self.prefixes)
 
 
+def run_and_report(
+    bench: Any,
+    body: Callable[[], None],
+    out: Path,
+    render: Callable[[dict[str, Any]], str],
+    t0: float,
+) -> int:
+    """Run a benchmark body, always clean up, write JSON, print the table.
+
+    Exit code: 0 fine, 1 the benchmark failed, 3 it had to kill leftovers.
+    """
+    code = 0
+    try:
+        body()
+    except Exception as exc:
+        log(f"benchmark failed: {exc!r}")
+        bench.result["error"] = repr(exc)
+        code = 1
+    finally:
+        bench.close()
+    bench.result["wall_s"] = time.perf_counter() - t0
+    if bench.leftovers:
+        code = code or 3
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(bench.result, indent=2, default=str) + "\n")
+    print(render(bench.result), end="")
+    return code
+
+
 def close_runtime(rt: Runtime, leftovers: list[str]) -> None:
     """Tear one rig down, recording (not raising) whatever it had to kill."""
     try:
@@ -427,23 +456,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, on_term)
     bench = Bench(args)
     t0 = time.perf_counter()
-    code = 0
-    try:
+    def body() -> None:
         bench.make_payload()
         for mode in modes:
             bench.run_mode(mode)
-    except Exception as exc:
-        log(f"benchmark failed: {exc!r}")
-        bench.result["error"] = repr(exc)
-        code = 1
-    finally:
-        bench.close()
-    bench.result["wall_s"] = time.perf_counter() - t0
-    if bench.leftovers:
-        code = code or 3
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(bench.result, indent=2) + "\n")
-    print(markdown(bench.result), end="")
+
+    code = run_and_report(bench, body, args.out, markdown, t0)
     log(f"done in {bench.result['wall_s']:.0f}s; raw numbers in {args.out}")
     return code
 

@@ -85,6 +85,7 @@ from bench.bench_core import (  # noqa: E402
     fmt,
     log,
     machine_info,
+    run_and_report,
     stale_namespaces,
 )
 from handy_colab.proc import pid_alive as proc_pid_alive  # noqa: E402
@@ -931,22 +932,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, on_term)
     bench = Bench(args, faults, modes)
     t0 = time.perf_counter()
-    code = 0
-    try:
+    def body() -> None:
         bench.setup()
         bench.run()
-    except Exception as exc:
-        log(f"benchmark failed: {exc!r}")
-        bench.result["error"] = repr(exc)
-        code = 1
-    finally:
-        bench.close()
-    bench.result["wall_s"] = time.perf_counter() - t0
-    if bench.leftovers:
-        code = code or 3
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(bench.result, indent=2, default=str) + "\n")
-    print(markdown(bench.result), end="")
+
+    code = run_and_report(bench, body, args.out, markdown, t0)
     log(f"done in {bench.result['wall_s']:.0f}s; raw numbers in {args.out}")
     return code
 
