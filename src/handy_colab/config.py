@@ -37,6 +37,9 @@ CONNECTIONS_DIR = "connections"
 RELAY_KNOWN_HOSTS = "relay_known_hosts"
 DEFAULT_NAME = "colab"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+# A relay socket path: it lands in ssh_config (ProxyCommand), sshd_config (PermitOpen [..]) and
+# a quoted authorized_keys option, so only characters none of them would split or interpret.
+SOCKET_PATH_RE = re.compile(r"^/[A-Za-z0-9._/+-]{1,200}$")
 # Files the tool itself keeps in the folder; never mistaken for user keys.
 _OWN_FILES = {CONFIG_FILE, RELAY_KNOWN_HOSTS, CONNECTIONS_DIR, HOST_KEY_DIR}
 
@@ -356,10 +359,10 @@ def load_config(folder: str | Path, name: str | None = None) -> RuntimeConfig:
 
 def _socket_path(relay_f: _Fields, user: str, name: str) -> str:
     path = relay_f.str_("socket_path") or f"/tmp/handy-colab-{user}-{name}.sock"
-    if not path.startswith("/") or any(c.isspace() or c in "\"'\\%" for c in path):
+    if not SOCKET_PATH_RE.match(path):
         raise relay_f.error(
             "socket_path",
-            f"'{path}' is not an absolute path without spaces or quotes",
+            f"'{path}' is not an absolute path of letters, digits and '._/+-'",
             'use e.g. "/tmp/handy-colab-me-colab.sock"',
         )
     return path

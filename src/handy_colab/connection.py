@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import NAME_RE, RuntimeConfig
+from .config import NAME_RE, SOCKET_PATH_RE, RuntimeConfig
 from .errors import ConfigError
 from .fsutil import atomic_write
 from .keys import fingerprint, parse_public_key_line
@@ -22,7 +22,6 @@ from .tunnels.openssh import known_hosts_pattern
 
 FORMAT = 1
 # Host names, IPv4/IPv6 literals and user names; nothing ssh_config would split or interpret.
-_SOCKET_RE = re.compile(r"^/[A-Za-z0-9_./+-]{1,200}$")
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_.:%@+-][A-Za-z0-9_.:%@+\[\]-]{0,252}$")
 
 
@@ -94,7 +93,9 @@ class Descriptor:
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 65535:
                 raise bad(fld, f"must be a port number, not {value!r}")
         sock = data.get("socket_path", "")
-        if data["mode"] == "private" and (not isinstance(sock, str) or not _SOCKET_RE.match(sock)):
+        if data["mode"] == "private" and (
+            not isinstance(sock, str) or not SOCKET_PATH_RE.match(sock)
+        ):
             raise bad("socket_path", f"must be an absolute path without spaces ({sock!r})")
         fwd = data.get("forwards", [])
         if not isinstance(fwd, list) or any(

@@ -40,7 +40,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Literal
 
-from .config import NAME_RE
+from .config import NAME_RE, SOCKET_PATH_RE
 from .errors import ConfigError, KeyFileError, RelaySetupError
 from .fsutil import atomic_write, backup, read_text_or_empty
 from .keys import PublicKey, load_public_keys, parse_public_key_line
@@ -59,8 +59,6 @@ MARK = "handy-colab:"
 # Shells that run nothing: an existing account with any other shell is not ours to lock down.
 _NO_SHELLS = {"/usr/sbin/nologin", "/sbin/nologin", "/bin/false", "/usr/bin/false"}
 _ACCOUNT_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-# Safe inside sshd_config, a quoted authorized_keys option and PermitOpen's [...] form.
-_SOCKET_RE = re.compile(r"^/[A-Za-z0-9._/@+-]+$")
 _MAX_KEY_FILE = 64 * 1024
 
 
@@ -237,10 +235,10 @@ def make_plan(
                 "Fix: drop it (or set --socket-path), or use --mode public"
             )
         sock = socket_path or f"/tmp/handy-colab-{account}-{name}.sock"
-        if not _SOCKET_RE.match(sock):
+        if not SOCKET_PATH_RE.match(sock):
             raise ConfigError(
                 f"--socket-path '{_short(sock)}' must be an absolute path of letters, digits and "
-                f"'._/@+-'. Fix: use e.g. /tmp/handy-colab-{account}-{name}.sock"
+                f"'._/+-'. Fix: use e.g. /tmp/handy-colab-{account}-{name}.sock"
             )
         settings = _private_settings(sock)
         options = f'restrict,port-forwarding,permitopen="[{sock}]:*"'
