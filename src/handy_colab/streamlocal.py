@@ -94,19 +94,25 @@ def _die_with_parent() -> None:
             libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def first_line(sock: socket.socket) -> str:
+    """The first line (at most 256 bytes) the far end sends, or what came before an error."""
+    data = b""
+    with contextlib.suppress(OSError):
+        while b"\n" not in data and len(data) < 256:
+            chunk = sock.recv(256)
+            if not chunk:
+                break
+            data += chunk
+    return data.decode(errors="replace")
+
+
 def read_banner(local: Path, timeout: float) -> str:
-    """The first line the far end sends (an SSH server's banner), or '' on failure."""
+    """The first line the far end of a local socket sends (an SSH server's banner)."""
     try:
         with socket.socket(socket.AF_UNIX) as s:
             s.settimeout(timeout)
             s.connect(str(local))
-            data = b""
-            while b"\n" not in data and len(data) < 256:
-                chunk = s.recv(256)
-                if not chunk:
-                    break
-                data += chunk
-            return data.decode(errors="replace")
+            return first_line(s)
     except OSError:
         return ""
 

@@ -225,8 +225,7 @@ class Supervisor:
         assert self.tunnel is not None
         try:
             self.tunnel.check(timeout=HEALTH_TIMEOUT)
-        except (TunnelError, OSError) as err:
-            exc = err if isinstance(err, TunnelError) else TunnelError(str(err))
+        except TunnelError as exc:
             self._failed_checks += 1
             log.warning("end-to-end check failed (%d in a row): %s", self._failed_checks, exc)
             self._set(
@@ -256,8 +255,7 @@ class Supervisor:
             try:
                 self.tunnel.start(timeout=25)
                 self.tunnel.check(timeout=HEALTH_TIMEOUT)
-            except (TunnelError, OSError) as err:
-                exc = err if isinstance(err, TunnelError) else TunnelError(str(err))
+            except TunnelError as exc:
                 # Short, capped back-off: a stale listener on the relay goes away on its own
                 # and we want the port the moment it does; only what cannot heal by waiting
                 # (key refused, host key changed) is retried slowly.

@@ -22,7 +22,7 @@ from ..fsutil import atomic_write
 from ..keys import fingerprint, private_copy
 from ..proc import WatchedProcess
 from ..state import RuntimeDir
-from ..streamlocal import forwarded_socket, read_banner
+from ..streamlocal import first_line, forwarded_socket, read_banner
 from .base import Tunnel
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,10 @@ class OpenSSHTunnel(Tunnel):
 
     def start(self, timeout: float) -> None:
         self.stop()
-        self.proc = WatchedProcess(self.argv(), label="tunnel", on_exit=self.on_exit)
+        try:
+            self.proc = WatchedProcess(self.argv(), label="tunnel", on_exit=self.on_exit)
+        except OSError as exc:
+            raise TunnelError(f"cannot run {self.ssh}: {exc}") from None
         status, _ = self.proc.wait_for(_READY, _FAIL, timeout)
         if status == "ready":
             log.info("relay accepted the forward %s (pid %d)", self.forward_spec(), self.proc.pid)
@@ -231,6 +234,14 @@ class OpenSSHTunnel(Tunnel):
         return classify(self.proc.last_lines(30), self.cfg, self.cfg.relay.key.path.name)
 
     def check(self, timeout: float) -> None:
+        # The Tunnel contract is TunnelError only: a local OSError (no temp space for the
+        # check's socket, ssh gone) is a failed check like any other.
+        try:
+            self._check(timeout)
+        except OSError as exc:
+            raise TunnelError(f"end-to-end check could not run: {exc}") from None
+
+    def _check(self, timeout: float) -> None:
         relay = self.cfg.relay
         if self.cfg.mode == "private":
             prefix = [self.ssh, "-F", str(self.rd.tunnel_config)]
@@ -291,13 +302,4 @@ def _tcp_banner(host: str, port: int, timeout: float) -> tuple[bool, str]:
         return False, exc.strerror or str(exc)
     with sock:
         sock.settimeout(timeout)
-        data = b""
-        try:
-            while b"\n" not in data and len(data) < 256:
-                chunk = sock.recv(256)
-                if not chunk:
-                    break
-                data += chunk
-        except OSError:
-            pass
-        return True, data.decode(errors="replace")
+        return True, first_line(sock)
