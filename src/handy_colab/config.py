@@ -177,9 +177,9 @@ class _Fields:
         return _Fields(self.file, self.where(key), {} if value is None else value, allowed)
 
 
-def as_port(value: Any, allow_zero: bool = False) -> int | None:
-    """The port number ``value`` stands for (an int or a decimal string), else None."""
-    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,5}", value.strip()):
+def as_port(value: Any, allow_zero: bool = False, strict: bool = False) -> int | None:
+    """The port number ``value`` stands for (an int, or unless ``strict`` a decimal string)."""
+    if not strict and isinstance(value, str) and re.fullmatch(r"[0-9]{1,5}", value.strip()):
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int):
         return None

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import NAME_RE, SOCKET_PATH_RE, RuntimeConfig
+from .config import NAME_RE, SOCKET_PATH_RE, RuntimeConfig, as_port
 from .errors import ConfigError
 from .fsutil import atomic_write
 from .keys import fingerprint, parse_public_key_line
@@ -89,8 +89,8 @@ class Descriptor:
             raise bad("mode", f"must be public or private, not {data['mode']!r}")
         for fld in ("relay_port", "remote_port"):
             value = data.get(fld)
-            low = 0 if fld == "remote_port" and data["mode"] == "private" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 65535:
+            zero_ok = fld == "remote_port" and data["mode"] == "private"
+            if as_port(value, allow_zero=zero_ok, strict=True) is None:
                 raise bad(fld, f"must be a port number, not {value!r}")
         sock = data.get("socket_path", "")
         if data["mode"] == "private" and (
@@ -98,9 +98,7 @@ class Descriptor:
         ):
             raise bad("socket_path", f"must be an absolute path without spaces ({sock!r})")
         fwd = data.get("forwards", [])
-        if not isinstance(fwd, list) or any(
-            isinstance(p, bool) or not isinstance(p, int) or not 1 <= p <= 65535 for p in fwd
-        ):
+        if not isinstance(fwd, list) or any(as_port(p, strict=True) is None for p in fwd):
             raise bad("forwards", "must be a list of port numbers")
         keys: dict[str, list[str]] = {}
         for fld, required in (("host_keys", True), ("relay_host_keys", False)):
