@@ -44,6 +44,9 @@ SOCKET_PATH_RE = re.compile(r"^/[A-Za-z0-9._/+-]{1,200}$")
 _OWN_FILES = {CONFIG_FILE, RELAY_KNOWN_HOSTS, CONNECTIONS_DIR, HOST_KEY_DIR}
 
 Mode = Literal["public", "private"]
+# Which implementation runs a part: "auto" picks OpenSSH where it is usable, else embedded.
+Backend = Literal["auto", "openssh", "embedded"]
+BACKENDS = ("auto", "openssh", "embedded")
 
 _TOP_FIELDS = {
     "tunnel_options",
@@ -67,8 +70,9 @@ _RELAY_FIELDS = {
     "bind_address",
     "jump_user",
     "socket_path",
+    "client",
 }
-_SERVER_FIELDS = {"port", "authorized_keys"}
+_SERVER_FIELDS = {"port", "authorized_keys", "kind"}
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,8 @@ class RuntimeConfig:
     python_packages: tuple[str, ...] = ()
     os_packages: tuple[str, ...] = ()
     login_user: str = field(default_factory=getpass.getuser)
+    server_kind: Backend = "auto"
+    tunnel_kind: Backend = "auto"  # the reverse-tunnel client (config field relay.client)
 
     @property
     def relay_known_hosts(self) -> Path:
@@ -344,6 +350,9 @@ def load_config(folder: str | Path, name: str | None = None) -> RuntimeConfig:
         if port not in forwards:
             forwards.append(port)
 
+    server_kind = _backend(server_f, "kind", "the SSH server")
+    tunnel_kind = _backend(relay_f, "client", "the reverse-tunnel client")
+
     return RuntimeConfig(
         folder=folder,
         name=run_name,
@@ -354,7 +363,20 @@ def load_config(folder: str | Path, name: str | None = None) -> RuntimeConfig:
         forwards=tuple(forwards),
         python_packages=tuple(top.str_list("python_packages")),
         os_packages=tuple(top.str_list("os_packages")),
+        server_kind=server_kind,
+        tunnel_kind=tunnel_kind,
     )
+
+
+def _backend(fields: _Fields, key: str, what: str) -> Backend:
+    value = fields.str_(key, "auto")
+    if value not in BACKENDS:
+        raise fields.error(
+            key,
+            f"'{value}' is not a known implementation of {what}",
+            'use "auto" (OpenSSH where usable, else embedded), "openssh" or "embedded"',
+        )
+    return value  # type: ignore[return-value]
 
 
 def _socket_path(relay_f: _Fields, user: str, name: str) -> str:

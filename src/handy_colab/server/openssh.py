@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import socket
-from collections.abc import Callable
 from pathlib import Path
 
 from ..config import RuntimeConfig
@@ -19,6 +18,7 @@ from ..fsutil import atomic_write
 from ..keys import PrivateKey, private_copy
 from ..proc import WatchedProcess, run_subprocess
 from ..state import RuntimeDir
+from .base import Server
 
 log = logging.getLogger(__name__)
 
@@ -140,18 +140,14 @@ def render_sshd_config(rd: RuntimeDir, port: int, login_user: str, sftp: str) ->
     return "\n".join(lines) + "\n"
 
 
-class OpenSSHServer:
+class OpenSSHServer(Server):
     """Runs and watches one dedicated sshd."""
 
     kind = "openssh"
 
     def __init__(self, cfg: RuntimeConfig, rd: RuntimeDir, host_key: PrivateKey) -> None:
-        self.cfg = cfg
-        self.rd = rd
-        self.host_key = host_key
-        self.port = cfg.server_port
+        super().__init__(cfg, rd, host_key)
         self.proc: WatchedProcess | None = None
-        self.on_exit: Callable[[], None] | None = None
         self.sshd = ensure_sshd()
 
     def prepare(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 from ..config import RuntimeConfig
 
@@ -15,6 +16,8 @@ class Tunnel(ABC):
     def __init__(self, cfg: RuntimeConfig, local_port: int) -> None:
         self.cfg = cfg
         self.local_port = local_port
+        # Called (from a reader thread) when the child exits, so the supervisor wakes at once.
+        self.on_exit: Callable[[], None] | None = None
 
     @abstractmethod
     def start(self, timeout: float) -> None:
@@ -40,6 +43,9 @@ class Tunnel(ABC):
     @property
     @abstractmethod
     def pid(self) -> int | None: ...
+
+    @abstractmethod
+    def last_lines(self, n: int = 5) -> list[str]: ...
 
     @property
     def endpoint(self) -> str:

@@ -14,7 +14,6 @@ import re
 import shutil
 import socket
 import subprocess
-from collections.abc import Callable
 
 from ..config import RuntimeConfig
 from ..errors import TunnelError
@@ -121,7 +120,6 @@ class OpenSSHTunnel(Tunnel):
         self.rd = rd
         self.ssh = find_ssh()
         self.proc: WatchedProcess | None = None
-        self.on_exit: Callable[[], None] | None = None
         self._prepare()
 
     def _prepare(self) -> None:
