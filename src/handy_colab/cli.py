@@ -7,6 +7,7 @@ import logging
 import sys
 
 from . import __version__
+from .config import BACKENDS
 from .errors import HandyColabError
 
 
@@ -27,6 +28,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument(
         "--no-install", action="store_true", help="skip the config's python_packages/os_packages"
+    )
+    up.add_argument(
+        "--server",
+        choices=BACKENDS,
+        help="SSH server: OpenSSH's sshd or the embedded one (default: config, else auto)",
+    )
+    up.add_argument(
+        "--tunnel",
+        choices=BACKENDS,
+        help="tunnel client: OpenSSH's ssh or the embedded one (default: config, else auto)",
     )
 
     st = sub.add_parser("status", help="health of the runtime(s); exit 0 only when healthy")
@@ -83,7 +94,13 @@ def main(argv: list[str] | None = None) -> int:
             from .commands.runtime_cmds import cmd_up
 
             return cmd_up(
-                args.folder, args.name, args.foreground, args.timeout, not args.no_install
+                args.folder,
+                args.name,
+                args.foreground,
+                args.timeout,
+                not args.no_install,
+                args.server,
+                args.tunnel,
             )
         if args.command == "status":
             from .commands.runtime_cmds import cmd_status

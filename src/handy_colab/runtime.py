@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import RuntimeConfig, load_config
+from .config import Backend, RuntimeConfig, load_config
 from .connection import Descriptor
 from .errors import HandyColabError, StateError
 from .proc import group_and_descendants, kill_tree, pid_alive, run_subprocess
@@ -104,9 +104,17 @@ def _descriptor_from_state(
 
 
 def up(
-    folder: str | Path, name: str | None = None, timeout: float = 60.0, install: bool = True
+    folder: str | Path,
+    name: str | None = None,
+    timeout: float = 60.0,
+    install: bool = True,
+    server: Backend | None = None,
+    tunnel: Backend | None = None,
 ) -> UpResult:
-    """Start (or find) the runtime's supervisor; return once reachable through the relay."""
+    """Start (or find) the runtime's supervisor; return once reachable through the relay.
+
+    ``server``/``tunnel`` override the config's ``server.kind``/``relay.client``.
+    """
     cfg = load_config(folder, name)
     rd = RuntimeDir.for_name(cfg.name).ensure()
     with _locked(rd.up_lock, timeout):
@@ -137,6 +145,8 @@ def up(
                     cfg.name,
                     "--run-id",
                     run_id,
+                    *(["--server", server] if server else []),
+                    *(["--tunnel", tunnel] if tunnel else []),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=out,

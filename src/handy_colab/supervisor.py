@@ -19,13 +19,14 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from .config import RuntimeConfig, load_config
+from .backends import choose_server, choose_tunnel, make_server, make_tunnel
+from .config import BACKENDS, Backend, RuntimeConfig, load_config
 from .connection import build_descriptor, write_descriptor
 from .errors import HandyColabError, TunnelError
 from .keys import ensure_host_key
-from .server.openssh import OpenSSHServer
+from .server.base import Server
 from .state import RuntimeDir
-from .tunnels.openssh import OpenSSHTunnel
+from .tunnels.base import Tunnel
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +53,25 @@ def setup_logging(rd: RuntimeDir, also_stderr: bool = False) -> None:
 
 
 class Supervisor:
-    def __init__(self, cfg: RuntimeConfig, rd: RuntimeDir, run_id: str) -> None:
+    def __init__(
+        self,
+        cfg: RuntimeConfig,
+        rd: RuntimeDir,
+        run_id: str,
+        server_kind: Backend | None = None,
+        tunnel_kind: Backend | None = None,
+    ) -> None:
         self.cfg = cfg
         self.rd = rd
         self.run_id = run_id
+        # The command line's choice wins over the config's; "auto" decides from this machine.
+        self.server_choice = choose_server(server_kind or cfg.server_kind)
+        self.tunnel_choice = choose_tunnel(tunnel_kind or cfg.tunnel_kind)
         self.stop_event = threading.Event()
         # Set when a child exits or a stop is asked: the loop reacts at once, not at its poll.
         self.wake = threading.Event()
-        self.server: OpenSSHServer | None = None
-        self.tunnel: OpenSSHTunnel | None = None
+        self.server: Server | None = None
+        self.tunnel: Tunnel | None = None
         now = time.time()
         self.state: dict[str, Any] = {
             "name": cfg.name,
@@ -73,7 +84,8 @@ class Supervisor:
             "since": now,
             "error": None,
             "server": {
-                "kind": "openssh",
+                "kind": self.server_choice.kind,
+                "why": self.server_choice.reason,
                 "state": "starting",
                 "since": now,
                 "restarts": 0,
@@ -82,7 +94,8 @@ class Supervisor:
                 "last_error": None,
             },
             "tunnel": {
-                "kind": "openssh",
+                "kind": self.tunnel_choice.kind,
+                "why": self.tunnel_choice.reason,
                 "state": "starting",
                 "since": now,
                 "reconnects": 0,
@@ -123,12 +136,19 @@ class Supervisor:
     def start(self) -> None:
         """Bring everything up once; raise on the first failure."""
         host_key = ensure_host_key(self.cfg.folder)
-        self.server = OpenSSHServer(self.cfg, self.rd, host_key)
+        log.info(
+            "server: %s (%s); tunnel: %s (%s)",
+            self.server_choice.kind,
+            self.server_choice.reason,
+            self.tunnel_choice.kind,
+            self.tunnel_choice.reason,
+        )
+        self.server = make_server(self.server_choice.kind, self.cfg, self.rd, host_key)
         self.server.on_exit = self.wake.set
         self.server.prepare()
         self.server.start()
         self._set("server", state="up", pid=self.server.pid, port=self.server.port)
-        self.tunnel = OpenSSHTunnel(self.cfg, self.rd, self.server.port)
+        self.tunnel = make_tunnel(self.tunnel_choice.kind, self.cfg, self.rd, self.server.port)
         self.tunnel.on_exit = self.wake.set
         self._set("tunnel", endpoint=self.tunnel.endpoint)
         self.tunnel.start(timeout=25)
@@ -299,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folder", required=True)
     parser.add_argument("--name", required=True)
     parser.add_argument("--run-id", required=True)
+    parser.add_argument("--server", choices=BACKENDS)
+    parser.add_argument("--tunnel", choices=BACKENDS)
     args = parser.parse_args(argv)
     os.umask(0o077)
     rd = RuntimeDir.for_name(args.name).ensure()
@@ -317,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
         return 1
-    return Supervisor(cfg, rd, args.run_id).run()
+    return Supervisor(cfg, rd, args.run_id, args.server, args.tunnel).run()
 
 
 if __name__ == "__main__":

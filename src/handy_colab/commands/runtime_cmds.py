@@ -12,11 +12,22 @@ from pathlib import Path
 from typing import Any
 
 from .. import runtime
+from ..config import Backend
 from ..connection import render_block
 
 
-def cmd_up(folder: str, name: str | None, foreground: bool, timeout: float, install: bool) -> int:
-    res = runtime.up(folder, name=name, timeout=timeout, install=install)
+def cmd_up(
+    folder: str,
+    name: str | None,
+    foreground: bool,
+    timeout: float,
+    install: bool,
+    server: Backend | None = None,
+    tunnel: Backend | None = None,
+) -> int:
+    res = runtime.up(
+        folder, name=name, timeout=timeout, install=install, server=server, tunnel=tunnel
+    )
     if res.already_running:
         print(
             f"Runtime '{res.cfg.name}' is already running (supervisor pid "
@@ -24,6 +35,11 @@ def cmd_up(folder: str, name: str | None, foreground: bool, timeout: float, inst
         )
     for warning in res.state.get("warnings") or []:
         print(f"warning: {warning}", file=sys.stderr)
+    srv, tun = res.state.get("server") or {}, res.state.get("tunnel") or {}
+    print(
+        f"server: {srv.get('kind', '?')} ({srv.get('why', '-')}); "
+        f"tunnel: {tun.get('kind', '?')} ({tun.get('why', '-')})\n"
+    )
     print(render_block(res.descriptor, res.descriptor_path, None), end="")
     if not foreground:
         return 0

@@ -1,0 +1,79 @@
+"""Which SSH server and which tunnel client run this runtime, and why.
+
+``auto`` prefers OpenSSH where it is usable as is, and otherwise the embedded (asyncssh)
+parts, which need neither root nor apt nor any OpenSSH binary. The choice and its reason are
+recorded in the runtime's state, so `up` and `status` can say what runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+
+from .config import Backend, RuntimeConfig
+from .errors import ServerError, TunnelError
+from .keys import PrivateKey
+from .server.base import Server
+from .server.openssh import find_sshd
+from .state import RuntimeDir
+from .tunnels.base import Tunnel
+
+
+@dataclass(frozen=True)
+class Choice:
+    kind: str  # "openssh" | "embedded"
+    reason: str
+
+
+def choose_server(asked: Backend) -> Choice:
+    if asked != "auto":
+        return Choice(asked, "chosen in the config (server.kind) or with --server")
+    if os.geteuid() != 0:
+        # A normal user's sshd cannot allocate PTYs here (chown of /dev/pts fails without the
+        # tty group) and cannot use PAM: the embedded server gives the full session instead.
+        return Choice("embedded", "not root: OpenSSH's sshd cannot give a normal user PTYs")
+    sshd = find_sshd()
+    if sshd is None:
+        # Installing openssh-server costs time on every fresh runtime; `--server openssh`
+        # still does it.
+        return Choice("embedded", "no sshd installed (--server openssh would install it)")
+    return Choice("openssh", f"{sshd} found, running as root")
+
+
+def choose_tunnel(asked: Backend) -> Choice:
+    if asked != "auto":
+        return Choice(asked, "chosen in the config (relay.client) or with --tunnel")
+    ssh = shutil.which("ssh")
+    if ssh is None:
+        return Choice("embedded", "no `ssh` client on PATH")
+    return Choice("openssh", f"{ssh} found")
+
+
+def make_server(kind: str, cfg: RuntimeConfig, rd: RuntimeDir, host_key: PrivateKey) -> Server:
+    if kind == "openssh":
+        from .server.openssh import OpenSSHServer
+
+        return OpenSSHServer(cfg, rd, host_key)
+    try:
+        from .server.embedded import EmbeddedServer
+    except ImportError as exc:
+        raise ServerError(
+            f"the embedded SSH server cannot load ({exc}). Fix: pip install asyncssh"
+        ) from None
+    return EmbeddedServer(cfg, rd, host_key)
+
+
+def make_tunnel(kind: str, cfg: RuntimeConfig, rd: RuntimeDir, local_port: int) -> Tunnel:
+    if kind == "openssh":
+        from .tunnels.openssh import OpenSSHTunnel
+
+        return OpenSSHTunnel(cfg, rd, local_port)
+    try:
+        from .tunnels.embedded import EmbeddedTunnel
+    except ImportError as exc:
+        raise TunnelError(
+            f"the embedded tunnel client cannot load ({exc}). Fix: pip install asyncssh",
+            permanent=True,
+        ) from None
+    return EmbeddedTunnel(cfg, rd, local_port)
