@@ -28,6 +28,14 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 if [ "$want" = test ]; then
   .venv/bin/python -m pip install -q -e '.[test]'
+  # The non-root e2e tests run the runtime as a normal user, who cannot execute a Python
+  # under /root (pyenv): give them the system Python with the runtime's dependencies.
+  if [ "$(id -u)" = 0 ] && [ -x /usr/bin/python3 ]; then
+    nr=/opt/handy-colab-test/nonroot-venv
+    [ -x "$nr/bin/python" ] || /usr/bin/python3 -m venv "$nr"
+    "$nr/bin/python" -m pip install -q --disable-pip-version-check "asyncssh>=2.14" "cryptography>=41"
+    chmod -R a+rX /opt/handy-colab-test
+  fi
 else
   .venv/bin/python -m pip install -q -e .
 fi

@@ -1,0 +1,104 @@
+"""Real-client helpers shared by the e2e tests: a PTY driver for `ssh -tt`, a SOCKS5 probe.
+
+Everything here drives real programs (OpenSSH's ssh, a real pseudo-terminal); nothing fakes
+a server.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import select
+import signal
+import struct
+import subprocess
+import termios
+import time
+from collections.abc import Sequence
+
+
+def set_winsize(fd: int, rows: int, cols: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+class PtySession:
+    """An interactive program (e.g. `ssh -tt HOST`) on a pseudo-terminal of ours."""
+
+    def __init__(self, argv: Sequence[str], rows: int = 24, cols: int = 80) -> None:
+        self.master, slave = pty.openpty()
+        set_winsize(slave, rows, cols)
+        self.proc = subprocess.Popen(
+            list(argv),
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            start_new_session=True,
+            close_fds=True,
+            # The child makes the pty its controlling terminal, as a terminal emulator would.
+            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+        )
+        os.close(slave)
+        self.buf = b""
+
+    def send(self, text: str) -> None:
+        os.write(self.master, text.encode())
+
+    def expect(self, pattern: str, timeout: float = 15) -> re.Match[bytes]:
+        """Wait for ``pattern`` in the output since the last match; return the match."""
+        rx = re.compile(pattern.encode())
+        deadline = time.monotonic() + timeout
+        while True:
+            m = rx.search(self.buf)
+            if m:
+                self.buf = self.buf[m.end() :]
+                return m
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {pattern!r} within {timeout}s; got {self.buf[-500:]!r}")
+            ready, _, _ = select.select([self.master], [], [], min(left, 0.2))
+            if ready:
+                try:
+                    chunk = os.read(self.master, 65536)
+                except OSError:  # EIO: the program closed the terminal
+                    chunk = b""
+                if not chunk and self.proc.poll() is not None:
+                    raise AssertionError(f"program exited before {pattern!r}: {self.buf!r}")
+                self.buf += chunk
+
+    def resize(self, rows: int, cols: int) -> None:
+        """What a terminal emulator does: set the size, then tell the foreground program."""
+        set_winsize(self.master, rows, cols)
+        os.killpg(self.proc.pid, signal.SIGWINCH)
+
+    def close(self, timeout: float = 10) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+        finally:
+            os.close(self.master)
+
+
+def socks5_script(proxy_port: int, host: str, port: int) -> str:
+    """Python source: through the SOCKS5 proxy on 127.0.0.1:proxy_port, connect to host:port
+    and print the first line the far side sends (e.g. an SSH banner)."""
+    return f"""
+import socket, struct, sys
+s = socket.create_connection(("127.0.0.1", {proxy_port}), timeout=10)
+s.sendall(b"\\x05\\x01\\x00")
+assert s.recv(2) == b"\\x05\\x00", "SOCKS5 method refused"
+addr = socket.inet_aton({host!r})
+s.sendall(b"\\x05\\x01\\x00\\x01" + addr + struct.pack("!H", {port}))
+reply = s.recv(10)
+assert reply[:2] == b"\\x05\\x00", f"SOCKS5 connect refused: {{reply!r}}"
+data = b""
+while b"\\n" not in data:
+    chunk = s.recv(256)
+    if not chunk:
+        break
+    data += chunk
+print(data.split(b"\\n")[0].decode().strip())
+"""
