@@ -341,6 +341,19 @@ ERROR_CASES = [
         ["rsa_pem"],
         [CFG, "'server.port'", "65536"],
     ),
+    (
+        "server-kind",
+        _base(server={"kind": "dropbear"}),
+        ["rsa_pem"],
+        [CFG, "'server.kind'", "dropbear", '"embedded"'],
+    ),
+    ("server-kind-type", _base(server={"kind": 1}), ["rsa_pem"], [CFG, "'server.kind'"]),
+    (
+        "relay-client",
+        _relay(host="h", remote_port=2, client="paramiko"),
+        ["rsa_pem"],
+        [CFG, "'relay.client'", "paramiko", '"openssh"'],
+    ),
     ("mode-secret", _base(mode="secret"), ["rsa_pem"], [CFG, "'mode'", "secret"]),
     ("mode-number", _base(mode=1), ["rsa_pem"], [CFG, "'mode'"]),
     ("name-bad", _base(name="bad name!"), ["rsa_pem"], [CFG, "'name'", "bad name!"]),
@@ -612,3 +625,14 @@ def test_copy_of_seed_folder_loads_identically(seed_folder: Path, tmp_path: Path
     a, b = load_config(seed_folder), load_config(other)
     assert a.relay.key.public_line == b.relay.key.public_line
     assert [k.line for k in a.authorized_keys] == [k.line for k in b.authorized_keys]
+
+
+def test_backend_fields_default_to_auto_and_accept_each_kind(tmp_path: Path, keys: Any) -> None:
+    keys.copy_private("rsa_pem", tmp_path / "u.first.pem")
+    write_config(tmp_path, SEED_CONFIG)
+    cfg = load_config(tmp_path)
+    assert (cfg.server_kind, cfg.tunnel_kind) == ("auto", "auto")
+    for kind in ("auto", "openssh", "embedded"):
+        write_config(tmp_path, _base(server={"kind": kind}, relay={"client": kind, "host": "h"}))
+        cfg = load_config(tmp_path)
+        assert (cfg.server_kind, cfg.tunnel_kind) == (kind, kind)
