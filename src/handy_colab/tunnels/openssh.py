@@ -9,20 +9,29 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 import shutil
-import socket
 import subprocess
 
 from ..config import RuntimeConfig
 from ..errors import TunnelError
 from ..fsutil import atomic_write
-from ..keys import fingerprint, private_copy
 from ..proc import WatchedProcess
 from ..state import RuntimeDir
-from ..streamlocal import first_line, forwarded_socket, read_banner
+from ..streamlocal import forwarded_socket, read_banner
 from .base import Tunnel
+from .common import (
+    check_public,
+    classify,
+    known_hosts_pattern,
+    prepare_relay_files,
+    private_banner_error,
+    tcp_banner,
+)
+
+# Kept importable from here: connection.py and older callers use these names.
+_tcp_banner = tcp_banner
+__all__ = ["RELAY_ALIAS", "OpenSSHTunnel", "classify", "find_ssh", "known_hosts_pattern"]
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +46,6 @@ _FAIL = re.compile(
 )
 
 
-def known_hosts_pattern(host: str, port: int) -> str:
-    return host if port == 22 else f"[{host}]:{port}"
-
-
 def find_ssh() -> str:
     path = shutil.which("ssh")
     if path is None:
@@ -50,66 +55,6 @@ def find_ssh() -> str:
             permanent=True,
         )
     return path
-
-
-def classify(lines: list[str], cfg: RuntimeConfig, key_name: str) -> TunnelError:
-    """Turn ssh's last words into one actionable line."""
-    relay = cfg.relay
-    where = f"{relay.user}@{relay.host}:{relay.port}"
-    text = "\n".join(lines)
-    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text or (
-        "Host key verification failed" in text and "No " not in text
-    ):
-        source = "config field 'relay.host_key'" if relay.host_key else f"{cfg.relay_known_hosts}"
-        return TunnelError(
-            f"relay {relay.host}:{relay.port} presented a host key that does not match the one "
-            f"pinned in {source}; refusing to connect. Fix: if the relay really was reinstalled, "
-            f"verify its new key out of band and update {source}",
-            permanent=True,
-        )
-    if "Host key verification failed" in text:
-        return TunnelError(
-            f"relay {relay.host}:{relay.port} host key is not pinned. Fix: set "
-            f"'relay.host_key' or delete {cfg.relay_known_hosts} to record it "
-            f"on first use",
-            permanent=True,
-        )
-    if "Permission denied" in text or "Too many authentication failures" in text:
-        return TunnelError(
-            f"relay {where} refused the key {key_name} "
-            f"({fingerprint(cfg.relay.key.public_line)}). Fix: add its public key to that "
-            f"account's authorized_keys on the relay, or correct 'relay.user'",
-            permanent=True,
-        )
-    m = re.search(r"remote port forwarding failed for listen (port|path) (\S+)", text)
-    if m and m.group(1) == "path":
-        return TunnelError(
-            f"relay {relay.host} refused to create the socket {m.group(2)} for {relay.user}. "
-            f"Fix: set 'StreamLocalBindUnlink yes' and 'AllowStreamLocalForwarding yes' in the "
-            f"relay's sshd_config (see `handy-colab relay-setup`), or change 'relay.socket_path'"
-        )
-    if m:
-        return TunnelError(
-            f"relay {relay.host} refused to listen on port {m.group(2)}: it is taken (maybe a "
-            f"stale tunnel) or not permitted for {relay.user}. Fix: stop whatever holds it, "
-            f"or choose another 'relay.remote_port'"
-        )
-    for needle, why in (
-        ("Could not resolve hostname", "its name does not resolve"),
-        ("Connection refused", "connection refused"),
-        ("Connection timed out", "connection timed out"),
-        ("No route to host", "no route to host"),
-        ("Network is unreachable", "network unreachable"),
-        ("kex_exchange_identification", "it closed the connection at hello"),
-        ("Connection closed by", "it closed the connection"),
-    ):
-        if needle in text:
-            return TunnelError(
-                f"relay {relay.host}:{relay.port} is unreachable ({why}). Fix: "
-                f"check 'relay.host'/'relay.port' and that the relay's sshd runs"
-            )
-    tail = next((ln for ln in reversed(lines) if ln and not ln.startswith("debug")), "no output")
-    return TunnelError(f"tunnel to relay {where} ended: {tail}")
 
 
 class OpenSSHTunnel(Tunnel):
@@ -124,26 +69,8 @@ class OpenSSHTunnel(Tunnel):
 
     def _prepare(self) -> None:
         relay = self.cfg.relay
-        private_copy(relay.key, self.rd.relay_key)
-        if relay.host_key:
-            atomic_write(
-                self.rd.known_hosts,
-                f"{known_hosts_pattern(relay.host, relay.port)} {relay.host_key}\n",
-            )
-            known, strict = self.rd.known_hosts, "yes"
-        else:
-            # Trust on first use: recorded into the config folder, pinned from then on
-            # (accept-new refuses a changed key, it only adds unknown hosts).
-            known, strict = self.cfg.relay_known_hosts, "accept-new"
-            if not known.exists() and not os.access(self.cfg.folder, os.W_OK):
-                # ssh would warn and connect unpinned, every time: refuse instead.
-                raise TunnelError(
-                    f"{self.cfg.folder} is read-only, so the relay's host key cannot be "
-                    f"recorded on first use. Fix: set 'relay.host_key' in user_config.json "
-                    f"(from `ssh-keyscan -p {relay.port} {relay.host}`), or make the folder "
-                    f"writable for the first `up`",
-                    permanent=True,
-                )
+        known, pinned = prepare_relay_files(self.cfg, self.rd)
+        strict = "yes" if pinned else "accept-new"
         options = {
             "HostName": relay.host,
             "Port": str(relay.port),
@@ -245,36 +172,11 @@ class OpenSSHTunnel(Tunnel):
             prefix = [self.ssh, "-F", str(self.rd.tunnel_config)]
             with forwarded_socket(prefix, RELAY_ALIAS, relay.socket_path, timeout) as local:
                 banner = read_banner(local, timeout)
-            if not banner.startswith("SSH-"):
-                raise TunnelError(
-                    f"the relay accepted the forward but {relay.socket_path} on it does not "
-                    f"answer with the runtime's SSH banner (got {banner[:40]!r}). Fix: allow "
-                    f"'AllowStreamLocalForwarding yes' for {relay.user} on the relay"
-                )
+            err = private_banner_error(self.cfg, banner)
+            if err is not None:
+                raise err
             return
-        connected, banner = _tcp_banner(relay.public_host, relay.remote_port, timeout)
-        if banner.startswith("SSH-"):
-            return
-        port = relay.remote_port
-        if connected:
-            # Seen for real: the relay binds [::]:PORT while another program holds
-            # 0.0.0.0:PORT, so the forward "succeeds" but IPv4 clients reach the other one.
-            raise TunnelError(
-                f"relay port {port} answers, but not with the runtime's SSH server (got "
-                f"{banner[:40]!r}): the port is taken by another program on the relay. Fix: "
-                f"free it, or choose another 'relay.remote_port'"
-            )
-        if "refused" in banner.lower():
-            raise TunnelError(
-                f"the relay accepted the forward but {self.endpoint} refuses connections. "
-                f"Fix: set 'GatewayPorts yes' in the relay's sshd_config for public mode (or "
-                f"use mode private), and open port {port} in its firewall"
-            )
-        raise TunnelError(
-            f"{self.endpoint} cannot be reached from the runtime ({banner}): the network to "
-            f"the relay is down or a firewall drops port {port}. Fix: check the runtime's "
-            f"outbound network; the supervisor keeps retrying"
-        )
+        check_public(self.cfg, self.endpoint, timeout)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.alive()
@@ -290,14 +192,3 @@ class OpenSSHTunnel(Tunnel):
         if self.proc is not None:
             self.proc.stop()
             self.proc = None
-
-
-def _tcp_banner(host: str, port: int, timeout: float) -> tuple[bool, str]:
-    """(connected, first line or error): tells "nobody listens" from "someone else answers"."""
-    try:
-        sock = socket.create_connection((host, port), timeout=timeout)
-    except OSError as exc:
-        return False, exc.strerror or str(exc)
-    with sock:
-        sock.settimeout(timeout)
-        return True, first_line(sock)
