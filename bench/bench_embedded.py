@@ -1,0 +1,263 @@
+#!/usr/bin/env python3
+"""Benchmark: the embedded (asyncssh) server and tunnel client against OpenSSH, side by side.
+
+Run from the repository root, as root (it builds the NAT rig of tests/rig.py):
+
+    python3 bench/bench_embedded.py [--size-mib 256] [--runs 5] [--reps 3] [--modes public]
+
+In one rig, three runtimes run at the same time from copies of one config folder, each with
+its own name and relay port, differing only in their parts:
+
+    openssh   OpenSSH sshd      + OpenSSH `ssh -R`     (the reference)
+    emb-srv   embedded server   + OpenSSH `ssh -R`
+    emb-all   embedded server   + embedded tunnel client (no OpenSSH on the runtime)
+
+For each it measures time to ready (`up` -> `connect` -> first `ssh NAME true` from the
+laptop, `down` between runs) and the throughput of one random file from the laptop through
+the relay: `ssh NAME cat` down and up, `scp` down and up (SFTP mode), interleaved per op with
+the order rotated every repetition. It reports each as a ratio over the reference, and the
+memory (RSS) of the supervisor alone and of its whole tree (supervisor + server + tunnel,
+without session children), read from /proc when idle after the transfers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.bench_core import (  # noqa: E402
+    OPS,
+    Bench,
+    Route,
+    fmt,
+    log,
+    run_and_report,
+    summary,
+)
+from tests.e2e.conftest import REMOTE_PORT, Runtime, make_runtime  # noqa: E402
+from tests.rig import prerequisites  # noqa: E402
+
+# name -> (server, tunnel)
+CONFIGS: dict[str, tuple[str, str]] = {
+    "openssh": ("openssh", "openssh"),
+    "emb-srv": ("embedded", "openssh"),
+    "emb-all": ("embedded", "embedded"),
+}
+REFERENCE = "openssh"
+
+
+def tree_rss_kib(root_pid: int) -> tuple[int, int]:
+    """(RSS of root_pid, RSS of root_pid and all its descendants), in KiB."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+
+    def rss(pid: int) -> int:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
+
+    total, todo = 0, [root_pid]
+    while todo:
+        pid = todo.pop()
+        total += rss(pid)
+        todo.extend(children.get(pid, []))
+    return rss(root_pid), total
+
+
+class EmbeddedBench(Bench):
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(args)
+        self.result.update(
+            configs={k: {"server": s, "tunnel": t} for k, (s, t) in CONFIGS.items()},
+            memory={},
+        )
+
+    def folder_for(self, rt: Runtime, name: str, index: int) -> Path:
+        folder = rt.folder.parent / f"folder-{name}"
+        if not folder.exists():
+            shutil.copytree(rt.folder, folder)
+            cfg = json.loads((folder / "user_config.json").read_text())
+            cfg["name"] = name
+            if rt.mode == "public":
+                cfg["tunnel_options"]["service_port"] = REMOTE_PORT + 10 + index
+            else:
+                cfg["relay"]["socket_path"] = f"{rt.rig.relay_socket}.{name}"
+            (folder / "user_config.json").write_text(json.dumps(cfg, indent=2))
+        return folder
+
+    def up(self, rt: Runtime, name: str, folder: Path) -> None:
+        server, tunnel = CONFIGS[name]
+        res = rt.rig.handy(
+            "rt", "up", str(folder), "--server", server, "--tunnel", tunnel, "--timeout", "40"
+        )
+        if res.returncode != 0:
+            raise RuntimeError(f"{name} up failed: {res.stderr or res.stdout}")
+        res = rt.rig.handy(
+            "laptop", "connect", str(folder / "connections" / f"{name}.json"),
+            "--identity", str(rt.laptop_key), "--ssh-config", str(rt.ssh_config),
+            "--known-hosts", str(rt.known_hosts),
+        )
+        if res.returncode != 0:
+            raise RuntimeError(f"{name} connect failed: {res.stderr or res.stdout}")
+
+    def ready_times(self, rt: Runtime, name: str, folder: Path) -> dict[str, Any]:
+        samples = []
+        for i in range(self.args.runs):
+            rt.rig.handy("rt", "down", name, timeout=60)
+            t0 = time.perf_counter()
+            self.up(rt, name, folder)
+            while True:
+                res = rt.rig.run("laptop", [*rt.ssh_base(), "-o", "ConnectTimeout=5", name,
+                                            "true"], timeout=30)
+                if res.returncode == 0:
+                    break
+                if time.perf_counter() - t0 > 90:
+                    raise RuntimeError(f"{name}: ssh never succeeded: {res.stderr}")
+                time.sleep(0.05)
+            samples.append(time.perf_counter() - t0)
+            log(f"{rt.mode} {name} ready run {i + 1}: {samples[-1]:.3f}s")
+        return {"samples": samples, "total_s": summary(samples)}
+
+    def memory(self, rt: Runtime, name: str) -> dict[str, Any]:
+        st = json.loads((rt.rig.state_dir / name / "state.json").read_text())
+        own, tree = tree_rss_kib(int(st["pid"]))
+        return {"supervisor_rss_mib": own / 1024, "tree_rss_mib": tree / 1024,
+                "server_kind": st["server"]["kind"], "tunnel_kind": st["tunnel"]["kind"]}
+
+    def run_mode(self, mode: str) -> None:
+        rt = make_runtime(self.work / mode, mode, start=False)
+        self.runtimes.append(rt)
+        self.prefixes.append(rt.rig.prefix)
+        folders = {n: self.folder_for(rt, n, i) for i, n in enumerate(CONFIGS)}
+        ready = {n: self.ready_times(rt, n, folders[n]) for n in CONFIGS}
+        self.result["time_to_ready"][mode] = ready
+        # All three stay up for the transfers.
+        routes = [
+            Route(n, [*rt.ssh_base(), n],
+                  ["scp", "-F", str(rt.ssh_config), "-o", "BatchMode=yes", "-q"], n)
+            for n in CONFIGS
+        ]
+        out: dict[str, Any] = {op: {r.name: {"samples": []} for r in routes} for op in OPS}
+        for rep in range(self.args.reps):
+            k = rep % len(routes)
+            order = routes[k:] + routes[:k]
+            for op in OPS:
+                for route in order:
+                    s = self.transfer(rt, route, op, verify=rep == 0)
+                    out[op][route.name]["samples"].append(s)
+                    if s["mib_s"] is not None:
+                        log(f"  {mode} rep {rep + 1} {op:8s} {route.name:8s} "
+                            f"{s['mib_s']:7.1f} MiB/s")
+                    elif rep == 0:
+                        raise RuntimeError(f"{route.name} {op} failed: {s.get('error')}")
+                    if s.get("sha256_ok") is False:
+                        raise RuntimeError(f"{route.name} {op}: sha256 mismatch")
+        for op in OPS:
+            ref = None
+            for r in routes:
+                e = out[op][r.name]
+                e["mib_s"] = summary([s["mib_s"] for s in e["samples"] if s["mib_s"]])
+                if r.name == REFERENCE:
+                    ref = e["mib_s"]["median"]
+            for r in routes:
+                med = out[op][r.name]["mib_s"]["median"]
+                out[op][r.name]["ratio"] = med / ref if med and ref else None
+        self.result["throughput"][mode] = out
+        time.sleep(2)  # let the transfers' buffers go before reading memory
+        self.result["memory"][mode] = {n: self.memory(rt, n) for n in CONFIGS}
+        for n in CONFIGS:
+            rt.rig.handy("rt", "down", n, timeout=60)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    lines = [f"## embedded vs OpenSSH ({m['date']}, nproc {m['nproc_cmd']}, "
+             f"{m['ssh_version'].split(',')[0]})", ""]
+    for mode, ready in result["time_to_ready"].items():
+        ref = ready[REFERENCE]["total_s"]["median"]
+        lines += [f"### {mode}: time to ready (up -> connect -> first ssh), seconds", "",
+                  "| config | server | tunnel | median | min | max | ratio |",
+                  "|---|---|---|---|---|---|---|"]
+        for n, r in ready.items():
+            t = r["total_s"]
+            s, tu = CONFIGS[n]
+            lines.append(f"| {n} | {s} | {tu} | {fmt(t['median'], '.2f')} | "
+                         f"{fmt(t['min'], '.2f')} | {fmt(t['max'], '.2f')} | "
+                         f"{fmt(t['median'] / ref if t['median'] and ref else None, '.2f')} |")
+        ops = result["throughput"].get(mode, {})
+        size = result["params"]["size_mib"]
+        lines += ["", f"### {mode}: throughput, {size} MiB, MiB/s median (ratio over "
+                  f"{REFERENCE})", "", "| op | " + " | ".join(CONFIGS) + " |",
+                  "|---|" + "---|" * len(CONFIGS)]
+        for op in OPS:
+            if op not in ops:
+                continue
+            cells = [f"{fmt(ops[op][n]['mib_s']['median'])} "
+                     f"({fmt(ops[op][n]['ratio'], '.2f')}x)" for n in CONFIGS]
+            lines.append(f"| {op.replace('_', ' ')} | " + " | ".join(cells) + " |")
+        mem = result["memory"].get(mode, {})
+        if mem:
+            lines += ["", f"### {mode}: memory when idle (RSS, MiB)", "",
+                      "| config | supervisor | supervisor + server + tunnel |", "|---|---|---|"]
+            for n, r in mem.items():
+                lines.append(f"| {n} | {r['supervisor_rss_mib']:.1f} | "
+                             f"{r['tree_rss_mib']:.1f} |")
+        lines.append("")
+    if result.get("leftovers"):
+        lines += [f"LEFTOVERS: {result['leftovers']}"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size-mib", type=int, default=256)
+    ap.add_argument("--runs", type=int, default=5, help="time-to-ready runs per config")
+    ap.add_argument("--reps", type=int, default=3, help="throughput repetitions")
+    ap.add_argument("--modes", default="public", help="comma-separated: public,private")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "embedded.json")
+    args = ap.parse_args(argv)
+    missing = prerequisites()
+    if missing:
+        print(f"cannot run: missing {', '.join(missing)}", file=sys.stderr)
+        return 2
+
+    def on_term(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
+    bench = EmbeddedBench(args)
+    t0 = time.perf_counter()
+
+    def body() -> None:
+        bench.make_payload()
+        for mode in args.modes.split(","):
+            bench.run_mode(mode)
+
+    code = run_and_report(bench, body, args.out, markdown, t0)
+    log(f"done in {bench.result['wall_s']:.0f}s; raw numbers in {args.out}")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
