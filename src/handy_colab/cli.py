@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             from .demo import run_demo
 
             report = run_demo(say=lambda m: print(m, flush=True))
-            print("\nssh printed:\n" + report.ssh_output, end="")
+            print("\nthe command printed:\n" + report.ssh_output, end="")
             return 0
         if args.command == "connect":
             from .commands.connect import cmd_connect
