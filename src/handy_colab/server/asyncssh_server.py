@@ -711,11 +711,16 @@ async def serve(settings: Settings) -> int:
     daemon.reaper.install()
     _become_subreaper()
     try:
+        host_key = asyncssh.read_private_key(settings.host_key)
+    except (OSError, asyncssh.KeyImportError, ValueError) as exc:
+        log.critical("Unable to load host key %s: %s", settings.host_key, exc)
+        return 1
+    try:
         acceptor = await asyncssh.listen(
             "127.0.0.1",
             settings.port,
             server_factory=daemon.new_connection,
-            server_host_keys=[settings.host_key],
+            server_host_keys=[host_key],
             encoding=None,
             line_editor=False,
             agent_forwarding=False,
@@ -730,12 +735,8 @@ async def serve(settings: Settings) -> int:
             reuse_address=True,
         )
     except OSError as exc:
-        log.error(
-            "fatal: Bind to port %d on 127.0.0.1 failed: %s", settings.port, exc.strerror or exc
-        )
-        return 1
-    except (asyncssh.KeyImportError, ValueError) as exc:
-        log.critical("Unable to load host key %s: %s", settings.host_key, exc)
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        log.critical("Bind to port %d on 127.0.0.1 failed: %s.", settings.port, reason)
         return 1
     port = acceptor.get_port()
     daemon.settings = dataclasses.replace(settings, port=port)
