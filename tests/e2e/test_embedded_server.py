@@ -352,6 +352,39 @@ def test_pty_login_shell_resize_and_ctrl_c(emb: Emb) -> None:
             sess.proc.kill()
 
 
+def test_signal_request_on_a_pty_reaches_the_foreground_job(emb: Emb) -> None:
+    import asyncssh
+
+    async def run() -> float:
+        async with asyncssh.connect(
+            "127.0.0.1",
+            emb.port,
+            username=emb.user,
+            client_keys=[str(emb.key)],
+            known_hosts=str(emb.known_hosts),
+            agent_path=None,
+            config=[],
+        ) as conn:
+            proc = await conn.create_process(term_type="xterm", term_size=(80, 24))
+            proc.stdin.write("sleep 30; echo slept\n")
+            await asyncio.sleep(0.7)
+            started = time.monotonic()
+            # The interactive shell runs sleep as its own job: only a signal to the
+            # terminal's foreground group stops it (the shell itself ignores SIGINT).
+            proc.send_signal("INT")
+            proc.stdin.write("echo back-$((3+4))\n")
+            out = ""
+            while "back-7" not in out.replace("back-$((3+4))", ""):
+                out += await asyncio.wait_for(proc.stdout.read(4096), 10)
+            elapsed = time.monotonic() - started
+            proc.stdin.write("exit\n")
+            await asyncio.wait_for(proc.wait_closed(), 10)
+            assert "\nslept" not in out  # the list was interrupted, not just waited out
+            return elapsed
+
+    assert asyncio.run(run()) < 5
+
+
 def test_exec_on_a_pty(emb: Emb) -> None:
     sess = PtySession(emb.ssh_argv("-tt", "emb", "tty; stty size; echo $SSH_TTY; exit 4"), 30, 100)
     try:

@@ -349,8 +349,10 @@ class _Process(asyncssh.SSHServerProcess[bytes]):
             self.on_resize(width, height, pixwidth, pixheight)
 
     def break_received(self, msec: int) -> bool:
-        if self.on_break is not None:
-            self.on_break()
+        # Only a terminal has a break to send (sshd refuses it without one too).
+        if self.on_break is None:
+            return False
+        self.on_break()
         return True
 
 
@@ -610,8 +612,15 @@ class _Connection(asyncssh.SSHServer):
 
         def on_signal(name: str) -> None:
             sig = getattr(signal, f"SIG{name}", None)
-            if isinstance(sig, signal.Signals):
-                _signal_group(child.pgid, sig)
+            if not isinstance(sig, signal.Signals):
+                return
+            group = child.pgid
+            if use_pty:
+                # On a terminal the job in the foreground (not the shell) is the target,
+                # as when the same key is typed.
+                with contextlib.suppress(OSError):
+                    group = os.tcgetpgrp(master)
+            _signal_group(group, sig)
 
         process.on_signal = on_signal
         try:
