@@ -44,8 +44,8 @@ if str(REPO / "src") not in sys.path:
 from handy_colab.config import load_config  # noqa: E402
 from handy_colab.keys import ensure_host_key  # noqa: E402
 from handy_colab.proc import WatchedProcess  # noqa: E402
+from handy_colab.server.base import free_port  # noqa: E402
 from handy_colab.server.embedded import EmbeddedServer  # noqa: E402
-from handy_colab.server.openssh import free_port  # noqa: E402
 from handy_colab.state import RuntimeDir  # noqa: E402
 
 OPS = ("cat_down", "cat_up", "scp_down", "scp_up", "scpO_down", "scpO_up")

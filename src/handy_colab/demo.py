@@ -32,7 +32,7 @@ from .errors import HandyColabError
 from .fsutil import atomic_write
 from .keys import _generate_ed25519
 from .proc import WatchedProcess, run_subprocess
-from .server.openssh import free_port
+from .server.base import free_port
 
 NAME = "handy-colab-demo"
 

@@ -147,6 +147,28 @@ class WatchedProcess:
             self.proc.stdout.close()
 
 
+class ChildHolder:
+    """Holds at most one long-lived WatchedProcess: what every server and tunnel backend
+    shares about its child (is it alive, its pid, its last words, stopping it)."""
+
+    proc: WatchedProcess | None = None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.alive()
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def last_lines(self, n: int = 5) -> list[str]:
+        return self.proc.last_lines(n) if self.proc else []
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+            self.proc = None
+
+
 def pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import socket
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 from ..config import RuntimeConfig
-from ..keys import PrivateKey
+from ..errors import ServerError
+from ..fsutil import atomic_write
+from ..keys import PrivateKey, private_copy
+from ..proc import ChildHolder
 from ..state import RuntimeDir
 
 # Every backend prints this line once it accepts connections: readiness is matched on it.
 READY_LINE = "Server listening on 127.0.0.1 port {port}"
 
 
-class Server(ABC):
+class Server(ChildHolder, ABC):
     """One SSH server on 127.0.0.1 for this runtime, run as a watched child process."""
 
     kind: str = "base"
@@ -34,15 +38,36 @@ class Server(ABC):
     def start(self, timeout: float = 15.0) -> None:
         """Start the child; return once it listens on ``self.port``. Raises ServerError."""
 
-    @abstractmethod
-    def alive(self) -> bool: ...
+    def write_keys_and_port(self) -> None:
+        """The part of ``prepare`` every backend shares: the 0600 host-key copy, the
+        authorized keys, and the port (0 = a free one; a taken one is the config's fault)."""
+        private_copy(self.host_key, self.rd.host_key)
+        atomic_write(
+            self.rd.authorized_keys,
+            "".join(k.line + "\n" for k in self.cfg.authorized_keys),
+            mode=0o600,
+        )
+        if self.port == 0:
+            self.port = free_port()
+        elif port_in_use(self.port):
+            raise ServerError(
+                f"127.0.0.1:{self.port} (config field 'server.port') is already in "
+                f"use. Fix: choose another port or set it to 0 to pick a free one"
+            )
 
-    @property
-    @abstractmethod
-    def pid(self) -> int | None: ...
 
-    @abstractmethod
-    def last_lines(self, n: int = 5) -> list[str]: ...
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
-    @abstractmethod
-    def stop(self) -> None: ...
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False

@@ -21,11 +21,10 @@ from pathlib import Path
 from ..config import RuntimeConfig
 from ..errors import ServerError
 from ..fsutil import atomic_write
-from ..keys import PrivateKey, private_copy
+from ..keys import PrivateKey
 from ..proc import WatchedProcess
 from ..state import RuntimeDir
 from .base import Server
-from .openssh import free_port, port_in_use
 
 log = logging.getLogger(__name__)
 
@@ -116,19 +115,7 @@ class EmbeddedServer(Server):
         return self.rd.path / CONFIG_NAME
 
     def prepare(self) -> None:
-        private_copy(self.host_key, self.rd.host_key)
-        atomic_write(
-            self.rd.authorized_keys,
-            "".join(k.line + "\n" for k in self.cfg.authorized_keys),
-            mode=0o600,
-        )
-        if self.port == 0:
-            self.port = free_port()
-        elif port_in_use(self.port):
-            raise ServerError(
-                f"127.0.0.1:{self.port} (config field 'server.port') is already in "
-                f"use. Fix: choose another port or set it to 0 to pick a free one"
-            )
+        self.write_keys_and_port()
         home, shell = login_defaults()
         settings = {
             "port": self.port,
@@ -163,16 +150,6 @@ class EmbeddedServer(Server):
         if match:
             self.port = int(match.group(1))
         log.info("embedded SSH server listening on 127.0.0.1:%d (pid %d)", self.port, self.proc.pid)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.alive()
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    def last_lines(self, n: int = 5) -> list[str]:
-        return self.proc.last_lines(n) if self.proc else []
 
     def stop(self) -> None:
         if self.proc is None:

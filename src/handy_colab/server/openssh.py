@@ -9,13 +9,12 @@ import logging
 import os
 import re
 import shutil
-import socket
 from pathlib import Path
 
 from ..config import RuntimeConfig
 from ..errors import ServerError
 from ..fsutil import atomic_write
-from ..keys import PrivateKey, private_copy
+from ..keys import PrivateKey
 from ..proc import WatchedProcess, run_subprocess
 from ..state import RuntimeDir
 from .base import Server
@@ -86,23 +85,6 @@ def find_sftp_server() -> str:
     return "internal-sftp"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def port_in_use(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-        return False
-
-
 def render_sshd_config(rd: RuntimeDir, port: int, login_user: str, sftp: str) -> str:
     lines = [
         "# Written by handy-colab for this runtime only; the system's sshd is not touched.",
@@ -151,19 +133,7 @@ class OpenSSHServer(Server):
         self.sshd = ensure_sshd()
 
     def prepare(self) -> None:
-        private_copy(self.host_key, self.rd.host_key)
-        atomic_write(
-            self.rd.authorized_keys,
-            "".join(k.line + "\n" for k in self.cfg.authorized_keys),
-            mode=0o600,
-        )
-        if self.port == 0:
-            self.port = free_port()
-        elif port_in_use(self.port):
-            raise ServerError(
-                f"127.0.0.1:{self.port} (config field 'server.port') is already in "
-                f"use. Fix: choose another port or set it to 0 to pick a free one"
-            )
+        self.write_keys_and_port()
         atomic_write(
             self.rd.sshd_config,
             render_sshd_config(self.rd, self.port, self.cfg.login_user, find_sftp_server()),
@@ -193,18 +163,3 @@ class OpenSSHServer(Server):
                 )
             raise ServerError(f"sshd did not start ({status}): {tail}")
         log.info("sshd listening on 127.0.0.1:%d (pid %d)", self.port, self.proc.pid)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.alive()
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    def last_lines(self, n: int = 5) -> list[str]:
-        return self.proc.last_lines(n) if self.proc else []
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
-            self.proc = None

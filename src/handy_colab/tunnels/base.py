@@ -6,9 +6,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 from ..config import RuntimeConfig
+from ..proc import ChildHolder
 
 
-class Tunnel(ABC):
+class Tunnel(ChildHolder, ABC):
     """Carries the relay's listener to the runtime's local SSH server."""
 
     kind: str = "base"
@@ -31,21 +32,8 @@ class Tunnel(ABC):
         """Prove the path end to end: the runtime's SSH banner comes back through the relay."""
 
     @abstractmethod
-    def alive(self) -> bool: ...
-
-    @abstractmethod
-    def stop(self) -> None: ...
-
-    @abstractmethod
     def failure(self) -> Exception:
         """Why a tunnel that was up has ended (a TunnelError, classified)."""
-
-    @property
-    @abstractmethod
-    def pid(self) -> int | None: ...
-
-    @abstractmethod
-    def last_lines(self, n: int = 5) -> list[str]: ...
 
     @property
     def endpoint(self) -> str:

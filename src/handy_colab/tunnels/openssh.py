@@ -177,18 +177,3 @@ class OpenSSHTunnel(Tunnel):
                 raise err
             return
         check_public(self.cfg, self.endpoint, timeout)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.alive()
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    def last_lines(self, n: int = 5) -> list[str]:
-        return self.proc.last_lines(n) if self.proc else []
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
-            self.proc = None
