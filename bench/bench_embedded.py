@@ -45,6 +45,7 @@ from bench.bench_core import (  # noqa: E402
     run_and_report,
     summary,
 )
+from handy_colab.proc import descendants  # noqa: E402
 from tests.e2e.conftest import REMOTE_PORT, Runtime, make_runtime  # noqa: E402
 from tests.rig import prerequisites  # noqa: E402
 
@@ -59,13 +60,6 @@ REFERENCE = "openssh"
 
 def tree_rss_kib(root_pid: int) -> tuple[int, int]:
     """(RSS of root_pid, RSS of root_pid and all its descendants), in KiB."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
 
     def rss(pid: int) -> int:
         try:
@@ -76,12 +70,8 @@ def tree_rss_kib(root_pid: int) -> tuple[int, int]:
             pass
         return 0
 
-    total, todo = 0, [root_pid]
-    while todo:
-        pid = todo.pop()
-        total += rss(pid)
-        todo.extend(children.get(pid, []))
-    return rss(root_pid), total
+    own = rss(root_pid)
+    return own, own + sum(rss(pid) for pid in descendants(root_pid))
 
 
 class EmbeddedBench(Bench):

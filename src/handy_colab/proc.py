@@ -186,8 +186,8 @@ def pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
-def _proc_table() -> dict[int, tuple[int, int, str]]:
-    """pid -> (ppid, pgid, state) for every process we can see."""
+def _proc_table() -> dict[int, tuple[int, int, str, str]]:
+    """pid -> (ppid, pgid, state, start time) for every process we can see."""
     table = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -196,8 +196,19 @@ def _proc_table() -> dict[int, tuple[int, int, str]]:
             fields = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
         except OSError:
             continue
-        table[int(entry.name)] = (int(fields[1]), int(fields[2]), fields[0])
+        table[int(entry.name)] = (int(fields[1]), int(fields[2]), fields[0], fields[19])
     return table
+
+
+def _add_descendants(table: dict[int, tuple[int, int, str, str]], found: set[int]) -> None:
+    """Grow ``found`` by every live descendant of its members."""
+    grew = True
+    while grew:
+        grew = False
+        for pid, (ppid, _, st, _) in table.items():
+            if ppid in found and pid not in found and st != "Z":
+                found.add(pid)
+                grew = True
 
 
 def group_and_descendants(pgid: int) -> set[int]:
@@ -207,15 +218,27 @@ def group_and_descendants(pgid: int) -> set[int]:
     users' sessions running after ``down``; the parent links still lead back to us.
     """
     table = _proc_table()
-    found = {pid for pid, (_, grp, st) in table.items() if grp == pgid and st != "Z"}
-    grew = True
-    while grew:
-        grew = False
-        for pid, (ppid, _, st) in table.items():
-            if ppid in found and pid not in found and st != "Z":
-                found.add(pid)
-                grew = True
+    found = {pid for pid, (_, grp, st, _) in table.items() if grp == pgid and st != "Z"}
+    _add_descendants(table, found)
     return found
+
+
+def descendants(root: int) -> dict[int, str]:
+    """Every live descendant of ``root``: pid -> start time (to tell a reused pid apart)."""
+    table = _proc_table()
+    found = {root}
+    _add_descendants(table, found)
+    found.discard(root)
+    return {pid: table[pid][3] for pid in found}
+
+
+def start_time(pid: int) -> str | None:
+    """The start time of a live (non-zombie) process; None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+    except (OSError, IndexError):
+        return None
+    return None if not fields or fields[0] == "Z" else fields[19]
 
 
 def kill_tree(pgid: int, grace: float = 5.0) -> None:

@@ -30,7 +30,8 @@ import pytest
 from handy_colab.config import load_config
 from handy_colab.errors import ServerError
 from handy_colab.keys import ensure_host_key, fingerprint
-from handy_colab.server.embedded import EmbeddedServer, descendants, login_defaults
+from handy_colab.proc import descendants, start_time
+from handy_colab.server.embedded import EmbeddedServer, login_defaults
 from handy_colab.state import RuntimeDir
 from tests.clients import PtySession, socks5_script
 from tests.rig import wait_until
@@ -165,15 +166,6 @@ def start_server(tmp: Path, name: str) -> Emb:
     return Emb(server, server.port, cfg.login_user, cwd, key, wrong_key, ssh_config, known, tmp)
 
 
-def live_start_time(pid: int) -> str | None:
-    """The start time of a live (non-zombie) process, None when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
-    except OSError:
-        return None
-    return None if fields[0] == "Z" else fields[19]
-
-
 def marker_pids(marker: str) -> list[int]:
     """Live `sleep MARKER` processes (not the ssh clients whose command line names it)."""
     found = []
@@ -207,7 +199,7 @@ def emb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emb]:
         finally:
             e.server.stop()
     assert not e.server.alive()
-    assert live_start_time(server_pid) is None
+    assert start_time(server_pid) is None
 
 
 # -- exec ------------------------------------------------------------------------------------
@@ -740,7 +732,7 @@ def test_sigterm_leaves_no_process(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         e.server.proc.proc.send_signal(signal.SIGTERM)
         assert e.server.proc.proc.wait(3) == 0
         assert time.monotonic() - started < 2.5
-        survivors = [pid for pid, at in tree.items() if live_start_time(pid) == at]
+        survivors = [pid for pid, at in tree.items() if start_time(pid) == at]
         assert survivors == [], survivors
         assert "Killed" in e.log() and "ended: killed by SIGHUP" in e.log()
     finally:
@@ -755,8 +747,8 @@ def test_sigterm_leaves_no_process(tmp_path: Path, monkeypatch: pytest.MonkeyPat
                 pty_sess.proc.kill()
             pty_sess.close()
     assert marker_pids(marker) == []
-    survivors = [pid for pid, started_at in tree.items() if live_start_time(pid) == started_at]
+    survivors = [pid for pid, started_at in tree.items() if start_time(pid) == started_at]
     assert survivors == [], survivors
-    assert live_start_time(server_pid) is None
+    assert start_time(server_pid) is None
     # Every ssh client saw its session end: none hangs on a half-dead server.
     assert all(c.returncode is not None for c in clients)

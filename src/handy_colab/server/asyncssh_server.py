@@ -39,8 +39,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 import asyncssh
 
+from ..proc import descendants
 from .base import READY_LINE
-from .embedded import descendants, login_defaults
+from .embedded import login_defaults
 
 if TYPE_CHECKING:
     from asyncssh.channel import SSHChannel

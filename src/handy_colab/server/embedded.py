@@ -22,7 +22,7 @@ from ..config import RuntimeConfig
 from ..errors import ServerError
 from ..fsutil import atomic_write
 from ..keys import PrivateKey
-from ..proc import WatchedProcess
+from ..proc import WatchedProcess, descendants, start_time
 from ..state import RuntimeDir
 from .base import Server
 
@@ -64,37 +64,6 @@ def login_defaults() -> tuple[str, str]:
         env_shell = os.environ.get("SHELL", "")
         shell = env_shell if env_shell and os.access(env_shell, os.X_OK) else "/bin/sh"
     return home, shell
-
-
-def _start_time(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[-1].split()[19].decode()
-    except (OSError, IndexError):
-        return None
-
-
-def descendants(root: int) -> dict[int, str]:
-    """Every live descendant of ``root``: pid -> start time (to tell a reused pid apart)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as fh:
-                fields = fh.read().rsplit(b")", 1)[-1].split()
-        except OSError:
-            continue
-        if fields and fields[0] != b"Z":
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    found: dict[int, str] = {}
-    todo = [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found[child] = _start_time(child) or ""
-                todo.append(child)
-    return found
 
 
 class EmbeddedServer(Server):
@@ -160,6 +129,6 @@ class EmbeddedServer(Server):
         self.proc.stop()
         self.proc = None
         for pid, started in left.items():
-            if _start_time(pid) == started:
+            if start_time(pid) == started:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
