@@ -18,7 +18,7 @@ from .config import NAME_RE, SOCKET_PATH_RE, RuntimeConfig, as_port
 from .errors import ConfigError
 from .fsutil import atomic_write
 from .keys import fingerprint, parse_public_key_line
-from .tunnels.openssh import known_hosts_pattern
+from .tunnels.common import known_hosts_pattern
 
 FORMAT = 1
 # Host names, IPv4/IPv6 literals and user names; nothing ssh_config would split or interpret.

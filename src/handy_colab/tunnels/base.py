@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import re
+import subprocess
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 from ..config import RuntimeConfig
-from ..proc import ChildHolder
+from ..errors import TunnelError
+from ..proc import ChildHolder, WatchedProcess
+from .common import classify
+
+log = logging.getLogger(__name__)
 
 
 class Tunnel(ChildHolder, ABC):
     """Carries the relay's listener to the runtime's local SSH server."""
 
     kind: str = "base"
+    # What the child prints once the relay confirmed the forward, and (optionally) a line
+    # that means it failed; a child that says why and then exits needs no fail pattern.
+    ready: re.Pattern[str]
+    fail: re.Pattern[str] | None = None
 
     def __init__(self, cfg: RuntimeConfig, local_port: int) -> None:
         self.cfg = cfg
@@ -21,19 +33,55 @@ class Tunnel(ChildHolder, ABC):
         self.on_exit: Callable[[], None] | None = None
 
     @abstractmethod
+    def argv(self) -> list[str]:
+        """The child that holds the tunnel open."""
+
+    @property
+    @abstractmethod
+    def program(self) -> str:
+        """The child's name in an error ("cannot run PROGRAM")."""
+
+    @abstractmethod
+    def forward_desc(self) -> str:
+        """The forward, for the log."""
+
     def start(self, timeout: float) -> None:
         """Open the tunnel; return once the relay confirmed the forward.
 
         Raises TunnelError (``permanent=True`` when retrying cannot help).
         """
+        self.stop()
+        try:
+            self.proc = WatchedProcess(self.argv(), label="tunnel", on_exit=self.on_exit)
+        except OSError as exc:
+            raise TunnelError(f"cannot run {self.program}: {exc}") from None
+        status, _ = self.proc.wait_for(self.ready, self.fail, timeout)
+        if status == "ready":
+            log.info("relay accepted the forward %s (pid %d)", self.forward_desc(), self.proc.pid)
+            return
+        if status == "timeout":
+            self.stop()
+            raise TunnelError(
+                f"relay {self.cfg.relay.host}:{self.cfg.relay.port} did not confirm "
+                f"the forward within {timeout:.0f}s. Fix: check the relay is "
+                f"reachable from the runtime"
+            )
+        err = self.failure()
+        self.stop()
+        raise err
+
+    def failure(self) -> TunnelError:
+        """Why a tunnel that was up has ended (classified from the child's last lines)."""
+        if self.proc is None:
+            return TunnelError("tunnel is not running")
+        # Give the child a moment to print its last lines and exit, so they all count.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.proc.wait(2)
+        return classify(self.proc.last_lines(30), self.cfg, self.cfg.relay.key.path.name)
 
     @abstractmethod
     def check(self, timeout: float) -> None:
         """Prove the path end to end: the runtime's SSH banner comes back through the relay."""
-
-    @abstractmethod
-    def failure(self) -> Exception:
-        """Why a tunnel that was up has ended (a TunnelError, classified)."""
 
     @property
     def endpoint(self) -> str:

@@ -26,6 +26,10 @@ from ..keys import fingerprint, private_copy
 from ..state import RuntimeDir
 from ..streamlocal import first_line
 
+# The relay hop's Host alias in the OpenSSH client's config; the embedded client's check
+# errors name it too, so a failed private-mode check reads the same whichever client runs.
+RELAY_ALIAS = "handy-colab-relay"
+
 # Printed by the embedded client when the TOFU line cannot be written (OpenSSH would only
 # warn and go on unpinned; we refuse instead). Matched by `classify`.
 RECORD_FAILED = "cannot record the relay host key"

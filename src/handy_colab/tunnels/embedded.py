@@ -14,7 +14,6 @@ import concurrent.futures
 import contextlib
 import logging
 import re
-import subprocess
 import sys
 from collections.abc import Coroutine, Iterator
 from typing import Any
@@ -24,28 +23,27 @@ import asyncssh
 from ..config import RuntimeConfig
 from ..errors import TunnelError
 from ..fsutil import atomic_write
-from ..proc import WatchedProcess
 from ..state import RuntimeDir
 from .asyncssh_client import READY_PREFIX, ClientSettings, Failed, open_relay, openssh_bind_host
 from .base import Tunnel
-from .common import check_public, classify, prepare_relay_files, private_banner_error
+from .common import RELAY_ALIAS, check_public, prepare_relay_files, private_banner_error
 
 log = logging.getLogger(__name__)
 
 MODULE = "handy_colab.tunnels.asyncssh_client"
-# The name the OpenSSH backend's check errors use for the relay hop; kept so that a failed
-# private-mode check reads the same whichever client runs.
-RELAY_ALIAS = "handy-colab-relay"
 _READY = re.compile("^" + re.escape(READY_PREFIX))
 
 
 class EmbeddedTunnel(Tunnel):
     kind = "embedded"
+    # No fail pattern: the client always exits after saying why, so "exited" is the failure
+    # signal and every line it printed is there for classify().
+    ready = _READY
+    program = "the embedded tunnel client"
 
     def __init__(self, cfg: RuntimeConfig, rd: RuntimeDir, local_port: int) -> None:
         super().__init__(cfg, local_port)
         self.rd = rd
-        self.proc: WatchedProcess | None = None
         self.settings_path = rd.path / "embedded_tunnel.json"
         self._check_key()
         try:
@@ -89,41 +87,8 @@ class EmbeddedTunnel(Tunnel):
     def argv(self) -> list[str]:
         return [sys.executable or "python3", "-m", MODULE, "--config", str(self.settings_path)]
 
-    def start(self, timeout: float) -> None:
-        self.stop()
-        try:
-            self.proc = WatchedProcess(self.argv(), label="tunnel", on_exit=self.on_exit)
-        except OSError as exc:
-            raise TunnelError(f"cannot run the embedded tunnel client: {exc}") from None
-        # No failure pattern: the client always exits after saying why, so "exited" is the
-        # failure signal and every line it printed is there for classify().
-        status, _ = self.proc.wait_for(_READY, None, timeout)
-        if status == "ready":
-            log.info(
-                "relay accepted the forward (%s %s, pid %d)",
-                self.cfg.mode,
-                self.settings.listen,
-                self.proc.pid,
-            )
-            return
-        if status == "timeout":
-            self.stop()
-            raise TunnelError(
-                f"relay {self.cfg.relay.host}:{self.cfg.relay.port} did not confirm "
-                f"the forward within {timeout:.0f}s. Fix: check the relay is "
-                f"reachable from the runtime"
-            )
-        err = self.failure()
-        self.stop()
-        raise err
-
-    def failure(self) -> TunnelError:
-        if self.proc is None:
-            return TunnelError("tunnel is not running")
-        # Give the client a moment to print its last lines and exit, so they all count.
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.proc.wait(2)
-        return classify(self.proc.last_lines(30), self.cfg, self.cfg.relay.key.path.name)
+    def forward_desc(self) -> str:
+        return f"{self.cfg.mode} {self.settings.listen}"
 
     def check(self, timeout: float) -> None:
         # The Tunnel contract is TunnelError only, whatever asyncssh or the OS raise.

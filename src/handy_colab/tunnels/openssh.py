@@ -7,35 +7,17 @@ It never prompts (BatchMode), fails fast when the forward is refused
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import re
 import shutil
-import subprocess
 
 from ..config import RuntimeConfig
 from ..errors import TunnelError
 from ..fsutil import atomic_write
-from ..proc import WatchedProcess
 from ..state import RuntimeDir
 from ..streamlocal import forwarded_socket, read_banner
 from .base import Tunnel
-from .common import (
-    check_public,
-    classify,
-    known_hosts_pattern,
-    prepare_relay_files,
-    private_banner_error,
-    tcp_banner,
-)
+from .common import RELAY_ALIAS, check_public, prepare_relay_files, private_banner_error
 
-# Kept importable from here: connection.py and older callers use these names.
-_tcp_banner = tcp_banner
-__all__ = ["RELAY_ALIAS", "OpenSSHTunnel", "classify", "find_ssh", "known_hosts_pattern"]
-
-log = logging.getLogger(__name__)
-
-RELAY_ALIAS = "handy-colab-relay"
 _READY = re.compile(r"remote forward success for: listen")
 # Only ssh's own error lines (not its debug chatter) decide a failure.
 _FAIL = re.compile(
@@ -59,12 +41,13 @@ def find_ssh() -> str:
 
 class OpenSSHTunnel(Tunnel):
     kind = "openssh"
+    ready = _READY
+    fail = _FAIL
 
     def __init__(self, cfg: RuntimeConfig, rd: RuntimeDir, local_port: int) -> None:
         super().__init__(cfg, local_port)
         self.rd = rd
         self.ssh = find_ssh()
-        self.proc: WatchedProcess | None = None
         self._prepare()
 
     def _prepare(self) -> None:
@@ -129,34 +112,12 @@ class OpenSSHTunnel(Tunnel):
             RELAY_ALIAS,
         ]
 
-    def start(self, timeout: float) -> None:
-        self.stop()
-        try:
-            self.proc = WatchedProcess(self.argv(), label="tunnel", on_exit=self.on_exit)
-        except OSError as exc:
-            raise TunnelError(f"cannot run {self.ssh}: {exc}") from None
-        status, _ = self.proc.wait_for(_READY, _FAIL, timeout)
-        if status == "ready":
-            log.info("relay accepted the forward %s (pid %d)", self.forward_spec(), self.proc.pid)
-            return
-        if status == "timeout":
-            self.stop()
-            raise TunnelError(
-                f"relay {self.cfg.relay.host}:{self.cfg.relay.port} did not confirm "
-                f"the forward within {timeout:.0f}s. Fix: check the relay is "
-                f"reachable from the runtime"
-            )
-        err = self.failure()
-        self.stop()
-        raise err
+    @property
+    def program(self) -> str:
+        return self.ssh
 
-    def failure(self) -> TunnelError:
-        if self.proc is None:
-            return TunnelError("tunnel is not running")
-        # Give ssh a moment to print its last lines and exit, so they all count.
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.proc.wait(2)
-        return classify(self.proc.last_lines(30), self.cfg, self.cfg.relay.key.path.name)
+    def forward_desc(self) -> str:
+        return self.forward_spec()
 
     def check(self, timeout: float) -> None:
         # The Tunnel contract is TunnelError only: a local OSError (no temp space for the
