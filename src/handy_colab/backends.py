@@ -12,7 +12,7 @@ import shutil
 from dataclasses import dataclass
 
 from .config import Backend, RuntimeConfig
-from .errors import ServerError, TunnelError
+from .errors import TunnelError
 from .keys import PrivateKey
 from .server.base import Server
 from .server.openssh import find_sshd
@@ -55,12 +55,10 @@ def make_server(kind: str, cfg: RuntimeConfig, rd: RuntimeDir, host_key: Private
         from .server.openssh import OpenSSHServer
 
         return OpenSSHServer(cfg, rd, host_key)
-    try:
-        from .server.embedded import EmbeddedServer
-    except ImportError as exc:
-        raise ServerError(
-            f"the embedded SSH server cannot load ({exc}). Fix: pip install asyncssh"
-        ) from None
+    # It never imports asyncssh here (only its child does): a missing asyncssh is reported
+    # by EmbeddedServer itself, with the fix.
+    from .server.embedded import EmbeddedServer
+
     return EmbeddedServer(cfg, rd, host_key)
 
 
