@@ -72,7 +72,7 @@ _RELAY_FIELDS = {
     "socket_path",
     "client",
 }
-_SERVER_FIELDS = {"port", "authorized_keys", "kind"}
+_SERVER_FIELDS = {"port", "authorized_keys", "kind", "workdir"}
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,7 @@ class RuntimeConfig:
     login_user: str = field(default_factory=getpass.getuser)
     server_kind: Backend = "auto"
     tunnel_kind: Backend = "auto"  # the reverse-tunnel client (config field relay.client)
+    workdir: str | None = None  # where sessions start; None = the notebook's directory
 
     @property
     def relay_known_hosts(self) -> Path:
@@ -351,6 +352,13 @@ def load_config(folder: str | Path, name: str | None = None) -> RuntimeConfig:
             forwards.append(port)
 
     server_kind = _backend(server_f, "kind", "the SSH server")
+    workdir = server_f.str_("workdir")
+    if workdir is not None and not (workdir.startswith("/") or workdir.startswith("~")):
+        raise server_f.error(
+            "workdir",
+            f"'{workdir}' is not an absolute path",
+            'write it as "/content" or "~/work" (leave it out for the notebook\'s directory)',
+        )
     tunnel_kind = _backend(relay_f, "client", "the reverse-tunnel client")
 
     return RuntimeConfig(
@@ -365,6 +373,7 @@ def load_config(folder: str | Path, name: str | None = None) -> RuntimeConfig:
         os_packages=tuple(top.str_list("os_packages")),
         server_kind=server_kind,
         tunnel_kind=tunnel_kind,
+        workdir=workdir,
     )
 
 

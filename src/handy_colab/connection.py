@@ -37,8 +37,9 @@ class Descriptor:
     relay_host_keys: list[str]
     public_host: str
     remote_port: int
-    python: str = ""
+    python: str = ""  # the interpreter sessions get first on PATH (the notebook's)
     home: str = ""
+    workdir: str = ""  # where sessions start (the notebook's directory)
     forwards: list[int] = field(default_factory=list)
     identity_hint: str = ""  # file name of the key in the config folder, if any
     socket_path: str = ""  # private mode: the runtime's Unix socket on the relay
@@ -118,7 +119,7 @@ class Descriptor:
                 if parsed is None:
                     raise bad(fld, f"holds something that is not a public key ({entry!r:.40})")
                 keys[fld].append(parsed.blob)
-        for fld in ("python", "home", "identity_hint"):
+        for fld in ("python", "home", "workdir", "identity_hint"):
             value = data.get(fld, "")
             if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
                 raise bad(fld, "must be a one-line string")
@@ -135,6 +136,7 @@ class Descriptor:
             remote_port=data["remote_port"],
             python=data.get("python", ""),
             home=data.get("home", ""),
+            workdir=data.get("workdir", ""),
             forwards=list(fwd),
             identity_hint=data.get("identity_hint", ""),
             socket_path=data.get("socket_path", "") or "",
@@ -177,7 +179,9 @@ def relay_host_keys(cfg: RuntimeConfig) -> list[str]:
     return keys
 
 
-def build_descriptor(cfg: RuntimeConfig, host_key_line: str) -> Descriptor:
+def build_descriptor(
+    cfg: RuntimeConfig, host_key_line: str, python: str = "", workdir: str = ""
+) -> Descriptor:
     pub = parse_public_key_line(host_key_line, "host key")
     assert pub is not None
     return Descriptor(
@@ -191,8 +195,9 @@ def build_descriptor(cfg: RuntimeConfig, host_key_line: str) -> Descriptor:
         relay_host_keys=relay_host_keys(cfg),
         public_host=cfg.relay.public_host,
         remote_port=cfg.relay.remote_port,
-        python=sys.executable,
+        python=python or sys.executable,
         home=os.path.expanduser("~"),
+        workdir=workdir,
         forwards=list(cfg.forwards),
         identity_hint=_identity_hint(cfg),
         socket_path=cfg.relay.socket_path if cfg.mode == "private" else "",
@@ -231,7 +236,7 @@ def render_block(desc: Descriptor, descriptor_path: Path | None, identity: str |
     from .client.sshconfig import known_hosts_lines, render_host_blocks
 
     fp = ", ".join(fingerprint(k) for k in desc.host_keys)
-    workdir = desc.home or "~"
+    workdir = desc.workdir or desc.home or "~"
     src = str(descriptor_path) if descriptor_path else "DIR/connections/NAME.json"
     lines = [
         f"Runtime '{desc.name}' is reachable through the relay ({desc.mode} mode).",

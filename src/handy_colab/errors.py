@@ -44,3 +44,7 @@ class ClientConfigError(HandyColabError):
 
 class RelaySetupError(HandyColabError):
     """`relay-setup --apply` could not set up the relay account or its sshd settings."""
+
+
+class PlatformError(HandyColabError):
+    """A notebook platform's own service (Drive mount, secrets) failed or is unavailable."""

@@ -7,21 +7,24 @@ import fcntl
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Backend, RuntimeConfig, load_config
-from .connection import Descriptor
+from .connection import Descriptor, write_descriptor
 from .errors import HandyColabError, StateError
-from .proc import group_and_descendants, kill_tree, pid_alive, run_subprocess
+from .proc import group_and_descendants, kill_tree, pid_alive
+from .server.session import SessionEnv, capture, write_session
 from .state import RuntimeDir, list_runtimes
+
+if TYPE_CHECKING:
+    from .packages import PackageResult, Progress
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,8 @@ class UpResult:
     descriptor_path: Path | None
     already_running: bool
     state: dict[str, Any]
+    session: SessionEnv | None = None
+    packages: list[PackageResult] = field(default_factory=list)
 
 
 @contextlib.contextmanager
@@ -66,34 +71,6 @@ def running_state(rd: RuntimeDir) -> dict[str, Any] | None:
     return None
 
 
-def install_packages(cfg: RuntimeConfig) -> None:
-    """The seed's python_packages/os_packages: installed before the server starts."""
-    if cfg.python_packages:
-        res = run_subprocess([sys.executable, "-m", "pip", "install", "-q", *cfg.python_packages])
-        if res.returncode != 0:
-            raise HandyColabError(
-                f"{cfg.folder}/user_config.json: field 'python_packages': pip "
-                f"failed: {res.stderr.strip().splitlines()[-1:]}. Fix: correct "
-                f"the package names"
-            )
-    if cfg.os_packages:
-        apt = shutil.which("apt-get")
-        if os.geteuid() != 0 or apt is None:
-            log.warning("os_packages skipped: installing them needs root and apt-get")
-            return
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        res = run_subprocess([apt, "install", "-y", "-qq", *cfg.os_packages], env=env)
-        if res.returncode != 0:
-            run_subprocess([apt, "update", "-qq"], env=env)
-            res = run_subprocess([apt, "install", "-y", "-qq", *cfg.os_packages], env=env)
-        if res.returncode != 0:
-            raise HandyColabError(
-                f"{cfg.folder}/user_config.json: field 'os_packages': apt-get "
-                f"failed: {res.stderr.strip().splitlines()[-1:]}. Fix: correct "
-                f"the package names"
-            )
-
-
 def _descriptor_from_state(
     cfg: RuntimeConfig, st: dict[str, Any]
 ) -> tuple[Descriptor, Path | None]:
@@ -103,6 +80,16 @@ def _descriptor_from_state(
     return Descriptor.from_dict(json.loads(st["descriptor_json"]), "state"), None
 
 
+def session_workdir(cfg: RuntimeConfig, cwd: str) -> str:
+    """Where sessions start: the config's ``server.workdir``, else the caller's directory
+    (or the platform's notebook directory when the caller sits at "/")."""
+    if cfg.workdir:
+        return os.path.expanduser(cfg.workdir)
+    from .platforms import detect
+
+    return str(detect().default_workdir(Path(cwd)))
+
+
 def up(
     folder: str | Path,
     name: str | None = None,
@@ -110,57 +97,112 @@ def up(
     install: bool = True,
     server: Backend | None = None,
     tunnel: Backend | None = None,
+    *,
+    python: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    progress: Progress | None = None,
 ) -> UpResult:
     """Start (or find) the runtime's supervisor; return once reachable through the relay.
 
     ``server``/``tunnel`` override the config's ``server.kind``/``relay.client``.
+    Sessions get ``environ`` (default: this process's) and start in ``cwd`` (default: this
+    process's); ``python`` (the notebook's interpreter) goes first on their PATH. Calling
+    it again while the runtime runs refreshes all three for new sessions. With
+    ``install``, the config's extra packages are installed once the runtime is reachable
+    (into ``python``, else the first python3 on the sessions' PATH); ``progress`` gets a
+    line per step.
     """
     cfg = load_config(folder, name)
     rd = RuntimeDir.for_name(cfg.name).ensure()
     with _locked(rd.up_lock, timeout):
+        sess = capture(
+            rd,
+            os.environ if environ is None else environ,
+            session_workdir(cfg, cwd or os.getcwd()),
+            python,
+        )
+        write_session(rd, sess)
         st = running_state(rd)
         if st is not None and st.get("phase") in LIVE_PHASES:
             desc, path = _descriptor_from_state(cfg, st)
-            return UpResult(cfg, desc, path, True, st)
-        if st is not None:
-            # A supervisor that is alive but not ready (stuck, or started from another
-            # folder): replace it rather than run two.
-            kill_tree(int(st["pgid"]))
-        _reap_orphans(rd)
-        # Fail here, with a clear line, if the state dir cannot take a write (disk full).
-        rd.write_state({"name": cfg.name, "phase": "starting", "pid": 0, "pgid": 0})
-        if install:
-            install_packages(cfg)
-        run_id = uuid.uuid4().hex
-        out = open(rd.path / "supervisor.out", "ab")  # noqa: SIM115 - handed to the child
+            _refresh_descriptor(cfg, desc, path, sess)
+            res = UpResult(cfg, desc, path, True, st, sess)
+        else:
+            res = _start(cfg, rd, st, timeout, server, tunnel, sess)
+    if install and (cfg.python_packages or cfg.os_packages):
+        from .packages import install_packages
+
+        res.packages = install_packages(
+            cfg.python_packages,
+            cfg.os_packages,
+            python=sess.python or sys.executable,
+            progress=progress,
+        )
+    return res
+
+
+def _refresh_descriptor(
+    cfg: RuntimeConfig, desc: Descriptor, path: Path | None, sess: SessionEnv
+) -> None:
+    """A re-run `up` may come from another interpreter or directory: say so to the laptop."""
+    if (desc.python, desc.workdir) == (sess.python or desc.python, sess.cwd):
+        return
+    desc.python = sess.python or desc.python
+    desc.workdir = sess.cwd
+    if path is not None:
         try:
-            child = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "handy_colab.supervisor",
-                    "--folder",
-                    str(cfg.folder),
-                    "--name",
-                    cfg.name,
-                    "--run-id",
-                    run_id,
-                    *(["--server", server] if server else []),
-                    *(["--tunnel", tunnel] if tunnel else []),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                close_fds=True,
-                cwd="/",
-                env=_child_env(),
-            )
-        finally:
-            out.close()
-        st = _wait_ready(rd, run_id, child, timeout)
-        desc, path = _descriptor_from_state(cfg, st)
-        return UpResult(cfg, desc, path, False, st)
+            write_descriptor(cfg, desc)
+        except OSError as exc:
+            log.warning("cannot rewrite the connection descriptor: %s", exc.strerror)
+
+
+def _start(
+    cfg: RuntimeConfig,
+    rd: RuntimeDir,
+    st: dict[str, Any] | None,
+    timeout: float,
+    server: Backend | None,
+    tunnel: Backend | None,
+    sess: SessionEnv,
+) -> UpResult:
+    if st is not None:
+        # A supervisor that is alive but not ready (stuck, or started from another
+        # folder): replace it rather than run two.
+        kill_tree(int(st["pgid"]))
+    _reap_orphans(rd)
+    # Fail here, with a clear line, if the state dir cannot take a write (disk full).
+    rd.write_state({"name": cfg.name, "phase": "starting", "pid": 0, "pgid": 0})
+    run_id = uuid.uuid4().hex
+    out = open(rd.path / "supervisor.out", "ab")  # noqa: SIM115 - handed to the child
+    try:
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "handy_colab.supervisor",
+                "--folder",
+                str(cfg.folder),
+                "--name",
+                cfg.name,
+                "--run-id",
+                run_id,
+                *(["--server", server] if server else []),
+                *(["--tunnel", tunnel] if tunnel else []),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+            cwd="/",
+            env=_child_env(),
+        )
+    finally:
+        out.close()
+    st = _wait_ready(rd, run_id, child, timeout)
+    desc, path = _descriptor_from_state(cfg, st)
+    return UpResult(cfg, desc, path, False, st, sess)
 
 
 def _child_env() -> dict[str, str]:

@@ -25,6 +25,7 @@ from .connection import build_descriptor, write_descriptor
 from .errors import HandyColabError, TunnelError
 from .keys import ensure_host_key
 from .server.base import Server
+from .server.session import read_info
 from .state import RuntimeDir
 from .tunnels.base import Tunnel
 
@@ -154,7 +155,13 @@ class Supervisor:
         self.tunnel.start(timeout=25)
         self.tunnel.check(timeout=10)
         self._set("tunnel", state="up", pid=self.tunnel.pid)
-        desc = build_descriptor(self.cfg, host_key.public_line)
+        info = read_info(self.rd)
+        desc = build_descriptor(
+            self.cfg,
+            host_key.public_line,
+            str(info.get("python") or ""),
+            str(info.get("cwd") or ""),
+        )
         try:
             path = write_descriptor(self.cfg, desc)
             self._set(None, descriptor=str(path))

@@ -32,6 +32,7 @@ from handy_colab.errors import ServerError
 from handy_colab.keys import ensure_host_key, fingerprint
 from handy_colab.proc import descendants, start_time
 from handy_colab.server.embedded import EmbeddedServer, login_defaults
+from handy_colab.server.session import capture, write_session
 from handy_colab.state import RuntimeDir
 from tests.clients import PtySession, socks5_script
 from tests.rig import wait_until
@@ -140,6 +141,8 @@ def start_server(tmp: Path, name: str) -> Emb:
     cwd.mkdir()
     server.cwd = cwd
     server.prepare()
+    # What `up` does: the caller's environment and directory become every session's.
+    write_session(rd, capture(rd, os.environ, str(cwd)))
     server.start(timeout=20)
     known = tmp / "known_hosts"
     known.write_text(f"[127.0.0.1]:{server.port} {host_key.public_line}\n")
@@ -188,7 +191,7 @@ def emb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emb]:
     tmp = tmp_path_factory.mktemp("embsrv")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HANDY_COLAB_STATE_DIR", str(tmp / "state"))
-        # Sessions start from the server process's own environment (the runtime's).
+        # Sessions get the environment of the process that ran `up` (here: this one).
         mp.setenv("HC_EMB_RUNTIME", "from-runtime")
         mp.setenv("HC_EMB_OVERRIDE", "runtime-value")
         e = start_server(tmp, "emb")
@@ -252,8 +255,9 @@ def test_exit_signal_and_signal_requests(emb: Emb) -> None:
             # A signal request reaches the command's whole process group: the subshell
             # (a child of the shell) traps it too.
             proc = await conn.create_process(
-                "trap 'echo got-usr1; exit 5' USR1; (trap 'echo sub-usr1' USR1; sleep 5) & "
-                "echo ready; wait; wait"
+                # "ready" comes from the subshell once its trap is set (no race with it).
+                "trap 'echo got-usr1; exit 5' USR1; (trap 'echo sub-usr1' USR1; echo ready; "
+                "sleep 5) & wait; wait"
             )
             line = await asyncio.wait_for(proc.stdout.readline(), 10)
             assert line == "ready\n"

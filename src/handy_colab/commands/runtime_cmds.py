@@ -26,7 +26,13 @@ def cmd_up(
     tunnel: Backend | None = None,
 ) -> int:
     res = runtime.up(
-        folder, name=name, timeout=timeout, install=install, server=server, tunnel=tunnel
+        folder,
+        name=name,
+        timeout=timeout,
+        install=install,
+        server=server,
+        tunnel=tunnel,
+        progress=lambda line: print(line, flush=True),
     )
     if res.already_running:
         print(
@@ -41,6 +47,10 @@ def cmd_up(
         f"tunnel: {tun.get('kind', '?')} ({tun.get('why', '-')})\n"
     )
     print(render_block(res.descriptor, res.descriptor_path, None), end="")
+    for pkg in res.packages:
+        if pkg.status == "failed":
+            # The tunnel is up regardless: a failed extra package is reported, not fatal.
+            print(f"warning: {pkg.kind} package {pkg.spec} failed: {pkg.detail}", file=sys.stderr)
     if not foreground:
         return 0
     # Foreground: stay attached; Ctrl-C (or SIGTERM) takes the runtime down with us.

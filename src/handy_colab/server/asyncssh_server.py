@@ -42,6 +42,7 @@ import asyncssh
 from ..proc import descendants
 from .base import READY_LINE
 from .embedded import login_defaults
+from .session import DEFAULT_PATH_ROOT, DEFAULT_PATH_USER
 
 if TYPE_CHECKING:
     from asyncssh.channel import SSHChannel
@@ -102,6 +103,10 @@ class Settings:
     login_user: str
     cwd: str
     shell: str
+    # Set by a runtime (not the demo's relay): sessions start through handy-colab's
+    # launcher, and the notebook's directory is read from session.json at each session.
+    launcher: str = ""
+    session_info: str = ""
 
     @classmethod
     def load(cls, path: Path) -> Settings:
@@ -124,6 +129,8 @@ class Settings:
             login_user=str(data["login_user"]),
             cwd=str(data.get("cwd") or home),
             shell=str(data.get("shell") or shell),
+            launcher=str(data.get("launcher") or ""),
+            session_info=str(data.get("session_info") or ""),
         )
 
 
@@ -386,9 +393,24 @@ class Daemon:
     def next_id(self) -> int:
         return next(self._ids)
 
+    def session_cwd(self) -> bytes:
+        """Where a session starts: the notebook's directory as of the latest ``up``."""
+        if self.settings.session_info:
+            with contextlib.suppress(OSError, ValueError):
+                cwd = json.loads(Path(self.settings.session_info).read_text()).get("cwd")
+                if isinstance(cwd, str) and os.path.isdir(cwd):
+                    return os.fsencode(cwd)
+        return self.cwd_bytes
+
     def session_env(self, conn: _Connection, process: _Process, tty: str | None) -> dict[str, str]:
         s = self.settings
-        env = dict(os.environ)
+        if s.launcher:
+            # As sshd does: a fresh environment; the launcher adds the notebook's.
+            env = {"PATH": DEFAULT_PATH_ROOT if os.getuid() == 0 else DEFAULT_PATH_USER}
+            if "TZ" in os.environ:
+                env["TZ"] = os.environ["TZ"]
+        else:
+            env = dict(os.environ)
         env.update(
             USER=s.login_user,
             LOGNAME=s.login_user,
@@ -511,7 +533,7 @@ class _Connection(asyncssh.SSHServer):
     # Sessions and forwards.
 
     def session_requested(self) -> _Process:
-        return _Process(self.run_session, self.daemon.cwd_bytes)
+        return _Process(self.run_session, self.daemon.session_cwd())
 
     def connection_requested(
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
@@ -550,11 +572,19 @@ class _Connection(asyncssh.SSHServer):
         command = process.command
         use_pty = process.term_type is not None
         shell_name = os.path.basename(s.shell)
-        # No command: a login shell ("-bash"), as sshd starts it.
-        argv = [f"-{shell_name}"] if command is None else [shell_name, "-c", command]
-        cwd = s.cwd if os.path.isdir(s.cwd) else "/"
-        if cwd != s.cwd:
-            process.stderr.write(f"Could not chdir to {s.cwd}: no such directory\n".encode())
+        executable = s.shell
+        if s.launcher:
+            # Like sshd with its ForceCommand: the launcher, started in the home directory,
+            # finds the request in SSH_ORIGINAL_COMMAND and the notebook's environment.
+            argv = ["/bin/sh", s.launcher]
+            executable = "/bin/sh"
+            cwd = self.daemon.home if os.path.isdir(self.daemon.home) else "/"
+        else:
+            # No command: a login shell ("-bash"), as sshd starts it.
+            argv = [f"-{shell_name}"] if command is None else [shell_name, "-c", command]
+            cwd = s.cwd if os.path.isdir(s.cwd) else "/"
+            if cwd != s.cwd:
+                process.stderr.write(f"Could not chdir to {s.cwd}: no such directory\n".encode())
 
         master = slave = -1
         tty: str | None = None
@@ -575,10 +605,12 @@ class _Connection(asyncssh.SSHServer):
                 _grow_pipe(out_r)
                 stdio = (in_r, out_w, err_w)
             env = self.daemon.session_env(self, process, tty)
+            if s.launcher and command is not None:
+                env["SSH_ORIGINAL_COMMAND"] = command
             try:
                 popen = subprocess.Popen(
                     argv,
-                    executable=s.shell,
+                    executable=executable,
                     stdin=stdio[0],
                     stdout=stdio[1],
                     stderr=stdio[2],

@@ -25,6 +25,7 @@ from ..keys import PrivateKey
 from ..proc import WatchedProcess, descendants, start_time
 from ..state import RuntimeDir
 from .base import Server
+from .session import INFO_FILE, ensure_launcher
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class EmbeddedServer(Server):
     def __init__(self, cfg: RuntimeConfig, rd: RuntimeDir, host_key: PrivateKey) -> None:
         super().__init__(cfg, rd, host_key)
         self.proc: WatchedProcess | None = None
-        # Where sessions, sftp and scp start (relative paths resolve here); None = home.
+        # Where sessions, sftp and scp start when `up` recorded no notebook directory.
         self.cwd: Path | None = None
         if not asyncssh_importable():
             raise ServerError(_NO_ASYNCSSH)
@@ -93,6 +94,8 @@ class EmbeddedServer(Server):
             "login_user": self.cfg.login_user,
             "cwd": str(self.cwd) if self.cwd is not None else home,
             "shell": shell,
+            "launcher": str(ensure_launcher(self.rd, None)),
+            "session_info": str(self.rd.path / INFO_FILE),
         }
         atomic_write(self.config_path, json.dumps(settings, indent=2) + "\n", mode=0o600)
 

@@ -18,6 +18,7 @@ from ..keys import PrivateKey
 from ..proc import WatchedProcess, run_subprocess
 from ..state import RuntimeDir
 from .base import Server
+from .session import ensure_launcher, force_command
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,9 @@ def find_sftp_server() -> str:
     return "internal-sftp"
 
 
-def render_sshd_config(rd: RuntimeDir, port: int, login_user: str, sftp: str) -> str:
+def render_sshd_config(
+    rd: RuntimeDir, port: int, login_user: str, sftp: str, force_command: str | None = None
+) -> str:
     lines = [
         "# Written by handy-colab for this runtime only; the system's sshd is not touched.",
         f"Port {port}",
@@ -115,10 +118,16 @@ def render_sshd_config(rd: RuntimeDir, port: int, login_user: str, sftp: str) ->
         "ClientAliveCountMax 4",
         "MaxSessions 64",
         "MaxStartups 64:30:128",
-        "AcceptEnv LANG LC_* COLORTERM TERM_PROGRAM*",
+        # Same user on both ends, so no privilege boundary to guard: a client's SetEnv and
+        # SendEnv all reach the session (and win over the notebook's values there).
+        "AcceptEnv *",
         f"Subsystem sftp {sftp}",
         "LogLevel INFO",
     ]
+    if force_command:
+        # Every session (shell, exec, subsystem) starts through the launcher, which gives
+        # it the notebook's environment and directory (server/session.py).
+        lines.append(f"ForceCommand {force_command}")
     return "\n".join(lines) + "\n"
 
 
@@ -134,9 +143,13 @@ class OpenSSHServer(Server):
 
     def prepare(self) -> None:
         self.write_keys_and_port()
+        sftp = find_sftp_server()
+        launcher = ensure_launcher(self.rd, None if sftp == "internal-sftp" else sftp)
         atomic_write(
             self.rd.sshd_config,
-            render_sshd_config(self.rd, self.port, self.cfg.login_user, find_sftp_server()),
+            render_sshd_config(
+                self.rd, self.port, self.cfg.login_user, sftp, force_command(launcher)
+            ),
             mode=0o600,
         )
         if os.geteuid() == 0:

@@ -1,0 +1,274 @@
+"""The notebook-first API: ``up()`` in a cell, a connection block that renders in Jupyter.
+
+This module is a front end like ``cli.py``: it may show progress (a cell's output is where
+the user looks), and it turns the runtime's state into something to copy: commands with a
+copy button, a VS Code link, the settings PyCharm asks for. Everything else lives in the
+library (``runtime``, ``platforms``, ``packages``).
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import platforms, runtime
+from .config import Backend
+from .connection import Descriptor, render_block, ssh_command
+from .errors import ConfigError
+from .keys import fingerprint
+from .packages import PackageResult
+
+Progress = Callable[[str], None]
+
+
+def _print_progress(line: str) -> None:
+    print(line, flush=True)
+
+
+@dataclass
+class RuntimeStatus:
+    """One look at a runtime: healthy means the supervisor runs and the tunnel is up."""
+
+    name: str
+    healthy: bool
+    phase: str
+    server: str
+    tunnel: str
+    error: str | None = None
+
+    def __str__(self) -> str:
+        text = (
+            f"runtime '{self.name}': {self.phase}"
+            f" (server {self.server}, tunnel {self.tunnel})"
+            + ("" if self.healthy else " - not healthy")
+        )
+        return text + (f": {self.error}" if self.error and not self.healthy else "")
+
+    __repr__ = __str__
+
+
+def _status(name: str) -> RuntimeStatus:
+    healthy, st = runtime.status(name)
+    srv, tun = st.get("server") or {}, st.get("tunnel") or {}
+    return RuntimeStatus(
+        name=name,
+        healthy=healthy,
+        phase=str(st.get("phase") or "never started"),
+        server=f"{srv.get('kind', '?')} {srv.get('state', '?')}",
+        tunnel=f"{tun.get('kind', '?')} {tun.get('state', '?')}",
+        error=st.get("error") or tun.get("last_error"),
+    )
+
+
+@dataclass
+class Runtime:
+    """A runtime brought up from a notebook: its connection info, ``status()``, ``stop()``.
+
+    Jupyter shows it as HTML (copy buttons, a VS Code link, PyCharm's settings); ``str()``
+    and plain consoles get the same block as text.
+    """
+
+    name: str
+    descriptor: Descriptor
+    descriptor_path: Path | None
+    platform: platforms.Platform
+    server: str
+    tunnel: str
+    already_running: bool
+    packages: list[PackageResult] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def status(self) -> RuntimeStatus:
+        return _status(self.name)
+
+    def stop(self) -> bool:
+        """Stop the runtime (supervisor, server, tunnel). True if something was running."""
+        return runtime.down(self.name)
+
+    @property
+    def ssh_command(self) -> str:
+        return f"ssh {self.name}"
+
+    @property
+    def vscode_url(self) -> str:
+        workdir = self.descriptor.workdir or self.descriptor.home or "/"
+        return f"vscode://vscode-remote/ssh-remote+{self.name}{workdir}"
+
+    @property
+    def connect_command(self) -> str:
+        src = str(self.descriptor_path) if self.descriptor_path else "DIR/connections/NAME.json"
+        return f"handy-colab connect {src}"
+
+    def pycharm_settings(self) -> dict[str, str]:
+        d = self.descriptor
+        host = (
+            f"{d.host}:{d.port}"
+            if d.mode == "public"
+            else f"{d.name} (from ~/.ssh/config, after handy-colab connect)"
+        )
+        return {
+            "SSH host": host,
+            "User": d.user,
+            "Key": d.identity_hint or "your private key for one of the authorized keys",
+            "Interpreter": d.python,
+            "Sync folder (remote)": d.workdir or d.home,
+        }
+
+    def text(self) -> str:
+        head = f"[{self.platform.label}] server: {self.server}; tunnel: {self.tunnel}" + (
+            " (already running)" if self.already_running else ""
+        )
+        parts = [head, "", render_block(self.descriptor, self.descriptor_path, None).rstrip()]
+        parts += [f"VS Code link: {self.vscode_url}"]
+        if self.packages:
+            parts += ["", "Extra packages:"]
+            parts += [
+                f"    {p.kind} {p.spec}: {p.status} {p.detail}".rstrip() for p in self.packages
+            ]
+        parts += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(parts) + "\n"
+
+    def __str__(self) -> str:
+        return self.text()
+
+    def __repr__(self) -> str:
+        return self.text()
+
+    def _repr_html_(self) -> str:
+        return render_html(self)
+
+
+_COPY_JS = (
+    "navigator.clipboard.writeText(this.parentElement.querySelector('code').innerText)"
+    ".then(()=>{this.innerText='copied'})"
+)
+
+
+def _copyable(cmd: str) -> str:
+    return (
+        '<div class="hc-cmd" style="margin:2px 0">'
+        f'<code style="user-select:all">{html.escape(cmd)}</code> '
+        f'<button class="hc-copy" onclick="{html.escape(_COPY_JS)}">copy</button></div>'
+    )
+
+
+def render_html(rt: Runtime) -> str:
+    d = rt.descriptor
+    esc = html.escape
+    fps = ", ".join(fingerprint(k) for k in d.host_keys)
+    rows = "".join(
+        f"<tr><td>{esc(k)}</td><td><code>{esc(v)}</code></td></tr>"
+        for k, v in rt.pycharm_settings().items()
+    )
+    out = [
+        '<div class="handy-colab">',
+        f"<b>Runtime '{esc(rt.name)}'</b> is reachable through the relay ({esc(d.mode)} mode)"
+        f" &middot; {esc(rt.platform.label)} &middot; server {esc(rt.server)},"
+        f" tunnel {esc(rt.tunnel)}" + (" &middot; already running" if rt.already_running else ""),
+        f"<div>Host key fingerprint: <code>{esc(fps)}</code></div>",
+        "<p>On the laptop (writes <code>~/.ssh/config</code> with the host key pinned):</p>",
+        _copyable(rt.connect_command),
+        _copyable(rt.ssh_command),
+        "<p>Or by hand (check the fingerprint above):</p>",
+        _copyable(ssh_command(d)),
+        f'<p>VS Code: <a href="{esc(rt.vscode_url)}">open {esc(d.workdir or d.home)} on'
+        f" {esc(rt.name)}</a> (Remote-SSH, after <code>handy-colab connect</code>)</p>",
+        "<p>PyCharm: Settings &gt; Python Interpreter &gt; Add Interpreter &gt; On SSH</p>",
+        f'<table class="hc-pycharm">{rows}</table>',
+    ]
+    if rt.packages:
+        prow = "".join(
+            f"<tr><td>{esc(p.kind)}</td><td><code>{esc(p.spec)}</code></td>"
+            f"<td>{esc(p.status)}</td><td>{esc(p.detail)}</td></tr>"
+            for p in rt.packages
+        )
+        out.append(f'<p>Extra packages:</p><table class="hc-packages">{prow}</table>')
+    for w in rt.warnings:
+        out.append(f'<p class="hc-warning"><b>warning:</b> {esc(w)}</p>')
+    out.append("</div>")
+    return "\n".join(out)
+
+
+def up(
+    folder: str | Path | None = None,
+    *,
+    name: str | None = None,
+    server: Backend | None = None,
+    tunnel: Backend | None = None,
+    secrets: bool | None = None,
+    timeout: float = 60.0,
+    install: bool = True,
+    progress: Progress | None = _print_progress,
+) -> Runtime:
+    """Bring this notebook's runtime up (or find it running) and return its connection info.
+
+    ``folder`` holds user_config.json and the keys (e.g. a Drive folder: on Colab it is
+    mounted when needed). On Colab, ``folder=None`` or ``secrets=True`` reads them from
+    Colab's secrets instead. SSH sessions get this kernel's environment, working directory
+    and Python; calling ``up`` again refreshes them. Extra packages from the config are
+    installed after the tunnel is up, with a line of progress each.
+    """
+    plat = platforms.detect()
+    notes: list[str] = []
+    if plat.name == "colab":
+        text = platforms.colab_terms_warning_once()
+        if text:
+            warnings.warn(text, UserWarning, stacklevel=2)
+    base = Path(folder).expanduser() if folder is not None else None
+    if base is not None and plat.name == "colab":
+        platforms.mount_drive_if_needed(base.absolute())
+    if secrets or (base is None and plat.name == "colab"):
+        dest = Path.home() / ".config" / "handy-colab" / "from-secrets"
+        base = platforms.folder_from_colab_secrets(dest, base=base)
+    if base is None:
+        raise ConfigError(
+            "up(): no config folder given. Fix: up('/path/to/folder') with your "
+            "user_config.json and keys (on Colab: a Drive folder, or Colab secrets)"
+        )
+    res = runtime.up(
+        base,
+        name=name,
+        timeout=timeout,
+        install=install,
+        server=server,
+        tunnel=tunnel,
+        python=sys.executable,
+        environ=os.environ,
+        cwd=os.getcwd(),
+        progress=progress,
+    )
+    notes += [str(w) for w in res.state.get("warnings") or []]
+    notes += [
+        f"{p.kind} package {p.spec} failed: {p.detail}"
+        for p in res.packages
+        if p.status == "failed"
+    ]
+    srv: dict[str, Any] = res.state.get("server") or {}
+    tun: dict[str, Any] = res.state.get("tunnel") or {}
+    return Runtime(
+        name=res.cfg.name,
+        descriptor=res.descriptor,
+        descriptor_path=res.descriptor_path,
+        platform=plat,
+        server=str(srv.get("kind", "?")),
+        tunnel=str(tun.get("kind", "?")),
+        already_running=res.already_running,
+        packages=res.packages,
+        warnings=notes,
+    )
+
+
+def status(name: str | None = None) -> RuntimeStatus:
+    """The runtime's health (the only one, or ``name``)."""
+    return _status(runtime.resolve_name(name))
+
+
+def stop(name: str | None = None) -> bool:
+    """Stop the runtime (the only one, or ``name``). True if something was running."""
+    return runtime.down(runtime.resolve_name(name))

@@ -1,0 +1,298 @@
+"""Notebook parity, from a real Jupyter kernel behind the NAT, for both server kinds.
+
+A real ipykernel starts in the runtime's namespace with a distinctive environment and
+working directory (as a Colab kernel has /content, CUDA paths, COLAB_* variables, a Python
+that is not the first on PATH) and runs the seed's ``start_tunnel(folder)`` (OpenSSH sshd,
+public mode) or the new ``handy_colab.up()`` (embedded server, private mode). The laptop
+then checks over real ssh/sftp that every kind of session sees what the kernel sees, and
+that the tunnel outlives a cell interrupt and a kernel restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.clients import PtySession
+from tests.e2e.conftest import Runtime, finish, make_runtime, need_rig
+from tests.kernel import Kernel
+from tests.nonroot import ensure_user
+from tests.rig import wait_until
+
+SECRET = "hc-secret-token-5f0c9a"
+PROBE = (
+    "import json, os, sys; print(json.dumps({'exe': sys.executable, 'cwd': os.getcwd(), "
+    "'env': dict(os.environ)}))"
+)
+# The variables a notebook's sessions must see, as the kernel has them.
+PARITY_VARS = (
+    "LD_LIBRARY_PATH",
+    "CUDA_HOME",
+    "CUDA_VISIBLE_DEVICES",
+    "NVIDIA_VISIBLE_DEVICES",
+    "XLA_FLAGS",
+    "COLAB_NOTEBOOK_ID",
+    "KAGGLE_HC_DATA",
+    "PYTHONPATH",
+    "LANG",
+    "LC_ALL",
+    "HC_MARK",
+)
+
+
+@dataclass
+class Notebook:
+    rt: Runtime
+    kernel: Kernel
+    server: str
+    api: str  # "seed" (start_tunnel) or "up"
+    workdir: Path
+    python: str
+    up_code: str
+    first_up: Any
+
+    def ssh(self, *cmd: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+        return self.rt.ssh(*cmd, **kw)
+
+    def probe(self, *ssh_opts: str) -> dict[str, Any]:
+        res = self.rt.rig.run(
+            "laptop", [*self.rt.ssh_base(), *ssh_opts, "colab", f'python -c "{PROBE}"']
+        )
+        assert res.returncode == 0, res.stderr
+        data: dict[str, Any] = json.loads(res.stdout)
+        return data
+
+
+def kernel_env(rt: Runtime, home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {
+        # No venv on it: the kernel's Python is not what `python` finds here.
+        "PATH": "/opt/hc-nb/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "LD_LIBRARY_PATH": "/usr/lib64-nvidia:/opt/hc-nb/cuda/lib64",
+        "CUDA_HOME": "/opt/hc-nb/cuda",
+        "CUDA_VISIBLE_DEVICES": "0",
+        "NVIDIA_VISIBLE_DEVICES": "all",
+        "XLA_FLAGS": "--xla_gpu_cuda_data_dir=/opt/hc-nb/cuda",
+        "COLAB_NOTEBOOK_ID": "hc-test-notebook",
+        "KAGGLE_HC_DATA": "/kaggle/input/hc",
+        "PYTHONPATH": "/opt/hc-nb/pylib",
+        "HC_MARK": "notebook",
+        "HC_SECRET_TOKEN": SECRET,
+        "HANDY_COLAB_STATE_DIR": str(rt.rig.state_dir),
+    }
+    env.update(extra or {})
+    return env
+
+
+def start_notebook(tmp: Path, server: str) -> Notebook:
+    mode, api = ("public", "seed") if server == "openssh" else ("private", "up")
+    rt = make_runtime(tmp / "rig", mode, start=False)
+    kernel = None
+    try:
+        workdir = tmp / "content"
+        workdir.mkdir()
+        home = tmp / "home"
+        home.mkdir()
+        kernel = Kernel(tmp / "kernel", rt.rig.ns["rt"], kernel_env(rt, home), workdir)
+        if api == "seed":
+            up_code = f"import handy_colab\nblock = handy_colab.start_tunnel({str(rt.folder)!r})"
+        else:
+            up_code = (
+                f"import handy_colab\nrt = handy_colab.up({str(rt.folder)!r}, server='embedded')"
+            )
+        first = kernel.run(up_code).check()
+        python = kernel.value("__import__('sys').executable")
+        res = rt.connect()
+        assert res.returncode == 0, res.stderr + res.stdout
+        return Notebook(rt, kernel, server, api, workdir, python, up_code, first)
+    except BaseException:
+        if kernel is not None:
+            kernel.shutdown()
+        rt.rig.handy("rt", "down", "colab")
+        finish(rt)
+        raise
+
+
+@pytest.fixture(scope="module", params=["openssh", "embedded"])
+def nb(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Notebook]:
+    need_rig()
+    n = start_notebook(tmp_path_factory.mktemp(f"nb-{request.param}"), request.param)
+    try:
+        yield n
+    finally:
+        n.kernel.shutdown()
+        n.rt.rig.handy("rt", "down", "colab")
+        finish(n.rt)
+
+
+def test_up_chose_the_server_kind(nb: Notebook) -> None:
+    out = nb.kernel.run("print(handy_colab.status())").check().stdout
+    assert f"server {nb.server} up" in out, out
+    assert "phase" not in out and "ready" in out
+
+
+def test_exec_session_sees_the_kernel(nb: Notebook) -> None:
+    kenv = nb.kernel.value("dict(__import__('os').environ)")
+    out = nb.probe()
+    assert out["exe"] == nb.python
+    assert out["cwd"] == str(nb.workdir)
+    for name in PARITY_VARS:
+        assert out["env"].get(name) == kenv[name], name
+    path = out["env"]["PATH"].split(":")
+    assert path[0] == os.path.dirname(nb.python)
+    # Then the kernel's PATH; what the user's rc files add (~/.bashrc here) comes after.
+    kpath = kenv["PATH"].split(":")
+    assert path[1 : 1 + len(kpath)] == kpath
+    # Session-owned values are the session's, not the kernel's.
+    assert out["env"]["HOME"] == "/root" != kenv["HOME"]
+    assert "JPY_PARENT_PID" in kenv and "JPY_PARENT_PID" not in out["env"]
+
+
+def test_login_shell_on_a_terminal_sees_the_kernel(nb: Notebook) -> None:
+    sess = PtySession(
+        ["ip", "netns", "exec", nb.rt.rig.ns["laptop"], *nb.rt.ssh_base(), "-tt", "colab"]
+    )
+    try:
+        sess.send(
+            'echo "P=$PATH"; echo "D=$(pwd)"; echo "C=$CUDA_VISIBLE_DEVICES"; '
+            'python -c \'import sys; print("X=" + sys.executable)\'; echo "Z=$0"\r'
+        )
+        m = sess.expect(r"P=(\S+)\r\nD=(\S+)\r\nC=(\S*)\r\nX=(\S+)\r\nZ=(\S+)\r\n", timeout=20)
+        path, cwd, cuda, exe, zero = (g.decode() for g in m.groups())
+        assert path.split(":")[0] == os.path.dirname(nb.python)
+        assert cwd == str(nb.workdir)
+        assert cuda == "0"
+        assert exe == nb.python
+        assert zero == "-bash"  # a login shell, as sshd starts one
+        sess.send("exit\r")
+    finally:
+        sess.close()
+
+
+def test_sftp_and_scp_start_in_the_notebook_dir(nb: Notebook, tmp_path: Path) -> None:
+    res = nb.rt.rig.run(
+        "laptop", ["sftp", "-F", str(nb.rt.ssh_config), "-b", "-", "colab"], input="pwd\n"
+    )
+    assert res.returncode == 0, res.stderr
+    assert f"Remote working directory: {nb.workdir}" in res.stdout
+    src = tmp_path / "to-notebook.txt"
+    src.write_text("hello notebook\n")
+    res = nb.rt.rig.run("laptop", ["scp", "-F", str(nb.rt.ssh_config), str(src), "colab:"])
+    assert res.returncode == 0, res.stderr
+    assert (nb.workdir / "to-notebook.txt").read_text() == "hello notebook\n"
+
+
+def test_client_setenv_wins(nb: Notebook) -> None:
+    out = nb.probe("-o", "SetEnv=HC_MARK=from-laptop CUDA_VISIBLE_DEVICES=1")
+    assert out["env"]["HC_MARK"] == "from-laptop"
+    assert out["env"]["CUDA_VISIBLE_DEVICES"] == "1"
+    assert out["env"]["LD_LIBRARY_PATH"] == "/usr/lib64-nvidia:/opt/hc-nb/cuda/lib64"
+    assert nb.probe()["env"]["HC_MARK"] == "notebook"
+
+
+def test_secrets_in_the_environment_stay_private(nb: Notebook) -> None:
+    # The session does get them (it is the same user)...
+    assert nb.probe()["env"]["HC_SECRET_TOKEN"] == SECRET
+    # ...and a file holds them, readable by that user alone.
+    state = nb.rt.rig.state_dir
+    holders = subprocess.run(
+        ["grep", "-rlF", SECRET, str(state), str(nb.rt.folder)], capture_output=True, text=True
+    ).stdout.split()
+    assert holders, "the session environment file should hold the kernel's variables"
+    for f in holders:
+        assert os.stat(f).st_mode & 0o077 == 0, f
+    # Another local user finds the value nowhere it can read.
+    ensure_user()
+    res = subprocess.run(
+        [
+            "runuser",
+            "-u",
+            "hcuser",
+            "--",
+            "grep",
+            "-rlFs",
+            SECRET,
+            str(state),
+            str(nb.rt.folder),
+            "/tmp",
+            "/var/tmp",
+            "/dev/shm",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    # 1: nothing found; 2: nothing found, and some places were closed to it (as they should).
+    assert res.returncode in (1, 2) and res.stdout == "", res.stdout
+    log = nb.rt.rig.handy("rt", "logs", "colab").stdout
+    assert SECRET not in log
+
+
+def test_up_again_refreshes_sessions(nb: Notebook) -> None:
+    other = nb.workdir / "project"
+    other.mkdir(exist_ok=True)
+    nb.kernel.run(
+        "import os\nos.environ['HC_MARK'] = 'refreshed'\nos.environ['HC_NEW'] = 'new'\n"
+        f"os.chdir({str(other)!r})\n{nb.up_code}"
+    ).check()
+    try:
+        out = nb.probe()
+        assert out["env"]["HC_MARK"] == "refreshed"
+        assert out["env"]["HC_NEW"] == "new"
+        assert out["cwd"] == str(other)
+    finally:
+        nb.kernel.run(
+            "os.environ['HC_MARK'] = 'notebook'\ndel os.environ['HC_NEW']\n"
+            f"os.chdir({str(nb.workdir)!r})\n{nb.up_code}"
+        ).check()
+    out = nb.probe()
+    assert "HC_NEW" not in out["env"] and out["cwd"] == str(nb.workdir)
+
+
+def test_connection_block_renders(nb: Notebook) -> None:
+    if nb.api == "seed":
+        # The seed's API prints the block, as it always did, and returns it.
+        assert "ssh colab" in nb.first_up.stdout
+        block = nb.kernel.value("block")
+        assert "ssh colab" in block and "vscode://vscode-remote/ssh-remote+colab" in block
+        return
+    shown = nb.kernel.run("rt").check().results
+    assert len(shown) == 1
+    html, text = shown[0]["text/html"], shown[0]["text/plain"]
+    assert f'href="vscode://vscode-remote/ssh-remote+colab{nb.workdir}"' in html
+    assert html.count(">copy</button>") >= 3
+    assert f"<code>{nb.python}</code>" in html  # PyCharm's interpreter: the kernel's
+    assert (
+        "handy-colab connect" in html and '<code style="user-select:all">ssh colab</code>' in html
+    )
+    assert "ssh colab" in text and "<" not in text.replace("<user>", "")
+    printed = nb.kernel.run("print(rt)").check().stdout
+    assert printed.strip() == text.strip()
+
+
+def test_tunnel_outlives_interrupt_and_restart(nb: Notebook) -> None:
+    cell = nb.kernel.interrupt_during("import time\ntime.sleep(60)", after=1.5)
+    assert cell.ename == "KeyboardInterrupt"
+    assert nb.ssh("echo", "after-interrupt").stdout == "after-interrupt\n"
+    nb.kernel.restart()
+    assert nb.kernel.value("__import__('os').getpid()") != 0
+    assert nb.probe()["env"]["HC_MARK"] == "notebook"
+    # The new kernel finds the runtime, reports it and can stop it.
+    out = nb.kernel.run("import handy_colab\nprint(handy_colab.status())").check().stdout
+    assert "ready" in out and "not healthy" not in out, out
+    stopped = nb.kernel.value("handy_colab.stop()")
+    assert stopped is True
+    assert wait_until(lambda: nb.ssh("true", timeout=20).returncode != 0, 20)
+    assert shutil.which("ssh")
