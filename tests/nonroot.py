@@ -109,7 +109,8 @@ class NonRoot:
         }
 
     def argv(self, *args: str) -> list[str]:
-        """handy-colab ARGS as the user, with only env() as its environment."""
+        """handy-colab ARGS as the user, with only env() as its environment, run from its
+        home (as from a login shell: sessions start where `up` ran)."""
         env = [f"{k}={v}" for k, v in self.env().items()]
         return [
             "runuser",
@@ -118,6 +119,7 @@ class NonRoot:
             "--",
             "/usr/bin/env",
             "-i",
+            f"--chdir={self.home}",
             *env,
             str(VENV_PYTHON),
             "-m",

@@ -122,7 +122,14 @@ def up(
             session_workdir(cfg, cwd or os.getcwd()),
             python,
         )
-        write_session(rd, sess)
+        try:
+            write_session(rd, sess)
+        except OSError as exc:
+            raise StateError(
+                f"{rd.path}: cannot write the session environment ({exc.strerror}). "
+                f"Fix: free space there, or set HANDY_COLAB_STATE_DIR to a writable "
+                f"local folder"
+            ) from None
         st = running_state(rd)
         if st is not None and st.get("phase") in LIVE_PHASES:
             desc, path = _descriptor_from_state(cfg, st)

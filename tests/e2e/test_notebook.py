@@ -25,7 +25,7 @@ from tests.clients import PtySession
 from tests.e2e.conftest import Runtime, finish, make_runtime, need_rig
 from tests.kernel import Kernel
 from tests.nonroot import ensure_user
-from tests.rig import wait_until
+from tests.rig import REPO, wait_until
 
 SECRET = "hc-secret-token-5f0c9a"
 PROBE = (
@@ -296,3 +296,150 @@ def test_tunnel_outlives_interrupt_and_restart(nb: Notebook) -> None:
     assert stopped is True
     assert wait_until(lambda: nb.ssh("true", timeout=20).returncode != 0, 20)
     assert shutil.which("ssh")
+
+
+# -- Colab, at the boundary: a fake google.colab in a real kernel ---------------------------
+
+_FAKE_USERDATA = '''
+"""Stand-in for google.colab.userdata (Google's module runs only on Colab): the same
+names; the secrets come from a JSON file the test writes."""
+import json, os
+
+
+class SecretNotFoundError(Exception):
+    pass
+
+
+class NotebookAccessError(Exception):
+    pass
+
+
+def get(key):
+    secrets = json.load(open(os.environ["HC_FAKE_SECRETS"]))
+    if key not in secrets:
+        raise SecretNotFoundError(f"Secret {key} does not exist.")
+    return secrets[key]
+'''
+
+
+def _fake_colab(root: Path) -> Path:
+    pkg = root / "google" / "colab"
+    pkg.mkdir(parents=True)
+    (root / "google" / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "userdata.py").write_text(_FAKE_USERDATA)
+    (pkg / "drive.py").write_text(
+        "def mount(*a, **k):\n    raise AssertionError('no Drive folder was named')\n"
+    )
+    return root
+
+
+def test_colab_keys_from_secrets_warning_once_and_packages(tmp_path: Path) -> None:
+    """On "Colab" (its variables and a stand-in google.colab), ``up()`` with no folder takes
+    the config and keys from Colab's secrets, warns once about the terms, installs the
+    config's packages with progress and reports a failed one without losing the tunnel."""
+    need_rig()
+    rt = make_runtime(tmp_path / "rig", "private", start=False)
+    kernel = None
+    try:
+        cfg = json.loads((rt.folder / "user_config.json").read_text())
+        cfg["python_packages"] = ["pip", "hc-no-such-dist-3f9"]
+        secrets = {
+            "HANDY_COLAB_CONFIG": json.dumps(cfg),
+            "HANDY_COLAB_RELAY_KEY": (rt.folder / "relay_key").read_text(),
+            "HANDY_COLAB_PUBLIC_KEYS": (rt.folder / "laptop.pub").read_text(),
+        }
+        (tmp_path / "secrets.json").write_text(json.dumps(secrets))
+        (tmp_path / "secrets.json").chmod(0o600)
+        workdir = tmp_path / "content"
+        workdir.mkdir()
+        home = tmp_path / "home"
+        home.mkdir()
+        env = kernel_env(
+            rt,
+            home,
+            {
+                "COLAB_RELEASE_TAG": "release-colab-hc-test",
+                "PYTHONPATH": str(_fake_colab(tmp_path / "fake")),
+                "HC_FAKE_SECRETS": str(tmp_path / "secrets.json"),
+                # The failing package must fail here and now, not after a slow index lookup.
+                "PIP_NO_INDEX": "1",
+                "PIP_CONFIG_FILE": "/dev/null",
+            },
+        )
+        kernel = Kernel(tmp_path / "kernel", rt.rig.ns["rt"], env, workdir)
+        first = kernel.run("import handy_colab\nrt = handy_colab.up(server='embedded')").check()
+        assert "Colab" in first.stderr and "free" in first.stderr, first.stderr
+        assert "python package pip: already present" in first.stdout, first.stdout
+        assert "hc-no-such-dist-3f9" in first.stdout and "FAILED" in first.stdout
+        statuses = kernel.value("[(p.spec, p.status) for p in rt.packages]")
+        assert statuses == [["pip", "present"], ["hc-no-such-dist-3f9", "failed"]]
+        assert "Colab" in kernel.value("rt.platform.label")
+        html = kernel.run("rt").check().results[0]["text/html"]
+        assert "hc-no-such-dist-3f9" in html and "hc-warning" in html
+        again = kernel.run("rt = handy_colab.up(server='embedded', install=False)").check()
+        assert "Colab" not in again.stderr, "the terms warning is shown once per kernel"
+
+        dest = home / ".config" / "handy-colab" / "from-secrets"
+        assert os.stat(dest).st_mode & 0o077 == 0
+        assert os.stat(dest / "relay_key").st_mode & 0o077 == 0
+        res = rt.rig.handy(
+            "laptop",
+            "connect",
+            str(dest / "connections" / "colab.json"),
+            "--identity",
+            str(rt.laptop_key),
+            "--ssh-config",
+            str(rt.ssh_config),
+            "--known-hosts",
+            str(rt.known_hosts),
+        )
+        assert res.returncode == 0, res.stderr + res.stdout
+        out = rt.ssh("pwd; echo $COLAB_RELEASE_TAG")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == [str(workdir), "release-colab-hc-test"]
+    finally:
+        if kernel is not None:
+            kernel.shutdown()
+        rt.rig.handy("rt", "down", "colab")
+        finish(rt)
+
+
+# -- docs/example.ipynb, top to bottom in a real kernel -------------------------------------
+
+
+def test_example_notebook_runs_top_to_bottom(tmp_path: Path) -> None:
+    import nbformat
+
+    notebook = nbformat.read(REPO / "docs" / "example.ipynb", as_version=4)
+    nbformat.validate(notebook)
+    cells = [c.source for c in notebook.cells if c.cell_type == "code"]
+    need_rig()
+    rt = make_runtime(tmp_path / "rig", "public", start=False)
+    kernel = None
+    try:
+        workdir = tmp_path / "content"
+        workdir.mkdir()
+        home = tmp_path / "home"
+        home.mkdir()
+        env = kernel_env(rt, home, {"HANDY_COLAB_FOLDER": str(rt.folder)})
+        kernel = Kernel(tmp_path / "kernel", rt.rig.ns["rt"], env, workdir)
+        outputs = []
+        for i, source in enumerate(cells):
+            outputs.append(kernel.run(source).check())
+            if "handy_colab.up(" in source and i == 2:
+                assert "text/html" in outputs[-1].results[0]
+                res = rt.connect()
+                assert res.returncode == 0, res.stderr + res.stdout
+                assert rt.ssh("pwd").stdout.strip() == str(workdir)
+            if "MY_SETTING" in source:
+                assert rt.ssh("echo $MY_SETTING").stdout.strip() == "on"
+        status = outputs[3].results[0]["text/plain"]
+        assert "ready" in status and "not healthy" not in status, status
+        assert outputs[-1].results[0]["text/plain"] == "True"  # rt.stop() stopped it
+        assert rt.ssh("true", timeout=20).returncode != 0
+    finally:
+        if kernel is not None:
+            kernel.shutdown()
+        rt.rig.handy("rt", "down", "colab")
+        finish(rt)
