@@ -10,6 +10,7 @@ that the tunnel outlives a cell interrupt and a kernel restart.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -94,8 +95,15 @@ def kernel_env(rt: Runtime, home: Path, extra: dict[str, str] | None = None) -> 
     return env
 
 
-def start_notebook(tmp: Path, server: str) -> Notebook:
-    mode, api = ("public", "seed") if server == "openssh" else ("private", "up")
+@contextlib.contextmanager
+def kernel_in_runtime(
+    tmp: Path, mode: str, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[Runtime, Kernel, Path, Path]]:
+    """A rig, and a kernel in its runtime namespace: (runtime, kernel, workdir, home).
+
+    On the way out the kernel is shut down, the runtime stopped, and the rig must be empty.
+    """
+    need_rig()
     rt = make_runtime(tmp / "rig", mode, start=False)
     kernel = None
     try:
@@ -103,7 +111,28 @@ def start_notebook(tmp: Path, server: str) -> Notebook:
         workdir.mkdir()
         home = tmp / "home"
         home.mkdir()
-        kernel = Kernel(tmp / "kernel", rt.rig.ns["rt"], kernel_env(rt, home), workdir)
+        env = kernel_env(rt, home, extra_env)
+        kernel = Kernel(tmp / "kernel", rt.rig.ns["rt"], env, workdir)
+        yield rt, kernel, workdir, home
+    finally:
+        if kernel is not None:
+            kernel.shutdown()
+        rt.rig.handy("rt", "down", "colab")
+        finish(rt)
+
+
+@pytest.fixture(scope="module", params=["openssh", "embedded"])
+def nb(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Notebook]:
+    server = request.param
+    mode, api = ("public", "seed") if server == "openssh" else ("private", "up")
+    with kernel_in_runtime(tmp_path_factory.mktemp(f"nb-{server}"), mode) as (
+        rt,
+        kernel,
+        workdir,
+        _home,
+    ):
         if api == "seed":
             up_code = f"import handy_colab\nblock = handy_colab.start_tunnel({str(rt.folder)!r})"
         else:
@@ -114,27 +143,7 @@ def start_notebook(tmp: Path, server: str) -> Notebook:
         python = kernel.value("__import__('sys').executable")
         res = rt.connect()
         assert res.returncode == 0, res.stderr + res.stdout
-        return Notebook(rt, kernel, server, api, workdir, python, up_code, first)
-    except BaseException:
-        if kernel is not None:
-            kernel.shutdown()
-        rt.rig.handy("rt", "down", "colab")
-        finish(rt)
-        raise
-
-
-@pytest.fixture(scope="module", params=["openssh", "embedded"])
-def nb(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Notebook]:
-    need_rig()
-    n = start_notebook(tmp_path_factory.mktemp(f"nb-{request.param}"), request.param)
-    try:
-        yield n
-    finally:
-        n.kernel.shutdown()
-        n.rt.rig.handy("rt", "down", "colab")
-        finish(n.rt)
+        yield Notebook(rt, kernel, server, api, workdir, python, up_code, first)
 
 
 def test_up_chose_the_server_kind(nb: Notebook) -> None:
@@ -338,10 +347,16 @@ def test_colab_keys_from_secrets_warning_once_and_packages(tmp_path: Path) -> No
     """On "Colab" (its variables and a stand-in google.colab), ``up()`` with no folder takes
     the config and keys from Colab's secrets, warns once about the terms, installs the
     config's packages with progress and reports a failed one without losing the tunnel."""
-    need_rig()
-    rt = make_runtime(tmp_path / "rig", "private", start=False)
-    kernel = None
-    try:
+    secrets_file = tmp_path / "secrets.json"
+    extra = {
+        "COLAB_RELEASE_TAG": "release-colab-hc-test",
+        "PYTHONPATH": str(_fake_colab(tmp_path / "fake")),
+        "HC_FAKE_SECRETS": str(secrets_file),
+        # The failing package must fail here and now, not after a slow index lookup.
+        "PIP_NO_INDEX": "1",
+        "PIP_CONFIG_FILE": "/dev/null",
+    }
+    with kernel_in_runtime(tmp_path, "private", extra) as (rt, kernel, workdir, home):
         cfg = json.loads((rt.folder / "user_config.json").read_text())
         cfg["python_packages"] = ["pip", "hc-no-such-dist-3f9"]
         secrets = {
@@ -349,25 +364,8 @@ def test_colab_keys_from_secrets_warning_once_and_packages(tmp_path: Path) -> No
             "HANDY_COLAB_RELAY_KEY": (rt.folder / "relay_key").read_text(),
             "HANDY_COLAB_PUBLIC_KEYS": (rt.folder / "laptop.pub").read_text(),
         }
-        (tmp_path / "secrets.json").write_text(json.dumps(secrets))
-        (tmp_path / "secrets.json").chmod(0o600)
-        workdir = tmp_path / "content"
-        workdir.mkdir()
-        home = tmp_path / "home"
-        home.mkdir()
-        env = kernel_env(
-            rt,
-            home,
-            {
-                "COLAB_RELEASE_TAG": "release-colab-hc-test",
-                "PYTHONPATH": str(_fake_colab(tmp_path / "fake")),
-                "HC_FAKE_SECRETS": str(tmp_path / "secrets.json"),
-                # The failing package must fail here and now, not after a slow index lookup.
-                "PIP_NO_INDEX": "1",
-                "PIP_CONFIG_FILE": "/dev/null",
-            },
-        )
-        kernel = Kernel(tmp_path / "kernel", rt.rig.ns["rt"], env, workdir)
+        secrets_file.write_text(json.dumps(secrets))
+        secrets_file.chmod(0o600)
         first = kernel.run("import handy_colab\nrt = handy_colab.up(server='embedded')").check()
         assert "Colab" in first.stderr and "free" in first.stderr, first.stderr
         assert "python package pip: already present" in first.stdout, first.stdout
@@ -398,11 +396,6 @@ def test_colab_keys_from_secrets_warning_once_and_packages(tmp_path: Path) -> No
         out = rt.ssh("pwd; echo $COLAB_RELEASE_TAG")
         assert out.returncode == 0, out.stderr
         assert out.stdout.split() == [str(workdir), "release-colab-hc-test"]
-    finally:
-        if kernel is not None:
-            kernel.shutdown()
-        rt.rig.handy("rt", "down", "colab")
-        finish(rt)
 
 
 # -- docs/example.ipynb, top to bottom in a real kernel -------------------------------------
@@ -414,16 +407,15 @@ def test_example_notebook_runs_top_to_bottom(tmp_path: Path) -> None:
     notebook = nbformat.read(REPO / "docs" / "example.ipynb", as_version=4)
     nbformat.validate(notebook)
     cells = [c.source for c in notebook.cells if c.cell_type == "code"]
-    need_rig()
-    rt = make_runtime(tmp_path / "rig", "public", start=False)
-    kernel = None
-    try:
-        workdir = tmp_path / "content"
-        workdir.mkdir()
-        home = tmp_path / "home"
-        home.mkdir()
-        env = kernel_env(rt, home, {"HANDY_COLAB_FOLDER": str(rt.folder)})
-        kernel = Kernel(tmp_path / "kernel", rt.rig.ns["rt"], env, workdir)
+    # The folder the rig will write (make_runtime's layout), for the notebook's FOLDER cell.
+    folder = tmp_path / "rig" / "drive" / "colab_data"
+    with kernel_in_runtime(tmp_path, "public", {"HANDY_COLAB_FOLDER": str(folder)}) as (
+        rt,
+        kernel,
+        workdir,
+        _home,
+    ):
+        assert rt.folder == folder
         outputs = []
         for i, source in enumerate(cells):
             outputs.append(kernel.run(source).check())
@@ -438,8 +430,3 @@ def test_example_notebook_runs_top_to_bottom(tmp_path: Path) -> None:
         assert "ready" in status and "not healthy" not in status, status
         assert outputs[-1].results[0]["text/plain"] == "True"  # rt.stop() stopped it
         assert rt.ssh("true", timeout=20).returncode != 0
-    finally:
-        if kernel is not None:
-            kernel.shutdown()
-        rt.rig.handy("rt", "down", "colab")
-        finish(rt)

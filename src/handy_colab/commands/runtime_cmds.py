@@ -14,6 +14,8 @@ from typing import Any
 from .. import runtime
 from ..config import Backend
 from ..connection import render_block
+from ..server.session import read_info
+from ..state import RuntimeDir
 
 
 def cmd_up(
@@ -44,8 +46,13 @@ def cmd_up(
     srv, tun = res.state.get("server") or {}, res.state.get("tunnel") or {}
     print(
         f"server: {srv.get('kind', '?')} ({srv.get('why', '-')}); "
-        f"tunnel: {tun.get('kind', '?')} ({tun.get('why', '-')})\n"
+        f"tunnel: {tun.get('kind', '?')} ({tun.get('why', '-')})"
     )
+    if res.session is not None:
+        print(
+            f"sessions: start in {res.session.cwd} with this shell's environment "
+            f"({len(res.session.env)} variables; python {res.session.python or '-'})\n"
+        )
     print(render_block(res.descriptor, res.descriptor_path, None), end="")
     for pkg in res.packages:
         if pkg.status == "failed":
@@ -107,6 +114,14 @@ def cmd_status(name: str | None, as_json: bool) -> int:
                 f"reconnects {tun.get('reconnects', 0)}"
                 + (f", last error: {tun['last_error']}" if tun.get("last_error") else "")
             )
+            info = read_info(RuntimeDir.for_name(n))
+            if info:
+                names_ = info.get("names")
+                count = len(names_) if isinstance(names_, list) else 0
+                print(
+                    f"  sessions start in {info.get('cwd')}, python "
+                    f"{info.get('python') or '-'}, {count} variables from the notebook"
+                )
             if st.get("error"):
                 print(f"  error: {st['error']}")
         worst = max(worst, 0 if healthy else 1)
