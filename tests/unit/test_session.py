@@ -270,3 +270,14 @@ def test_internal_sftp_without_a_binary_says_how_to_fix(world: dict[str, Path]) 
     res = _exec(launcher, _sshd_env(world), "internal-sftp")
     assert res.returncode == 127
     assert "openssh-sftp-server" in res.stderr
+
+
+def test_transfer_commands_skip_the_rc_files(world: dict[str, Path]) -> None:
+    launcher = _setup(world)
+    marker = world["home"] / "bashrc-ran"
+    (world["home"] / ".bashrc").write_text(f"touch {marker}\n")
+    env = _sshd_env(world)
+    # Runs in the notebook's directory with its PATH, without bash and its rc files.
+    res = _exec(launcher, env, "rsync --server --version 2>/dev/null; pwd; echo $PATH")
+    assert res.stdout.splitlines()[-2:] == [str(world["nb"]), _notebook_env()["PATH"]]
+    assert not marker.exists()

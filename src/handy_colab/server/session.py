@@ -228,6 +228,14 @@ if [ -n "${SSH_ORIGINAL_COMMAND+x}" ]; then
         hc_cmd=$hc_sftp
         ;;
     esac
+    case $hc_cmd in
+    "$hc_sftp" | "scp "* | "rsync --server "*)
+        # File-transfer protocol ends (what IDEs and scp/rsync run) need no rc files: the
+        # environment above is enough, and ~/.bashrc can be slow (see docs/benchmarks.md).
+        unset hc_dir hc_sftp hc_client hc_cwd
+        exec /bin/sh -c "$hc_cmd"
+        ;;
+    esac
     case ${hc_shell##*/} in
     bash)
         # bash run for sshd reads ~/.bashrc before the command (and rc files often change
