@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -28,7 +29,8 @@ from tests.kernel import Kernel
 from tests.nonroot import ensure_user
 from tests.rig import REPO, wait_until
 
-SECRET = "hc-secret-token-5f0c9a"
+# Made per run: a literal would sit in this (world-readable) test file itself.
+SECRET = "hc-secret-" + secrets.token_hex(8)
 PROBE = (
     "import json, os, sys; print(json.dumps({'exe': sys.executable, 'cwd': os.getcwd(), "
     "'env': dict(os.environ)}))"
@@ -359,12 +361,12 @@ def test_colab_keys_from_secrets_warning_once_and_packages(tmp_path: Path) -> No
     with kernel_in_runtime(tmp_path, "private", extra) as (rt, kernel, workdir, home):
         cfg = json.loads((rt.folder / "user_config.json").read_text())
         cfg["python_packages"] = ["pip", "hc-no-such-dist-3f9"]
-        secrets = {
+        secret_values = {
             "HANDY_COLAB_CONFIG": json.dumps(cfg),
             "HANDY_COLAB_RELAY_KEY": (rt.folder / "relay_key").read_text(),
             "HANDY_COLAB_PUBLIC_KEYS": (rt.folder / "laptop.pub").read_text(),
         }
-        secrets_file.write_text(json.dumps(secrets))
+        secrets_file.write_text(json.dumps(secret_values))
         secrets_file.chmod(0o600)
         first = kernel.run("import handy_colab\nrt = handy_colab.up(server='embedded')").check()
         assert "Colab" in first.stderr and "free" in first.stderr, first.stderr
