@@ -93,8 +93,9 @@ class Bench:
         self.work = Path(tempfile.mkdtemp(prefix="hc-bench-"))
         # The payload and its copies live on tmpfs so disks do not enter the numbers.
         shm = Path("/dev/shm")
-        self.data = Path(tempfile.mkdtemp(prefix="hc-bench-data-",
-                                          dir=shm if shm.is_dir() else None))
+        self.data = Path(
+            tempfile.mkdtemp(prefix="hc-bench-data-", dir=shm if shm.is_dir() else None)
+        )
         self.src = self.data / "payload.bin"
         self.src_sha = ""
         self.runtimes: list[Runtime] = []
@@ -102,13 +103,19 @@ class Bench:
         self.prefixes: list[str] = []
         self.result: dict[str, Any] = {
             "machine": machine_info(),
-            "params": {"size_mib": args.size_mib, "ready_runs": args.runs,
-                       "throughput_reps": args.reps, "payload_dir": str(self.data),
-                       "order": "interleaved per op; ours first on even reps, baseline first "
-                                "on odd reps",
-                       "throughput_definition": "size / wall time of the whole client "
-                                                "command (handshakes included)"},
-            "time_to_ready": {}, "throughput": {}, "verified": {}, "ciphers": {},
+            "params": {
+                "size_mib": args.size_mib,
+                "ready_runs": args.runs,
+                "throughput_reps": args.reps,
+                "payload_dir": str(self.data),
+                "order": "interleaved per op; ours first on even reps, baseline first on odd reps",
+                "throughput_definition": "size / wall time of the whole client "
+                "command (handshakes included)",
+            },
+            "time_to_ready": {},
+            "throughput": {},
+            "verified": {},
+            "ciphers": {},
         }
 
     # -- payload ----------------------------------------------------------------------------
@@ -151,20 +158,30 @@ class Bench:
             attempts = 0
             while True:
                 attempts += 1
-                res = rig.run("laptop", [*rt.ssh_base(), "-o", "ConnectTimeout=5", "colab",
-                                         "true"], timeout=30)
+                res = rig.run(
+                    "laptop",
+                    [*rt.ssh_base(), "-o", "ConnectTimeout=5", "colab", "true"],
+                    timeout=30,
+                )
                 if res.returncode == 0:
                     break
                 if time.perf_counter() - t0 > 90:
                     raise RuntimeError(f"{rt.mode}: ssh never succeeded: {res.stderr}")
                 time.sleep(0.05)
             t_ssh = time.perf_counter()
-            s = {"total_s": t_ssh - t0, "up_s": t_up - t0, "connect_s": t_conn - t_up,
-                 "first_ssh_s": t_ssh - t_conn, "ssh_attempts": attempts,
-                 "previous_down_s": down_s}
+            s = {
+                "total_s": t_ssh - t0,
+                "up_s": t_up - t0,
+                "connect_s": t_conn - t_up,
+                "first_ssh_s": t_ssh - t_conn,
+                "ssh_attempts": attempts,
+                "previous_down_s": down_s,
+            }
             samples.append(s)
-            log(f"{rt.mode} ready run {i + 1}: {s['total_s']:.3f}s (up {s['up_s']:.3f}, "
-                f"connect {s['connect_s']:.3f}, ssh {s['first_ssh_s']:.3f} x{attempts})")
+            log(
+                f"{rt.mode} ready run {i + 1}: {s['total_s']:.3f}s (up {s['up_s']:.3f}, "
+                f"connect {s['connect_s']:.3f}, ssh {s['first_ssh_s']:.3f} x{attempts})"
+            )
         out: dict[str, Any] = {"samples": samples}
         for key in ("total_s", "up_s", "connect_s", "first_ssh_s"):
             out[key] = summary([s[key] for s in samples])
@@ -179,28 +196,59 @@ class Bench:
         ak = d / "authorized_keys"
         shutil.copy(f"{rt.laptop_key}.pub", ak)
         cfg = d / "sshd_config"
-        cfg.write_text("\n".join([
-            f"Port {BASE_SSHD_PORT}", "ListenAddress 127.0.0.1", f"HostKey {hostkey}",
-            f"AuthorizedKeysFile {ak}", f"PidFile {d / 'sshd.pid'}", "StrictModes no",
-            "UsePAM no", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
-            "PermitRootLogin prohibit-password",
-            "Subsystem sftp /usr/lib/openssh/sftp-server", "",
-        ]))
+        cfg.write_text(
+            "\n".join(
+                [
+                    f"Port {BASE_SSHD_PORT}",
+                    "ListenAddress 127.0.0.1",
+                    f"HostKey {hostkey}",
+                    f"AuthorizedKeysFile {ak}",
+                    f"PidFile {d / 'sshd.pid'}",
+                    "StrictModes no",
+                    "UsePAM no",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "PermitRootLogin prohibit-password",
+                    "Subsystem sftp /usr/lib/openssh/sftp-server",
+                    "",
+                ]
+            )
+        )
         with open(d / "sshd.log", "ab") as fh:
-            rig.popen("rt", ["/usr/sbin/sshd", "-D", "-e", "-f", str(cfg)],
-                      stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                      start_new_session=True)
+            rig.popen(
+                "rt",
+                ["/usr/sbin/sshd", "-D", "-e", "-f", str(cfg)],
+                stdin=subprocess.DEVNULL,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         rig.wait_tcp("rt", "127.0.0.1", BASE_SSHD_PORT)
         if rt.mode == "public":
             spec = f"{BASE_REMOTE_PORT}:localhost:{BASE_SSHD_PORT}"
         else:
             spec = f"127.0.0.1:{BASE_REMOTE_PORT}:localhost:{BASE_SSHD_PORT}"
         # The seed project's own command, as it runs it (no ExitOnForwardFailure, no -v).
-        argv = ["ssh", "-oStrictHostKeyChecking=no", "-oUserKnownHostsFile=/dev/null",
-                "-i", str(rt.relay_key), "-N", "-R", spec, f"{RELAY_USER}@{RELAY_IP}"]
+        argv = [
+            "ssh",
+            "-oStrictHostKeyChecking=no",
+            "-oUserKnownHostsFile=/dev/null",
+            "-i",
+            str(rt.relay_key),
+            "-N",
+            "-R",
+            spec,
+            f"{RELAY_USER}@{RELAY_IP}",
+        ]
         with open(d / "tunnel.log", "ab") as fh:
-            rig.popen("rt", argv, stdin=subprocess.DEVNULL, stdout=fh,
-                      stderr=subprocess.STDOUT, start_new_session=True)
+            rig.popen(
+                "rt",
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         if rt.mode == "public":
             rig.wait_tcp("laptop", RELAY_IP, BASE_REMOTE_PORT, timeout=20)
         else:
@@ -208,10 +256,19 @@ class Bench:
         # The laptop side of the baseline: no host key checking, the laptop key. A config
         # file (not -o) so that the ProxyJump hop gets the same options.
         lcfg = d / "laptop_config"
-        lcfg.write_text("\n".join([
-            "Host *", "    StrictHostKeyChecking no", "    UserKnownHostsFile /dev/null",
-            f"    IdentityFile {rt.laptop_key}", "    BatchMode yes", "    LogLevel ERROR", "",
-        ]))
+        lcfg.write_text(
+            "\n".join(
+                [
+                    "Host *",
+                    "    StrictHostKeyChecking no",
+                    "    UserKnownHostsFile /dev/null",
+                    f"    IdentityFile {rt.laptop_key}",
+                    "    BatchMode yes",
+                    "    LogLevel ERROR",
+                    "",
+                ]
+            )
+        )
         if rt.mode == "public":
             target = f"root@{RELAY_IP}"
             ssh = ["ssh", "-F", str(lcfg), "-p", str(BASE_REMOTE_PORT), target]
@@ -224,12 +281,19 @@ class Bench:
         return Route("baseline", ssh, scp, target)
 
     # -- throughput -------------------------------------------------------------------------
-    def run_laptop(self, rt: Runtime, argv: list[str], stdin: Any = subprocess.DEVNULL,
-                   timeout: float = 300) -> tuple[float, int, str]:
+    def run_laptop(
+        self, rt: Runtime, argv: list[str], stdin: Any = subprocess.DEVNULL, timeout: float = 300
+    ) -> tuple[float, int, str]:
         full = ["ip", "netns", "exec", rt.rig.ns["laptop"], *argv]
         t0 = time.perf_counter()
-        res = subprocess.run(full, stdin=stdin, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, timeout=timeout, env=rt.rig.env())
+        res = subprocess.run(
+            full,
+            stdin=stdin,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=timeout,
+            env=rt.rig.env(),
+        )
         return time.perf_counter() - t0, res.returncode, res.stderr.decode(errors="replace")
 
     def transfer(self, rt: Runtime, route: Route, op: str, verify: bool) -> dict[str, Any]:
@@ -242,12 +306,17 @@ class Bench:
                 secs, rc, err = self.run_laptop(rt, [*route.ssh, "cat > /dev/null"], stdin=fh)
         elif op == "scp_down":
             secs, rc, err = self.run_laptop(
-                rt, [*route.scp, f"{route.target}:{self.src}", str(down_copy)])
+                rt, [*route.scp, f"{route.target}:{self.src}", str(down_copy)]
+            )
         else:
             secs, rc, err = self.run_laptop(
-                rt, [*route.scp, str(self.src), f"{route.target}:{up_copy}"])
-        sample: dict[str, Any] = {"seconds": secs, "rc": rc,
-                                  "mib_s": self.args.size_mib / secs if rc == 0 else None}
+                rt, [*route.scp, str(self.src), f"{route.target}:{up_copy}"]
+            )
+        sample: dict[str, Any] = {
+            "seconds": secs,
+            "rc": rc,
+            "mib_s": self.args.size_mib / secs if rc == 0 else None,
+        }
         if rc != 0:
             sample["error"] = err.strip()[-300:]
             log(f"  {route.name} {op} FAILED rc={rc}: {sample['error']}")
@@ -272,8 +341,10 @@ class Bench:
                     if "sha256_ok" in s:
                         verified[route.name][op] = s["sha256_ok"]
                     if s["mib_s"] is not None:
-                        log(f"  {rt.mode} rep {rep + 1} {op:8s} {route.name:8s} "
-                            f"{s['mib_s']:7.1f} MiB/s ({s['seconds']:.2f}s)")
+                        log(
+                            f"  {rt.mode} rep {rep + 1} {op:8s} {route.name:8s} "
+                            f"{s['mib_s']:7.1f} MiB/s ({s['seconds']:.2f}s)"
+                        )
         for op in OPS:
             for r in routes:
                 entry = out[op][r.name]
@@ -287,8 +358,16 @@ class Bench:
 
     def ciphers(self, rt: Runtime, route: Route) -> list[str]:
         res = rt.rig.run("laptop", [*route.ssh[:1], "-v", *route.ssh[1:], "true"], timeout=60)
-        return sorted({m.group(0) for m in re.finditer(r"kex: (?:algorithm|server->client "
-                                                        r"cipher): \S+", res.stderr)})
+        return sorted(
+            {
+                m.group(0)
+                for m in re.finditer(
+                    r"kex: (?:algorithm|server->client "
+                    r"cipher): \S+",
+                    res.stderr,
+                )
+            }
+        )
 
     # -- per mode ---------------------------------------------------------------------------
     def run_mode(self, mode: str) -> None:
@@ -299,8 +378,12 @@ class Bench:
         log(f"{mode}: rig {rt.rig.prefix} built")
         self.result["time_to_ready"][mode] = self.time_to_ready(rt)
         # The runtime of the last ready run stays up for the throughput part.
-        ours = Route("ours", [*rt.ssh_base(), "colab"],
-                     ["scp", "-F", str(rt.ssh_config), "-o", "BatchMode=yes", "-q"], "colab")
+        ours = Route(
+            "ours",
+            [*rt.ssh_base(), "colab"],
+            ["scp", "-F", str(rt.ssh_config), "-o", "BatchMode=yes", "-q"],
+            "colab",
+        )
         base = self.start_baseline(rt, tmp)
         routes = [ours, base]
         for r in routes:
@@ -311,8 +394,9 @@ class Bench:
         supervisor_log = rt.rig.state_dir / "colab" / "supervisor.log"
         with contextlib.suppress(OSError):
             text = supervisor_log.read_text(errors="replace")
-            self.result["ciphers"][mode]["ours_tunnel"] = sorted(set(re.findall(
-                r"kex: (?:algorithm|server->client cipher): \S+", text)))
+            self.result["ciphers"][mode]["ours_tunnel"] = sorted(
+                set(re.findall(r"kex: (?:algorithm|server->client cipher): \S+", text))
+            )
         self.result["throughput"][mode] = self.throughput(rt, routes)
 
     def close(self) -> None:
@@ -386,9 +470,14 @@ def machine_info() -> dict[str, Any]:
         "ssh_version": out("ssh", "-V"),
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "cpu_model": next((ln.split(":", 1)[1].strip() for ln in
-                           Path("/proc/cpuinfo").read_text().splitlines()
-                           if ln.startswith("model name")), "unknown"),
+        "cpu_model": next(
+            (
+                ln.split(":", 1)[1].strip()
+                for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")
+            ),
+            "unknown",
+        ),
     }
 
 
@@ -398,22 +487,33 @@ def fmt(x: float | None, spec: str = ".1f") -> str:
 
 def markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
-    lines = [f"## handy-colab core benchmark ({m['date']}, nproc {m['nproc_cmd']}, "
-             f"{m['ssh_version'].split(',')[0]})", "",
-             "### Time to ready (up -> connect -> first `ssh colab true`), seconds", "",
-             "| mode | runs | median | min | max | median up | median connect | "
-             "median first ssh |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"## handy-colab core benchmark ({m['date']}, nproc {m['nproc_cmd']}, "
+        f"{m['ssh_version'].split(',')[0]})",
+        "",
+        "### Time to ready (up -> connect -> first `ssh colab true`), seconds",
+        "",
+        "| mode | runs | median | min | max | median up | median connect | median first ssh |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for mode, r in result["time_to_ready"].items():
         t = r["total_s"]
-        lines.append(f"| {mode} | {len(r['samples'])} | {fmt(t['median'], '.2f')} | "
-                     f"{fmt(t['min'], '.2f')} | {fmt(t['max'], '.2f')} | "
-                     f"{fmt(r['up_s']['median'], '.2f')} | "
-                     f"{fmt(r['connect_s']['median'], '.2f')} | "
-                     f"{fmt(r['first_ssh_s']['median'], '.2f')} |")
+        lines.append(
+            f"| {mode} | {len(r['samples'])} | {fmt(t['median'], '.2f')} | "
+            f"{fmt(t['min'], '.2f')} | {fmt(t['max'], '.2f')} | "
+            f"{fmt(r['up_s']['median'], '.2f')} | "
+            f"{fmt(r['connect_s']['median'], '.2f')} | "
+            f"{fmt(r['first_ssh_s']['median'], '.2f')} |"
+        )
     size = result["params"]["size_mib"]
-    lines += ["", f"### Throughput, {size} MiB, MiB/s (median of "
-              f"{result['params']['throughput_reps']}; min-max)", "",
-              "| mode | op | ours | baseline | ours/baseline |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"### Throughput, {size} MiB, MiB/s (median of "
+        f"{result['params']['throughput_reps']}; min-max)",
+        "",
+        "| mode | op | ours | baseline | ours/baseline |",
+        "|---|---|---|---|---|",
+    ]
     for mode, ops in result["throughput"].items():
         for op in OPS:
             o, b = ops[op]["ours"]["mib_s"], ops[op]["baseline"]["mib_s"]
@@ -421,13 +521,20 @@ def markdown(result: dict[str, Any]) -> str:
                 f"| {mode} | {op.replace('_', ' ')} | {fmt(o['median'])} "
                 f"({fmt(o['min'])}-{fmt(o['max'])}) | {fmt(b['median'])} "
                 f"({fmt(b['min'])}-{fmt(b['max'])}) | "
-                f"{fmt(ops[op]['ratio_ours_over_baseline'], '.2f')} |")
+                f"{fmt(ops[op]['ratio_ours_over_baseline'], '.2f')} |"
+            )
     ver = result.get("verified", {})
     if ver:
-        lines += ["", "sha256 of scp'd copies: " + "; ".join(
-            f"{mode} {route}: " + ", ".join(f"{op} {'ok' if ok else 'MISMATCH'}"
-                                            for op, ok in ops.items())
-            for mode, routes in ver.items() for route, ops in routes.items())]
+        lines += [
+            "",
+            "sha256 of scp'd copies: "
+            + "; ".join(
+                f"{mode} {route}: "
+                + ", ".join(f"{op} {'ok' if ok else 'MISMATCH'}" for op, ok in ops.items())
+                for mode, routes in ver.items()
+                for route, ops in routes.items()
+            ),
+        ]
     if result.get("leftovers"):
         lines += ["", f"LEFTOVERS: {result['leftovers']}"]
     return "\n".join(lines) + "\n"
@@ -456,6 +563,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, on_term)
     bench = Bench(args)
     t0 = time.perf_counter()
+
     def body() -> None:
         bench.make_payload()
         for mode in modes:

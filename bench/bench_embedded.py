@@ -103,9 +103,15 @@ class EmbeddedBench(Bench):
         if res.returncode != 0:
             raise RuntimeError(f"{name} up failed: {res.stderr or res.stdout}")
         res = rt.rig.handy(
-            "laptop", "connect", str(folder / "connections" / f"{name}.json"),
-            "--identity", str(rt.laptop_key), "--ssh-config", str(rt.ssh_config),
-            "--known-hosts", str(rt.known_hosts),
+            "laptop",
+            "connect",
+            str(folder / "connections" / f"{name}.json"),
+            "--identity",
+            str(rt.laptop_key),
+            "--ssh-config",
+            str(rt.ssh_config),
+            "--known-hosts",
+            str(rt.known_hosts),
         )
         if res.returncode != 0:
             raise RuntimeError(f"{name} connect failed: {res.stderr or res.stdout}")
@@ -117,8 +123,9 @@ class EmbeddedBench(Bench):
             t0 = time.perf_counter()
             self.up(rt, name, folder)
             while True:
-                res = rt.rig.run("laptop", [*rt.ssh_base(), "-o", "ConnectTimeout=5", name,
-                                            "true"], timeout=30)
+                res = rt.rig.run(
+                    "laptop", [*rt.ssh_base(), "-o", "ConnectTimeout=5", name, "true"], timeout=30
+                )
                 if res.returncode == 0:
                     break
                 if time.perf_counter() - t0 > 90:
@@ -131,8 +138,12 @@ class EmbeddedBench(Bench):
     def memory(self, rt: Runtime, name: str) -> dict[str, Any]:
         st = json.loads((rt.rig.state_dir / name / "state.json").read_text())
         own, tree = tree_rss_kib(int(st["pid"]))
-        return {"supervisor_rss_mib": own / 1024, "tree_rss_mib": tree / 1024,
-                "server_kind": st["server"]["kind"], "tunnel_kind": st["tunnel"]["kind"]}
+        return {
+            "supervisor_rss_mib": own / 1024,
+            "tree_rss_mib": tree / 1024,
+            "server_kind": st["server"]["kind"],
+            "tunnel_kind": st["tunnel"]["kind"],
+        }
 
     def run_mode(self, mode: str) -> None:
         rt = make_runtime(self.work / mode, mode, start=False)
@@ -143,8 +154,12 @@ class EmbeddedBench(Bench):
         self.result["time_to_ready"][mode] = ready
         # All three stay up for the transfers.
         routes = [
-            Route(n, [*rt.ssh_base(), n],
-                  ["scp", "-F", str(rt.ssh_config), "-o", "BatchMode=yes", "-q"], n)
+            Route(
+                n,
+                [*rt.ssh_base(), n],
+                ["scp", "-F", str(rt.ssh_config), "-o", "BatchMode=yes", "-q"],
+                n,
+            )
             for n in CONFIGS
         ]
         out: dict[str, Any] = {op: {r.name: {"samples": []} for r in routes} for op in OPS}
@@ -156,8 +171,10 @@ class EmbeddedBench(Bench):
                     s = self.transfer(rt, route, op, verify=rep == 0)
                     out[op][route.name]["samples"].append(s)
                     if s["mib_s"] is not None:
-                        log(f"  {mode} rep {rep + 1} {op:8s} {route.name:8s} "
-                            f"{s['mib_s']:7.1f} MiB/s")
+                        log(
+                            f"  {mode} rep {rep + 1} {op:8s} {route.name:8s} "
+                            f"{s['mib_s']:7.1f} MiB/s"
+                        )
                     elif rep == 0:
                         raise RuntimeError(f"{route.name} {op} failed: {s.get('error')}")
                     if s.get("sha256_ok") is False:
@@ -181,37 +198,55 @@ class EmbeddedBench(Bench):
 
 def markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
-    lines = [f"## embedded vs OpenSSH ({m['date']}, nproc {m['nproc_cmd']}, "
-             f"{m['ssh_version'].split(',')[0]})", ""]
+    lines = [
+        f"## embedded vs OpenSSH ({m['date']}, nproc {m['nproc_cmd']}, "
+        f"{m['ssh_version'].split(',')[0]})",
+        "",
+    ]
     for mode, ready in result["time_to_ready"].items():
         ref = ready[REFERENCE]["total_s"]["median"]
-        lines += [f"### {mode}: time to ready (up -> connect -> first ssh), seconds", "",
-                  "| config | server | tunnel | median | min | max | ratio |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            f"### {mode}: time to ready (up -> connect -> first ssh), seconds",
+            "",
+            "| config | server | tunnel | median | min | max | ratio |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for n, r in ready.items():
             t = r["total_s"]
             s, tu = CONFIGS[n]
-            lines.append(f"| {n} | {s} | {tu} | {fmt(t['median'], '.2f')} | "
-                         f"{fmt(t['min'], '.2f')} | {fmt(t['max'], '.2f')} | "
-                         f"{fmt(t['median'] / ref if t['median'] and ref else None, '.2f')} |")
+            lines.append(
+                f"| {n} | {s} | {tu} | {fmt(t['median'], '.2f')} | "
+                f"{fmt(t['min'], '.2f')} | {fmt(t['max'], '.2f')} | "
+                f"{fmt(t['median'] / ref if t['median'] and ref else None, '.2f')} |"
+            )
         ops = result["throughput"].get(mode, {})
         size = result["params"]["size_mib"]
-        lines += ["", f"### {mode}: throughput, {size} MiB, MiB/s median (ratio over "
-                  f"{REFERENCE})", "", "| op | " + " | ".join(CONFIGS) + " |",
-                  "|---|" + "---|" * len(CONFIGS)]
+        lines += [
+            "",
+            f"### {mode}: throughput, {size} MiB, MiB/s median (ratio over {REFERENCE})",
+            "",
+            "| op | " + " | ".join(CONFIGS) + " |",
+            "|---|" + "---|" * len(CONFIGS),
+        ]
         for op in OPS:
             if op not in ops:
                 continue
-            cells = [f"{fmt(ops[op][n]['mib_s']['median'])} "
-                     f"({fmt(ops[op][n]['ratio'], '.2f')}x)" for n in CONFIGS]
+            cells = [
+                f"{fmt(ops[op][n]['mib_s']['median'])} ({fmt(ops[op][n]['ratio'], '.2f')}x)"
+                for n in CONFIGS
+            ]
             lines.append(f"| {op.replace('_', ' ')} | " + " | ".join(cells) + " |")
         mem = result["memory"].get(mode, {})
         if mem:
-            lines += ["", f"### {mode}: memory when idle (RSS, MiB)", "",
-                      "| config | supervisor | supervisor + server + tunnel |", "|---|---|---|"]
+            lines += [
+                "",
+                f"### {mode}: memory when idle (RSS, MiB)",
+                "",
+                "| config | supervisor | supervisor + server + tunnel |",
+                "|---|---|---|",
+            ]
             for n, r in mem.items():
-                lines.append(f"| {n} | {r['supervisor_rss_mib']:.1f} | "
-                             f"{r['tree_rss_mib']:.1f} |")
+                lines.append(f"| {n} | {r['supervisor_rss_mib']:.1f} | {r['tree_rss_mib']:.1f} |")
         lines.append("")
     if result.get("leftovers"):
         lines += [f"LEFTOVERS: {result['leftovers']}"]

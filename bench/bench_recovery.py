@@ -103,14 +103,32 @@ FAULTS: dict[str, str] = {
 }
 SIDES = ("ours", "autossh")
 AUTOSSH_OPTIONS = [
-    "-M", "0", "-N",
-    "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=2",
-    "-o", "ExitOnForwardFailure=yes", "-o", "BatchMode=yes",
+    "-M",
+    "0",
+    "-N",
+    "-o",
+    "ServerAliveInterval=5",
+    "-o",
+    "ServerAliveCountMax=2",
+    "-o",
+    "ExitOnForwardFailure=yes",
+    "-o",
+    "BatchMode=yes",
 ]
 AUTOSSH_ENV = {"AUTOSSH_GATETIME": "0", "AUTOSSH_LOGLEVEL": "7"}
 POLL_OPTIONS = [
-    "-o", "BatchMode=yes", "-o", "ConnectTimeout=3", "-o", "ClearAllForwardings=yes",
-    "-o", "ControlMaster=no", "-o", "ControlPath=none", "-o", "LogLevel=ERROR",
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "ConnectTimeout=3",
+    "-o",
+    "ClearAllForwardings=yes",
+    "-o",
+    "ControlMaster=no",
+    "-o",
+    "ControlPath=none",
+    "-o",
+    "LogLevel=ERROR",
 ]
 ATTEMPT_TIMEOUT = 10.0  # hard cap on one polling attempt (ConnectTimeout covers most)
 MAX_INFLIGHT = 2
@@ -141,8 +159,9 @@ def descendants(pid: int) -> list[int]:
     return seen
 
 
-def kill_tree(proc: subprocess.Popen[Any] | None, sig: int = signal.SIGTERM,
-              grace: float = 5.0) -> None:
+def kill_tree(
+    proc: subprocess.Popen[Any] | None, sig: int = signal.SIGTERM, grace: float = 5.0
+) -> None:
     """Stop a process we started and whatever it forked; SIGKILL what outlives ``grace``."""
     if proc is None:
         return
@@ -164,8 +183,9 @@ def kill_tree(proc: subprocess.Popen[Any] | None, sig: int = signal.SIGTERM,
                 os.kill(pid, signal.SIGKILL)
 
 
-def tail_from(path: Path, offset: int, keep: Callable[[str], bool] = lambda _: True,
-              limit: int = 40) -> list[str]:
+def tail_from(
+    path: Path, offset: int, keep: Callable[[str], bool] = lambda _: True, limit: int = 40
+) -> list[str]:
     try:
         with open(path, "rb") as fh:
             fh.seek(offset)
@@ -173,8 +193,7 @@ def tail_from(path: Path, offset: int, keep: Callable[[str], bool] = lambda _: T
     except OSError:
         return []
     lines = [ln for ln in text.splitlines() if keep(ln)]
-    return lines if len(lines) <= limit else [*lines[:limit // 2], "...",
-                                              *lines[-limit // 2:]]
+    return lines if len(lines) <= limit else [*lines[: limit // 2], "...", *lines[-limit // 2 :]]
 
 
 def size(path: Path) -> int:
@@ -214,8 +233,14 @@ class ModeBench:
         self.autossh_err = self.base_dir / "autossh.stderr"
         self.fault_rules: list[list[str]] = []
         self.ours_poll = ["ssh", "-F", str(self.rt.ssh_config), *POLL_OPTIONS, "colab", "true"]
-        self.base_poll = ["ssh", "-F", str(self.base_dir / "laptop_config"), *POLL_OPTIONS,
-                          "base", "true"]
+        self.base_poll = [
+            "ssh",
+            "-F",
+            str(self.base_dir / "laptop_config"),
+            *POLL_OPTIONS,
+            "base",
+            "true",
+        ]
         self._setup_baseline()
 
     # -- baseline ---------------------------------------------------------------------------
@@ -224,13 +249,24 @@ class ModeBench:
         self.base_hostkey = keygen(d / "ssh_host_ed25519_key")
         ak = d / "authorized_keys"
         shutil.copy(f"{self.rt.laptop_key}.pub", ak)
-        (d / "sshd_config").write_text("\n".join([
-            f"Port {BASE_SSHD_PORT}", "ListenAddress 127.0.0.1",
-            f"HostKey {self.base_hostkey}", f"AuthorizedKeysFile {ak}",
-            f"PidFile {d / 'sshd.pid'}", "StrictModes no", "UsePAM no",
-            "PasswordAuthentication no", "KbdInteractiveAuthentication no",
-            "PermitRootLogin prohibit-password", "MaxStartups 100:30:200", "",
-        ]))
+        (d / "sshd_config").write_text(
+            "\n".join(
+                [
+                    f"Port {BASE_SSHD_PORT}",
+                    "ListenAddress 127.0.0.1",
+                    f"HostKey {self.base_hostkey}",
+                    f"AuthorizedKeysFile {ak}",
+                    f"PidFile {d / 'sshd.pid'}",
+                    "StrictModes no",
+                    "UsePAM no",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "PermitRootLogin prohibit-password",
+                    "MaxStartups 100:30:200",
+                    "",
+                ]
+            )
+        )
         # The relay's host key, pinned for autossh as ours pins it.
         (d / "relay_known_hosts").write_text(f"{RELAY_IP} {self.rt.relay_host_key}\n")
         host_pub = " ".join(Path(f"{self.base_hostkey}.pub").read_text().split()[:2])
@@ -241,24 +277,44 @@ class ModeBench:
         else:
             # The same ProxyCommand as ours (`handy-colab connect` wrote it), on the other
             # socket, so both sides pay the same laptop-side cost.
-            proxy = next(ln.strip() for ln in self.rt.ssh_config.read_text().splitlines()
-                         if ln.strip().startswith("ProxyCommand "))
+            proxy = next(
+                ln.strip()
+                for ln in self.rt.ssh_config.read_text().splitlines()
+                if ln.strip().startswith("ProxyCommand ")
+            )
             if self.rig.relay_socket not in proxy:
                 raise RuntimeError(f"unexpected ProxyCommand in {self.rt.ssh_config}: {proxy}")
             where = ["    " + proxy.replace(self.rig.relay_socket, self.base_socket)]
             self.base_spec = f"{self.base_socket}:127.0.0.1:{BASE_SSHD_PORT}"
-        (d / "laptop_config").write_text("\n".join([
-            "Host base", *where, "    User root", "    HostKeyAlias base",
-            f"    UserKnownHostsFile {d / 'laptop_known_hosts'}",
-            "    StrictHostKeyChecking yes", f"    IdentityFile {self.rt.laptop_key}",
-            "    IdentitiesOnly yes", "",
-        ]))
+        (d / "laptop_config").write_text(
+            "\n".join(
+                [
+                    "Host base",
+                    *where,
+                    "    User root",
+                    "    HostKeyAlias base",
+                    f"    UserKnownHostsFile {d / 'laptop_known_hosts'}",
+                    "    StrictHostKeyChecking yes",
+                    f"    IdentityFile {self.rt.laptop_key}",
+                    "    IdentitiesOnly yes",
+                    "",
+                ]
+            )
+        )
         self.autossh_argv = [
-            "autossh", *AUTOSSH_OPTIONS,
-            "-o", "IdentitiesOnly=yes", "-i", str(self.rt.relay_key),
-            "-o", f"UserKnownHostsFile={d / 'relay_known_hosts'}",
-            "-o", "StrictHostKeyChecking=yes",
-            "-R", self.base_spec, f"{RELAY_USER}@{RELAY_IP}",
+            "autossh",
+            *AUTOSSH_OPTIONS,
+            "-o",
+            "IdentitiesOnly=yes",
+            "-i",
+            str(self.rt.relay_key),
+            "-o",
+            f"UserKnownHostsFile={d / 'relay_known_hosts'}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-R",
+            self.base_spec,
+            f"{RELAY_USER}@{RELAY_IP}",
         ]
         self.autossh_env = {**AUTOSSH_ENV, "AUTOSSH_LOGFILE": str(self.autossh_log)}
         self.start_base_sshd()
@@ -270,18 +326,28 @@ class ModeBench:
         kill_tree(self.base_sshd)
         with open(self.base_dir / "sshd.log", "ab") as fh:
             self.base_sshd = self.rig.popen(
-                "rt", ["/usr/sbin/sshd", "-D", "-e", "-f", str(self.base_dir / "sshd_config")],
-                stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                "rt",
+                ["/usr/sbin/sshd", "-D", "-e", "-f", str(self.base_dir / "sshd_config")],
+                stdin=subprocess.DEVNULL,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.rig.wait_tcp("rt", "127.0.0.1", BASE_SSHD_PORT)
 
     def start_autossh(self) -> None:
         self.stop_autossh()
         env = {**self.rig.env(), **self.autossh_env}
         with open(self.autossh_err, "ab") as fh:
-            self.autossh = self.rig.popen("rt", self.autossh_argv, env=env,
-                                          stdin=subprocess.DEVNULL, stdout=fh,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
+            self.autossh = self.rig.popen(
+                "rt",
+                self.autossh_argv,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.autossh_starts += 1
 
     def stop_autossh(self) -> None:
@@ -343,8 +409,7 @@ class ModeBench:
                 ok = self.ssh_ok(argv)
                 times.append(time.monotonic() - t if ok else None)
             good = [x for x in times if x is not None]
-            out[side] = {"samples": times,
-                         "median": statistics.median(good) if good else None}
+            out[side] = {"samples": times, "median": statistics.median(good) if good else None}
         return out
 
     def relay_listener_pids(self, side: str) -> set[int]:
@@ -361,8 +426,7 @@ class ModeBench:
 
     def rt_tuple(self, pid: int) -> tuple[str, int, str, int] | None:
         """The (local ip, local port, relay ip, relay port) of a tunnel ssh's TCP connection."""
-        out = self.rig.run("rt", ["ss", "-tnpH", "state", "established",
-                                  "( dport = :22 )"]).stdout
+        out = self.rig.run("rt", ["ss", "-tnpH", "state", "established", "( dport = :22 )"]).stdout
         for ln in out.splitlines():
             m = _TUPLE.search(ln)
             if m and int(m.group(5)) == pid and f"pid={pid}," in ln:
@@ -404,8 +468,9 @@ class ModeBench:
         assert auto is not None
         auto_child = self.autossh_child(timeout=5)
         if not ours_pid or not auto_child:
-            raise RuntimeError(f"{self.mode}: no tunnel pid (ours {ours_pid}, autossh "
-                               f"{auto_child})")
+            raise RuntimeError(
+                f"{self.mode}: no tunnel pid (ours {ours_pid}, autossh {auto_child})"
+            )
 
         def ours_dead() -> str | None:
             return None if pid_alive(ours_sup) else "supervisor exited"
@@ -418,8 +483,10 @@ class ModeBench:
             return None
 
         def at(t: float, **info: Any) -> dict[str, Fault]:
-            return {"ours": Fault(t, dict(info), dead=ours_dead),
-                    "autossh": Fault(t, dict(info), dead=auto_dead)}
+            return {
+                "ours": Fault(t, dict(info), dead=ours_dead),
+                "autossh": Fault(t, dict(info), dead=auto_dead),
+            }
 
         if fault in ("kill9", "exit0"):
             sig = signal.SIGKILL if fault == "kill9" else signal.SIGTERM
@@ -427,10 +494,10 @@ class ModeBench:
             t_ours = time.monotonic()
             os.kill(auto_child, sig)
             t_auto = time.monotonic()
-            return {"ours": Fault(t_ours, {"pid": ours_pid, "signal": sig.name},
-                                  dead=ours_dead),
-                    "autossh": Fault(t_auto, {"pid": auto_child, "signal": sig.name},
-                                     dead=auto_dead)}
+            return {
+                "ours": Fault(t_ours, {"pid": ours_pid, "signal": sig.name}, dead=ours_dead),
+                "autossh": Fault(t_auto, {"pid": auto_child, "signal": sig.name}, dead=auto_dead),
+            }
         if fault == "sshd_kill":
             srv = (st.get("server") or {}).get("pid")
             assert self.base_sshd is not None
@@ -440,8 +507,10 @@ class ModeBench:
             t_ours = time.monotonic()
             os.kill(self.base_sshd.pid, signal.SIGKILL)
             t_auto = time.monotonic()
-            return {"ours": Fault(t_ours, {"pid": srv}, dead=ours_dead),
-                    "autossh": Fault(t_auto, {"pid": self.base_sshd.pid}, dead=auto_dead)}
+            return {
+                "ours": Fault(t_ours, {"pid": srv}, dead=ours_dead),
+                "autossh": Fault(t_auto, {"pid": self.base_sshd.pid}, dead=auto_dead),
+            }
         if fault == "relay_restart":
             t0 = time.monotonic()
             self.rig.restart_relay(self.args.relay_down)
@@ -461,22 +530,55 @@ class ModeBench:
             return self.inject_stale(ours_pid, auto_child, ours_dead, auto_dead)
         raise ValueError(fault)
 
-    def inject_stale(self, ours_pid: int, auto_child: int, ours_dead: Callable[[], str | None],
-                     auto_dead: Callable[[], str | None]) -> dict[str, Fault]:
+    def inject_stale(
+        self,
+        ours_pid: int,
+        auto_child: int,
+        ours_dead: Callable[[], str | None],
+        auto_dead: Callable[[], str | None],
+    ) -> dict[str, Fault]:
         out: dict[str, Fault] = {}
         plan = []
         for side, pid in (("ours", ours_pid), ("autossh", auto_child)):
             tup = self.rt_tuple(pid)
             old = self.relay_listener_pids(side)
             if tup is None or not old:
-                raise RuntimeError(f"{self.mode} {side}: tunnel connection of pid {pid} "
-                                   f"({tup}) or relay listener ({old}) not found")
+                raise RuntimeError(
+                    f"{self.mode} {side}: tunnel connection of pid {pid} "
+                    f"({tup}) or relay listener ({old}) not found"
+                )
             lip, lport, rip, rport = tup
             for rule in (
-                ["OUTPUT", "-p", "tcp", "-s", lip, "--sport", str(lport), "-d", rip,
-                 "--dport", str(rport), "-j", "DROP"],
-                ["INPUT", "-p", "tcp", "-s", rip, "--sport", str(rport), "-d", lip,
-                 "--dport", str(lport), "-j", "DROP"],
+                [
+                    "OUTPUT",
+                    "-p",
+                    "tcp",
+                    "-s",
+                    lip,
+                    "--sport",
+                    str(lport),
+                    "-d",
+                    rip,
+                    "--dport",
+                    str(rport),
+                    "-j",
+                    "DROP",
+                ],
+                [
+                    "INPUT",
+                    "-p",
+                    "tcp",
+                    "-s",
+                    rip,
+                    "--sport",
+                    str(rport),
+                    "-d",
+                    lip,
+                    "--dport",
+                    str(lport),
+                    "-j",
+                    "DROP",
+                ],
             ):
                 self.rig.run("rt", ["iptables", "-I", rule[0], "1", *rule[1:]], check=True)
                 self.fault_rules.append(rule)
@@ -491,8 +593,12 @@ class ModeBench:
 
             # Public: the old listener holds the port; polling it would keep it alive.
             # Private: a new tunnel replaces the socket at once; poll from the kill.
-            out[side] = Fault(t, info, gate=gone if self.mode == "public" else None,
-                              dead=ours_dead if side == "ours" else auto_dead)
+            out[side] = Fault(
+                t,
+                info,
+                gate=gone if self.mode == "public" else None,
+                dead=ours_dead if side == "ours" else auto_dead,
+            )
             out[side].info["stale_gone"] = gone
         return out
 
@@ -530,9 +636,12 @@ class ModeBench:
                     if p.stderr:
                         p.stderr.close()
                     if rc == 0:
-                        out = {"recovered": True, "seconds": now - f.t_end,
-                               "success_attempt_start_s": start - f.t_end,
-                               "success_attempt_s": now - start}
+                        out = {
+                            "recovered": True,
+                            "seconds": now - f.t_end,
+                            "success_attempt_start_s": start - f.t_end,
+                            "success_attempt_s": now - start,
+                        }
                         break
                     key = (err.strip().splitlines() or [f"rc {rc}"])[-1][:120]
                     key = re.sub(r"\d{4,}", "N", key)
@@ -545,8 +654,10 @@ class ModeBench:
                 if f.dead is not None and now - f.t_end >= a.dead_poll:
                     why = f.dead()
                     if why:
-                        out = {"recovered": False, "reason": f"{why} (polled "
-                                                             f"{now - f.t_end:.0f} s)"}
+                        out = {
+                            "recovered": False,
+                            "reason": f"{why} (polled {now - f.t_end:.0f} s)",
+                        }
                         break
                 if gate_at is None:
                     if f.gate is None or f.gate():
@@ -555,10 +666,14 @@ class ModeBench:
                         time.sleep(0.2)
                         continue
                 if now >= next_launch and len(inflight) < MAX_INFLIGHT:
-                    p = subprocess.Popen(["ip", "netns", "exec", self.rig.ns["laptop"], *argv],
-                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.PIPE, start_new_session=True,
-                                         env=self.rig.env())
+                    p = subprocess.Popen(
+                        ["ip", "netns", "exec", self.rig.ns["laptop"], *argv],
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.PIPE,
+                        start_new_session=True,
+                        env=self.rig.env(),
+                    )
                     inflight.append((now, p))
                     attempts += 1
                     next_launch = now + a.poll_interval
@@ -570,30 +685,40 @@ class ModeBench:
                 p.wait()
                 if p.stderr:
                     p.stderr.close()
-        out.update(attempts=attempts, errors=errors,
-                   fault_end_wall=time.time() - (time.monotonic() - f.t_end),
-                   polling_started_s=None if gate_at is None else gate_at - f.t_end)
+        out.update(
+            attempts=attempts,
+            errors=errors,
+            fault_end_wall=time.time() - (time.monotonic() - f.t_end),
+            polling_started_s=None if gate_at is None else gate_at - f.t_end,
+        )
         if stale_gone is not None:
-            out["relay_dropped_stale_s"] = (None if stale_gone_at is None
-                                            else stale_gone_at - f.t_end)
+            out["relay_dropped_stale_s"] = (
+                None if stale_gone_at is None else stale_gone_at - f.t_end
+            )
             out["_stale_gone"] = stale_gone
         return out
 
     def run_rep(self, fault: str, rep: int) -> dict[str, Any]:
         prep = self.prepare()
         st = self.ours_status()
-        offsets = {"sup": size(self.supervisor_log), "auto": size(self.autossh_log),
-                   "auto_err": size(self.autossh_err)}
+        offsets = {
+            "sup": size(self.supervisor_log),
+            "auto": size(self.autossh_log),
+            "auto_err": size(self.autossh_err),
+        }
         auto_pid = self.autossh.pid if self.autossh else None
         try:
             faults = self.inject(fault, st)
             with concurrent.futures.ThreadPoolExecutor(2) as ex:
-                futs = {"ours": ex.submit(self.measure, self.ours_poll, faults["ours"]),
-                        "autossh": ex.submit(self.measure, self.base_poll, faults["autossh"])}
+                futs = {
+                    "ours": ex.submit(self.measure, self.ours_poll, faults["ours"]),
+                    "autossh": ex.submit(self.measure, self.base_poll, faults["autossh"]),
+                }
                 samples = {side: fut.result() for side, fut in futs.items()}
             for side in SIDES:
-                samples[side]["fault"] = {k: v for k, v in faults[side].info.items()
-                                          if not callable(v)}
+                samples[side]["fault"] = {
+                    k: v for k, v in faults[side].info.items() if not callable(v)
+                }
             if fault == "stale":
                 self.after_stale(samples, faults)
         finally:
@@ -601,29 +726,48 @@ class ModeBench:
         st2 = self.ours_status()
         for side in SIDES:
             samples[side].pop("_stale_gone", None)
-        samples["ours"]["reconnects"] = ((st2.get("tunnel") or {}).get("reconnects", 0)
-                                         - (st.get("tunnel") or {}).get("reconnects", 0))
-        samples["ours"]["server_restarts"] = ((st2.get("server") or {}).get("restarts", 0)
-                                              - (st.get("server") or {}).get("restarts", 0))
+        samples["ours"]["reconnects"] = (st2.get("tunnel") or {}).get("reconnects", 0) - (
+            st.get("tunnel") or {}
+        ).get("reconnects", 0)
+        samples["ours"]["server_restarts"] = (st2.get("server") or {}).get("restarts", 0) - (
+            st.get("server") or {}
+        ).get("restarts", 0)
         samples["ours"]["log"] = tail_from(
-            self.supervisor_log, offsets["sup"],
-            lambda ln: any(k in ln for k in (" __main__: ", " handy_colab.supervisor: ",
-                                             " WARNING ", " ERROR ", "relay accepted")))
+            self.supervisor_log,
+            offsets["sup"],
+            lambda ln: any(
+                k in ln
+                for k in (
+                    " __main__: ",
+                    " handy_colab.supervisor: ",
+                    " WARNING ",
+                    " ERROR ",
+                    "relay accepted",
+                )
+            ),
+        )
         auto_log = tail_from(self.autossh_log, offsets["auto"], limit=400)
         samples["autossh"]["ssh_starts"] = sum(1 for ln in auto_log if "starting ssh" in ln)
         samples["autossh"]["log"] = tail_from(self.autossh_log, offsets["auto"])
-        samples["autossh"]["ssh_stderr"] = tail_from(self.autossh_err, offsets["auto_err"],
-                                                      limit=12)
+        samples["autossh"]["ssh_stderr"] = tail_from(
+            self.autossh_err, offsets["auto_err"], limit=12
+        )
         samples["autossh"]["autossh_pid"] = auto_pid
-        samples["autossh"]["autossh_exit"] = (self.autossh.poll()
-                                              if self.autossh is not None else None)
+        samples["autossh"]["autossh_exit"] = (
+            self.autossh.poll() if self.autossh is not None else None
+        )
         for side in SIDES:
             s = samples[side]
             r = f"{s['seconds']:.2f}s" if s["recovered"] else f"NO ({s['reason']})"
-            extra = (f", relay dropped stale at {s['relay_dropped_stale_s']:.1f}s"
-                     if s.get("relay_dropped_stale_s") is not None else "")
-            log(f"  {self.mode} {fault} rep {rep + 1} {side:7s}: {r} "
-                f"[{s['attempts']} attempts{extra}]")
+            extra = (
+                f", relay dropped stale at {s['relay_dropped_stale_s']:.1f}s"
+                if s.get("relay_dropped_stale_s") is not None
+                else ""
+            )
+            log(
+                f"  {self.mode} {fault} rep {rep + 1} {side:7s}: {r} "
+                f"[{s['attempts']} attempts{extra}]"
+            )
         return {"prepare": prep, **samples}
 
     def after_stale(self, samples: dict[str, dict[str, Any]], faults: dict[str, Fault]) -> None:
@@ -663,12 +807,28 @@ def exit_status_probe(mb: ModeBench) -> dict[str, Any]:
     SIGINT is left out: started from a background shell job, children inherit it ignored."""
     out: dict[str, Any] = {}
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        p = mb.rig.popen("rt", ["ssh", "-N", "-i", str(mb.rt.relay_key), "-o", "BatchMode=yes",
-                                "-o", f"UserKnownHostsFile={mb.base_dir / 'relay_known_hosts'}",
-                                "-o", "ExitOnForwardFailure=yes", "-R", "2999:127.0.0.1:9",
-                                f"{RELAY_USER}@{RELAY_IP}"],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True)
+        p = mb.rig.popen(
+            "rt",
+            [
+                "ssh",
+                "-N",
+                "-i",
+                str(mb.rt.relay_key),
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                f"UserKnownHostsFile={mb.base_dir / 'relay_known_hosts'}",
+                "-o",
+                "ExitOnForwardFailure=yes",
+                "-R",
+                "2999:127.0.0.1:9",
+                f"{RELAY_USER}@{RELAY_IP}",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         # Wait until the forward is up (the relay holds a session for it), then signal.
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and p.poll() is None:
@@ -691,10 +851,14 @@ def recovery_summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
     failed = len(samples) - len(vals)
     # A run that never recovered counts as +inf: the median is honest about it.
     med = statistics.median([*vals, *[math.inf] * failed]) if samples else None
-    return {"median": None if med is None or math.isinf(med) else med,
-            "median_is_no_recovery": bool(med is not None and math.isinf(med)),
-            "min": min(vals) if vals else None, "max": max(vals) if vals else None,
-            "recovered": len(vals), "runs": len(samples)}
+    return {
+        "median": None if med is None or math.isinf(med) else med,
+        "median_is_no_recovery": bool(med is not None and math.isinf(med)),
+        "min": min(vals) if vals else None,
+        "max": max(vals) if vals else None,
+        "recovered": len(vals),
+        "runs": len(samples),
+    }
 
 
 def cells(s: dict[str, Any]) -> list[str]:
@@ -712,23 +876,30 @@ def cells(s: dict[str, Any]) -> list[str]:
 
 def markdown(result: dict[str, Any]) -> str:
     m, p = result["machine"], result["params"]
-    lines = [f"## handy-colab recovery benchmark ({m['date']}, nproc {m['nproc_cmd']}, "
-             f"{m['ssh_version'].split(',')[0]}, {m.get('autossh_version', 'autossh ?')})", "",
-             "Seconds from the end of the fault until `ssh NAME true` from the laptop "
-             f"succeeds again; {p['runs']} runs per fault and side, both sides hit at once "
-             f"in the same rig. Deadline {p['deadline_s']:.0f} s; a side that provably cannot "
-             f"recover is polled {p['dead_poll_s']:.0f} s. Ratio = autossh median / ours "
-             "median.", "",
-             "| fault | mode | ours median | ours min | ours max | autossh median | "
-             "autossh min | autossh max | ratio |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"## handy-colab recovery benchmark ({m['date']}, nproc {m['nproc_cmd']}, "
+        f"{m['ssh_version'].split(',')[0]}, {m.get('autossh_version', 'autossh ?')})",
+        "",
+        "Seconds from the end of the fault until `ssh NAME true` from the laptop "
+        f"succeeds again; {p['runs']} runs per fault and side, both sides hit at once "
+        f"in the same rig. Deadline {p['deadline_s']:.0f} s; a side that provably cannot "
+        f"recover is polled {p['dead_poll_s']:.0f} s. Ratio = autossh median / ours "
+        "median.",
+        "",
+        "| fault | mode | ours median | ours min | ours max | autossh median | "
+        "autossh min | autossh max | ratio |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     notes: list[str] = []
     for fault, modes in result["results"].items():
         for mode, r in modes.items():
             o, b = r["ours"]["summary"], r["autossh"]["summary"]
             ratio = r.get("ratio_autossh_over_ours")
-            rs = ("-" if b["median_is_no_recovery"] or o["median_is_no_recovery"] or ratio is None
-                  else f"{ratio:.1f}x")
+            rs = (
+                "-"
+                if b["median_is_no_recovery"] or o["median_is_no_recovery"] or ratio is None
+                else f"{ratio:.1f}x"
+            )
             label = FAULTS[fault]
             if fault == "relay_restart":
                 label += f" (down {p['relay_down_s']:g} s)"
@@ -742,31 +913,49 @@ def markdown(result: dict[str, Any]) -> str:
                     notes.append(f"{fault}/{mode}/{side}: no recovery: {'; '.join(reasons)}")
     for mode, r in (result["results"].get("stale") or {}).items():
         for side in SIDES:
-            known = [x["relay_dropped_stale_s"] for x in r[side]["samples"]
-                     if x.get("relay_dropped_stale_s") is not None]
-            oks = [x["ok_after_stale_dropped"] for x in r[side]["samples"]
-                   if "ok_after_stale_dropped" in x]
+            known = [
+                x["relay_dropped_stale_s"]
+                for x in r[side]["samples"]
+                if x.get("relay_dropped_stale_s") is not None
+            ]
+            oks = [
+                x["ok_after_stale_dropped"]
+                for x in r[side]["samples"]
+                if "ok_after_stale_dropped" in x
+            ]
             if known:
-                notes.append(f"stale/{mode}/{side}: the relay dropped the old session "
-                             f"{statistics.median(known):.1f} s after the kill (median; "
-                             f"{min(known):.1f}-{max(known):.1f}); still reachable after "
-                             f"that: {sum(1 for o in oks if o)}/{len(oks)}")
+                notes.append(
+                    f"stale/{mode}/{side}: the relay dropped the old session "
+                    f"{statistics.median(known):.1f} s after the kill (median; "
+                    f"{min(known):.1f}-{max(known):.1f}); still reachable after "
+                    f"that: {sum(1 for o in oks if o)}/{len(oks)}"
+                )
     for fault, modes in result["results"].items():
         for mode, r in modes.items():
             if r.get("errors"):
-                notes.append(f"{fault}/{mode}: {len(r['errors'])} repetition(s) failed and "
-                             f"are not counted: {r['errors']}")
+                notes.append(
+                    f"{fault}/{mode}: {len(r['errors'])} repetition(s) failed and "
+                    f"are not counted: {r['errors']}"
+                )
     if notes:
         lines += ["", *[f"- {n}" for n in notes]]
     if result.get("probe_cost"):
-        lines += ["", "One `ssh NAME true` on the healthy, idle rig (the floor under every "
-                  "number above), median s: " + ", ".join(
-                      f"{mode} ours {fmt(c['ours']['median'], '.2f')} / autossh "
-                      f"{fmt(c['autossh']['median'], '.2f')}"
-                      for mode, c in result["probe_cost"].items())]
+        lines += [
+            "",
+            "One `ssh NAME true` on the healthy, idle rig (the floor under every "
+            "number above), median s: "
+            + ", ".join(
+                f"{mode} ours {fmt(c['ours']['median'], '.2f')} / autossh "
+                f"{fmt(c['autossh']['median'], '.2f')}"
+                for mode, c in result["probe_cost"].items()
+            ),
+        ]
     if result.get("exit_status_probe"):
-        lines += ["", "Exit status of `ssh -N -R` by signal (OpenSSH here): " + ", ".join(
-            f"{k} -> {v}" for k, v in result["exit_status_probe"].items())]
+        lines += [
+            "",
+            "Exit status of `ssh -N -R` by signal (OpenSSH here): "
+            + ", ".join(f"{k} -> {v}" for k, v in result["exit_status_probe"].items()),
+        ]
     if result.get("error"):
         lines += ["", f"ERROR: {result['error']}"]
     if result.get("leftovers"):
@@ -784,28 +973,46 @@ class Bench:
         self.prefixes: list[str] = []
         self.leftovers: list[str] = []
         mi = machine_info()
-        mi["autossh_version"] = (sh("autossh", "-V", check=False).stdout.strip()
-                                 if shutil.which("autossh") else "missing")
+        mi["autossh_version"] = (
+            sh("autossh", "-V", check=False).stdout.strip()
+            if shutil.which("autossh")
+            else "missing"
+        )
         self.result: dict[str, Any] = {
             "machine": mi,
             "params": {
-                "runs": args.runs, "faults": faults, "modes": modes,
-                "deadline_s": args.deadline, "dead_poll_s": args.dead_poll,
-                "poll_interval_s": args.poll_interval, "relay_down_s": args.relay_down,
-                "poll_ssh_options": POLL_OPTIONS, "attempt_timeout_s": ATTEMPT_TIMEOUT,
-                "max_inflight_attempts": MAX_INFLIGHT, "settle_s": SETTLE,
-                "autossh": {"options": AUTOSSH_OPTIONS, "env": AUTOSSH_ENV,
-                            "fresh_per_repetition": True},
+                "runs": args.runs,
+                "faults": faults,
+                "modes": modes,
+                "deadline_s": args.deadline,
+                "dead_poll_s": args.dead_poll,
+                "poll_interval_s": args.poll_interval,
+                "relay_down_s": args.relay_down,
+                "poll_ssh_options": POLL_OPTIONS,
+                "attempt_timeout_s": ATTEMPT_TIMEOUT,
+                "max_inflight_attempts": MAX_INFLIGHT,
+                "settle_s": SETTLE,
+                "autossh": {
+                    "options": AUTOSSH_OPTIONS,
+                    "env": AUTOSSH_ENV,
+                    "fresh_per_repetition": True,
+                },
                 "recovery_definition": "end of the first successful `ssh NAME true` from the "
-                                       "laptop namespace minus the end of the fault",
-                "fault_end": {"kill9": "the SIGKILL", "exit0": "the SIGTERM",
-                              "sshd_kill": "the SIGKILL", "relay_restart": "relay listens "
-                              "again", "block20": "the unblock", "block90": "the unblock",
-                              "stale": "the SIGKILL (public: polling waits until the relay's "
-                              "old session exits)"},
+                "laptop namespace minus the end of the fault",
+                "fault_end": {
+                    "kill9": "the SIGKILL",
+                    "exit0": "the SIGTERM",
+                    "sshd_kill": "the SIGKILL",
+                    "relay_restart": "relay listens again",
+                    "block20": "the unblock",
+                    "block90": "the unblock",
+                    "stale": "the SIGKILL (public: polling waits until the relay's "
+                    "old session exits)",
+                },
                 "modes_in_parallel": True,
             },
-            "results": {}, "raw": {},
+            "results": {},
+            "raw": {},
         }
 
     def setup(self) -> None:
@@ -823,10 +1030,11 @@ class Bench:
         per_mode: dict[str, Any] = {}
         for mb in self.benches:
             per_mode[mb.mode] = {
-                "autossh_argv": mb.autossh_argv, "autossh_env": mb.autossh_env,
+                "autossh_argv": mb.autossh_argv,
+                "autossh_env": mb.autossh_env,
                 "baseline_laptop_config": (mb.base_dir / "laptop_config").read_text(),
-                "ours_tunnel_config": (mb.rig.state_dir / "colab" / "tunnel_ssh_config")
-                .read_text() if (mb.rig.state_dir / "colab" / "tunnel_ssh_config").exists()
+                "ours_tunnel_config": (mb.rig.state_dir / "colab" / "tunnel_ssh_config").read_text()
+                if (mb.rig.state_dir / "colab" / "tunnel_ssh_config").exists()
                 else None,
                 "ours_laptop_config": mb.rt.ssh_config.read_text(),
             }
@@ -870,16 +1078,27 @@ class Bench:
             r: dict[str, Any] = {"errors": [rep["error"] for rep in reps if "error" in rep]}
             for side in SIDES:
                 samples = [rep[side] for rep in reps if "error" not in rep]
-                r[side] = {"samples_s": [s["seconds"] if s["recovered"] else None
-                                         for s in samples],
-                           "samples": samples, "summary": recovery_summary(samples)}
+                r[side] = {
+                    "samples_s": [s["seconds"] if s["recovered"] else None for s in samples],
+                    "samples": samples,
+                    "summary": recovery_summary(samples),
+                }
             o, b = r["ours"]["summary"]["median"], r["autossh"]["summary"]["median"]
             r["ratio_autossh_over_ours"] = b / o if o and b else None
-            out[mode] = {k: (v if k.startswith(("ratio", "errors")) else
-                             {"samples_s": v["samples_s"], "summary": v["summary"],
-                              "samples": [{k2: v2 for k2, v2 in s.items() if k2 != "log"}
-                                          for s in v["samples"]]})
-                         for k, v in r.items()}
+            out[mode] = {
+                k: (
+                    v
+                    if k.startswith(("ratio", "errors"))
+                    else {
+                        "samples_s": v["samples_s"],
+                        "summary": v["summary"],
+                        "samples": [
+                            {k2: v2 for k2, v2 in s.items() if k2 != "log"} for s in v["samples"]
+                        ],
+                    }
+                )
+                for k, v in r.items()
+            }
         self.result["results"][fault] = out
 
     def close(self) -> None:
@@ -897,17 +1116,31 @@ class Bench:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5, help="repetitions per fault (and mode)")
-    ap.add_argument("--faults", default=",".join(FAULTS),
-                    help=f"comma-separated subset of {','.join(FAULTS)}")
+    ap.add_argument(
+        "--faults", default=",".join(FAULTS), help=f"comma-separated subset of {','.join(FAULTS)}"
+    )
     ap.add_argument("--modes", default=",".join(MODES), help="comma-separated subset")
-    ap.add_argument("--deadline", type=float, default=180.0,
-                    help="seconds after the fault's end before a side counts as not recovered")
-    ap.add_argument("--dead-poll", type=float, default=20.0,
-                    help="seconds to poll a side that provably cannot recover")
-    ap.add_argument("--poll-interval", type=float, default=0.5,
-                    help="seconds between polling attempts")
-    ap.add_argument("--relay-down", type=float, default=3.0,
-                    help="seconds the relay stays down in relay_restart")
+    ap.add_argument(
+        "--deadline",
+        type=float,
+        default=180.0,
+        help="seconds after the fault's end before a side counts as not recovered",
+    )
+    ap.add_argument(
+        "--dead-poll",
+        type=float,
+        default=20.0,
+        help="seconds to poll a side that provably cannot recover",
+    )
+    ap.add_argument(
+        "--poll-interval", type=float, default=0.5, help="seconds between polling attempts"
+    )
+    ap.add_argument(
+        "--relay-down",
+        type=float,
+        default=3.0,
+        help="seconds the relay stays down in relay_restart",
+    )
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "recovery.json")
     args = ap.parse_args(argv)
     missing = prerequisites()
@@ -932,6 +1165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, on_term)
     bench = Bench(args, faults, modes)
     t0 = time.perf_counter()
+
     def body() -> None:
         bench.setup()
         bench.run()

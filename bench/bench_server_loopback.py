@@ -41,8 +41,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO / "src") not in sys.path:
     sys.path.insert(0, str(REPO / "src"))
 
-from handy_colab.config import load_config  # noqa: E402
-from handy_colab.keys import ensure_host_key  # noqa: E402
+from loopback import loopback_runtime  # noqa: E402
+
 from handy_colab.proc import WatchedProcess  # noqa: E402
 from handy_colab.server.base import free_port  # noqa: E402
 from handy_colab.server.embedded import EmbeddedServer  # noqa: E402
@@ -50,15 +50,6 @@ from handy_colab.state import RuntimeDir  # noqa: E402
 
 OPS = ("cat_down", "cat_up", "scp_down", "scp_up", "scpO_down", "scpO_up")
 MIB = 1 << 20
-
-
-def keygen(path: Path) -> Path:
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)],
-        check=True,
-        stdin=subprocess.DEVNULL,
-    )
-    return path
 
 
 def negotiated_cipher(cfg: Path, host: str, extra: list[str]) -> str:
@@ -79,24 +70,7 @@ class Bench:
         self.tmp = tmp
         self.size = size_mib * MIB
         os.environ["HANDY_COLAB_STATE_DIR"] = str(tmp / "state")
-        keys = tmp / "keys"
-        keys.mkdir()
-        self.client_key = keygen(keys / "client")
-        folder = tmp / "cfg"
-        folder.mkdir()
-        shutil.copy(keygen(keys / "relay"), folder / "relay_key")
-        shutil.copy(f"{self.client_key}.pub", folder / "client.pub")
-        (folder / "user_config.json").write_text(
-            json.dumps(
-                {
-                    "name": "bench",
-                    "relay": {"host": "relay.invalid", "remote_port": 2222, "key": "relay_key"},
-                    "server": {"kind": "embedded"},
-                }
-            )
-        )
-        cfg = load_config(folder)
-        self.host_key = ensure_host_key(folder)
+        cfg, self.host_key, self.client_key = loopback_runtime(tmp)
         self.work = tmp / "work"
         self.work.mkdir()
         self.emb = EmbeddedServer(cfg, RuntimeDir.for_name("bench").ensure(), self.host_key)

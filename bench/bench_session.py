@@ -61,9 +61,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO / "src") not in sys.path:
     sys.path.insert(0, str(REPO / "src"))
 
-from handy_colab.config import load_config  # noqa: E402
+from loopback import loopback_runtime  # noqa: E402
+
 from handy_colab.fsutil import atomic_write  # noqa: E402
-from handy_colab.keys import ensure_host_key  # noqa: E402
 from handy_colab.proc import descendants, start_time  # noqa: E402
 from handy_colab.server.base import Server  # noqa: E402
 from handy_colab.server.embedded import EmbeddedServer, login_defaults  # noqa: E402
@@ -209,15 +209,6 @@ def colab_like_environment(notebook: Path) -> dict[str, str]:
     return env
 
 
-def keygen(path: Path) -> Path:
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)],
-        check=True,
-        stdin=subprocess.DEVNULL,
-    )
-    return path
-
-
 @contextlib.contextmanager
 def environ(env: dict[str, str]) -> Iterator[None]:
     """os.environ replaced for a moment (a child started now inherits ``env``)."""
@@ -246,24 +237,7 @@ class Bench:
     def setup(self) -> None:
         tmp = self.tmp
         os.environ["HANDY_COLAB_STATE_DIR"] = str(tmp / "state")
-        keys = tmp / "keys"
-        keys.mkdir()
-        self.client_key = keygen(keys / "client")
-        folder = tmp / "cfg"
-        folder.mkdir()
-        shutil.copy(keygen(keys / "relay"), folder / "relay_key")
-        shutil.copy(f"{self.client_key}.pub", folder / "client.pub")
-        (folder / "user_config.json").write_text(
-            json.dumps(
-                {
-                    "name": "bench",
-                    "relay": {"host": "relay.invalid", "remote_port": 2222, "key": "relay_key"},
-                    "server": {"kind": "embedded"},
-                }
-            )
-        )
-        self.cfg = load_config(folder)
-        self.host_key = ensure_host_key(folder)
+        self.cfg, self.host_key, self.client_key = loopback_runtime(tmp)
         self.notebook = tmp / "notebook"
         self.notebook.mkdir()
         self.kernel_env = {**os.environ, **colab_like_environment(self.notebook)}
