@@ -205,6 +205,25 @@ def _typename(value: Any) -> str:
     }.get(type(value), "a value")
 
 
+def parse_config_text(raw: bytes, where: str) -> Any:
+    """user_config.json's bytes (a file, or a Colab secret) as JSON; ConfigError naming
+    ``where`` when they are not UTF-8 or not JSON."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"{where}: is not UTF-8 text. Fix: save the file as UTF-8 "
+            f"(Notepad: Save As > Encoding UTF-8)"
+        ) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{where}: invalid JSON at line {exc.lineno} column {exc.colno}: "
+            f"{exc.msg}. Fix: correct the JSON syntax there"
+        ) from None
+
+
 def load_config(folder: str | Path, name: str | None = None) -> RuntimeConfig:
     """Read and validate the config folder. Raises ConfigError with a one-line message."""
     folder = Path(folder).expanduser().resolve()
@@ -215,12 +234,7 @@ def load_config(folder: str | Path, name: str | None = None) -> RuntimeConfig:
         )
     cfg_path = folder / CONFIG_FILE
     try:
-        text = cfg_path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise ConfigError(
-            f"{cfg_path}: is not UTF-8 text. Fix: save the file as UTF-8 "
-            f"(Notepad: Save As > Encoding UTF-8)"
-        ) from None
+        raw = cfg_path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(
             f"{cfg_path}: file not found. Fix: create it; see docs/config.md for a minimal example"
@@ -229,13 +243,7 @@ def load_config(folder: str | Path, name: str | None = None) -> RuntimeConfig:
         raise ConfigError(
             f"{cfg_path}: cannot read it ({exc.strerror}). Fix: check the file's permissions"
         ) from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"{cfg_path}: invalid JSON at line {exc.lineno} column {exc.colno}: "
-            f"{exc.msg}. Fix: correct the JSON syntax there"
-        ) from None
+    data = parse_config_text(raw, str(cfg_path))
     top = _Fields(cfg_path, "", data, _TOP_FIELDS)
     seed = top.sub("tunnel_options", _SEED_TUNNEL_FIELDS)
     relay_f = top.sub("relay", _RELAY_FIELDS)

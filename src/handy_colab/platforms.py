@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .config import CONFIG_FILE, RELAY_KNOWN_HOSTS
+from .config import CONFIG_FILE, RELAY_KNOWN_HOSTS, parse_config_text
 from .errors import ConfigError, KeyFileError, PlatformError
 from .fsutil import atomic_write
 from .keys import (
@@ -376,15 +376,7 @@ def _get_secret(userdata: Any, name: str) -> str | None:
 
 
 def _parse_config(raw: bytes, where: str) -> dict[str, Any]:
-    try:
-        data = json.loads(raw.decode("utf-8-sig"))
-    except UnicodeDecodeError:
-        raise ConfigError(f"{where}: is not UTF-8 text. Fix: save it as UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"{where}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}. Fix: "
-            f"correct the JSON syntax there"
-        ) from None
+    data = parse_config_text(raw, where)
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: must be a JSON object. Fix: use {{...}}")
     return data
