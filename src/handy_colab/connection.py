@@ -55,6 +55,11 @@ class Descriptor:
         return self.remote_port
 
     @property
+    def start_dir(self) -> str:
+        """Where sessions start: the notebook's directory (older descriptors: the home)."""
+        return self.workdir or self.home
+
+    @property
     def relay_alias(self) -> str:
         return f"{self.name}-relay"
 
@@ -236,7 +241,7 @@ def render_block(desc: Descriptor, descriptor_path: Path | None, identity: str |
     from .client.sshconfig import known_hosts_lines, render_host_blocks
 
     fp = ", ".join(fingerprint(k) for k in desc.host_keys)
-    workdir = desc.workdir or desc.home or "~"
+    workdir = desc.start_dir or "~"
     src = str(descriptor_path) if descriptor_path else "DIR/connections/NAME.json"
     lines = [
         f"Runtime '{desc.name}' is reachable through the relay ({desc.mode} mode).",

@@ -97,8 +97,7 @@ class Runtime:
 
     @property
     def vscode_url(self) -> str:
-        workdir = self.descriptor.workdir or self.descriptor.home or "/"
-        return f"vscode://vscode-remote/ssh-remote+{self.name}{workdir}"
+        return f"vscode://vscode-remote/ssh-remote+{self.name}{self.descriptor.start_dir or '/'}"
 
     @property
     def connect_command(self) -> str:
@@ -117,7 +116,7 @@ class Runtime:
             "User": d.user,
             "Key": d.identity_hint or "your private key for one of the authorized keys",
             "Interpreter": d.python,
-            "Sync folder (remote)": d.workdir or d.home,
+            "Sync folder (remote)": d.start_dir,
         }
 
     def text(self) -> str:
@@ -177,7 +176,7 @@ def render_html(rt: Runtime) -> str:
         _copyable(rt.ssh_command),
         "<p>Or by hand (check the fingerprint above):</p>",
         _copyable(ssh_command(d)),
-        f'<p>VS Code: <a href="{esc(rt.vscode_url)}">open {esc(d.workdir or d.home)} on'
+        f'<p>VS Code: <a href="{esc(rt.vscode_url)}">open {esc(d.start_dir)} on'
         f" {esc(rt.name)}</a> (Remote-SSH, after <code>handy-colab connect</code>)</p>",
         "<p>PyCharm: Settings &gt; Python Interpreter &gt; Add Interpreter &gt; On SSH</p>",
         f'<table class="hc-pycharm">{rows}</table>',
@@ -215,7 +214,6 @@ def up(
     installed after the tunnel is up, with a line of progress each.
     """
     plat = platforms.detect()
-    notes: list[str] = []
     if plat.name == "colab":
         text = platforms.colab_terms_warning_once()
         if text:
@@ -243,12 +241,7 @@ def up(
         cwd=os.getcwd(),
         progress=progress,
     )
-    notes += [str(w) for w in res.state.get("warnings") or []]
-    notes += [
-        f"{p.kind} package {p.spec} failed: {p.detail}"
-        for p in res.packages
-        if p.status == "failed"
-    ]
+    notes = [str(w) for w in res.state.get("warnings") or []] + res.package_failures
     srv: dict[str, Any] = res.state.get("server") or {}
     tun: dict[str, Any] = res.state.get("tunnel") or {}
     return Runtime(

@@ -41,6 +41,15 @@ class UpResult:
     session: SessionEnv | None = None
     packages: list[PackageResult] = field(default_factory=list)
 
+    @property
+    def package_failures(self) -> list[str]:
+        """One line per extra package that failed (the tunnel is up regardless)."""
+        return [
+            f"{p.kind} package {p.spec} failed: {p.detail}"
+            for p in self.packages
+            if p.status == "failed"
+        ]
+
 
 @contextlib.contextmanager
 def _locked(path: Path, timeout: float) -> Iterator[None]:

@@ -54,10 +54,9 @@ def cmd_up(
             f"({len(res.session.env)} variables; python {res.session.python or '-'})\n"
         )
     print(render_block(res.descriptor, res.descriptor_path, None), end="")
-    for pkg in res.packages:
-        if pkg.status == "failed":
-            # The tunnel is up regardless: a failed extra package is reported, not fatal.
-            print(f"warning: {pkg.kind} package {pkg.spec} failed: {pkg.detail}", file=sys.stderr)
+    # The tunnel is up regardless: a failed extra package is reported, not fatal.
+    for line in res.package_failures:
+        print(f"warning: {line}", file=sys.stderr)
     if not foreground:
         return 0
     # Foreground: stay attached; Ctrl-C (or SIGTERM) takes the runtime down with us.

@@ -42,7 +42,7 @@ import asyncssh
 from ..proc import descendants
 from .base import READY_LINE
 from .embedded import login_defaults
-from .session import DEFAULT_PATH_ROOT, DEFAULT_PATH_USER
+from .session import DEFAULT_PATH_ROOT, DEFAULT_PATH_USER, session_cwd
 
 if TYPE_CHECKING:
     from asyncssh.channel import SSHChannel
@@ -396,10 +396,9 @@ class Daemon:
     def session_cwd(self) -> bytes:
         """Where a session starts: the notebook's directory as of the latest ``up``."""
         if self.settings.session_info:
-            with contextlib.suppress(OSError, ValueError):
-                cwd = json.loads(Path(self.settings.session_info).read_text()).get("cwd")
-                if isinstance(cwd, str) and os.path.isdir(cwd):
-                    return os.fsencode(cwd)
+            cwd = session_cwd(Path(self.settings.session_info))
+            if cwd is not None:
+                return os.fsencode(cwd)
         return self.cwd_bytes
 
     def session_env(self, conn: _Connection, process: _Process, tty: str | None) -> dict[str, str]:

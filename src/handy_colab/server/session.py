@@ -87,7 +87,6 @@ class SessionEnv:
     cwd: str
     python: str = ""
     shims: dict[str, str] = field(default_factory=dict)  # name -> interpreter
-    dropped: list[str] = field(default_factory=list)  # names left out (never values)
 
 
 def keep_variable(name: str, value: str) -> bool:
@@ -128,13 +127,7 @@ def capture(
     python: str | None = None,
 ) -> SessionEnv:
     """The session environment for ``environ``/``cwd``; ``python`` goes first on PATH."""
-    env: dict[str, str] = {}
-    dropped: list[str] = []
-    for name, value in environ.items():
-        if keep_variable(name, value):
-            env[name] = value
-        else:
-            dropped.append(name)
+    env = {name: value for name, value in environ.items() if keep_variable(name, value)}
     shims: dict[str, str] = {}
     if python:
         env["PATH"], shims = _python_path(
@@ -143,7 +136,7 @@ def capture(
     else:
         # Run from a shell (the CLI): its PATH is kept as it is; record what it gives.
         python = shutil.which("python3", path=env.get("PATH", DEFAULT_PATH_USER)) or ""
-    return SessionEnv(env, cwd, python, shims, sorted(dropped))
+    return SessionEnv(env, cwd, python, shims)
 
 
 def _sh(value: str) -> str:
@@ -180,16 +173,21 @@ def write_session(rd: RuntimeDir, sess: SessionEnv) -> None:
 
 def read_info(rd: RuntimeDir) -> dict[str, object]:
     """``session.json`` (cwd, python, variable names), or {} before the first ``up``."""
+    return read_info_file(rd.path / INFO_FILE)
+
+
+def read_info_file(path: Path) -> dict[str, object]:
     try:
-        data = json.loads((rd.path / INFO_FILE).read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
 
 
-def session_cwd(rd: RuntimeDir, fallback: str) -> str:
-    cwd = read_info(rd).get("cwd")
-    return cwd if isinstance(cwd, str) and os.path.isdir(cwd) else fallback
+def session_cwd(info_file: Path) -> str | None:
+    """The notebook's directory as of the latest ``up``, if it (still) exists."""
+    cwd = read_info_file(info_file).get("cwd")
+    return cwd if isinstance(cwd, str) and os.path.isdir(cwd) else None
 
 
 _LAUNCHER_TEMPLATE = r"""#!/bin/sh
