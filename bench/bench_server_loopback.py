@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO / "src") not in sys.path:
     sys.path.insert(0, str(REPO / "src"))
 
-from loopback import loopback_runtime  # noqa: E402
+from loopback import loopback_runtime, write_client_config  # noqa: E402
 
 from handy_colab.proc import WatchedProcess  # noqa: E402
 from handy_colab.server.base import free_port  # noqa: E402
@@ -85,28 +85,13 @@ class Bench:
         with self.payload.open("wb") as fh:
             for _ in range(size_mib):
                 fh.write(os.urandom(MIB))
-        known = tmp / "known_hosts"
-        known.write_text(
-            f"[127.0.0.1]:{self.emb.port},[127.0.0.1]:{self.sshd_port} "
-            f"{self.host_key.public_line}\n"
+        self.ssh_config = write_client_config(
+            tmp,
+            {"embedded": self.emb.port, "openssh": self.sshd_port},
+            cfg.login_user,
+            self.client_key,
+            self.host_key.public_line,
         )
-        self.ssh_config = tmp / "ssh_config"
-        lines = []
-        for name, port in (("embedded", self.emb.port), ("openssh", self.sshd_port)):
-            lines += [
-                f"Host {name}",
-                "  HostName 127.0.0.1",
-                f"  Port {port}",
-                f"  User {cfg.login_user}",
-                f"  IdentityFile {self.client_key}",
-                "  IdentitiesOnly yes",
-                f"  UserKnownHostsFile {known}",
-                "  GlobalKnownHostsFile /dev/null",
-                "  StrictHostKeyChecking yes",
-                "  BatchMode yes",
-                "",
-            ]
-        self.ssh_config.write_text("\n".join(lines))
 
     def start_sshd(self, user: str) -> WatchedProcess:
         d = self.tmp / "sshd"

@@ -61,7 +61,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO / "src") not in sys.path:
     sys.path.insert(0, str(REPO / "src"))
 
-from loopback import loopback_runtime  # noqa: E402
+from loopback import loopback_runtime, write_client_config  # noqa: E402
 
 from handy_colab.fsutil import atomic_write  # noqa: E402
 from handy_colab.proc import descendants, start_time  # noqa: E402
@@ -245,7 +245,13 @@ class Bench:
         self.sftp = find_sftp_server()
         for host, (kind, launcher) in HOSTS.items():
             self.start_server(host, kind, launcher)
-        self.ssh_config = self.write_client_config()
+        self.ssh_config = write_client_config(
+            tmp,
+            {host: server.port for host, server in self.servers.items()},
+            self.cfg.login_user,
+            self.client_key,
+            self.host_key.public_line,
+        )
         self.batch = tmp / "sftp_batch"
         self.batch.write_text("pwd\n")
 
@@ -281,31 +287,6 @@ class Bench:
                 server.start()
         else:
             server.start()
-
-    def write_client_config(self) -> Path:
-        known = self.tmp / "known_hosts"
-        known.write_text(
-            ",".join(f"[127.0.0.1]:{s.port}" for s in self.servers.values())
-            + f" {self.host_key.public_line}\n"
-        )
-        lines = []
-        for host, server in self.servers.items():
-            lines += [
-                f"Host {host}",
-                "  HostName 127.0.0.1",
-                f"  Port {server.port}",
-                f"  User {self.cfg.login_user}",
-                f"  IdentityFile {self.client_key}",
-                "  IdentitiesOnly yes",
-                f"  UserKnownHostsFile {known}",
-                "  GlobalKnownHostsFile /dev/null",
-                "  StrictHostKeyChecking yes",
-                "  BatchMode yes",
-                "",
-            ]
-        path = self.tmp / "ssh_config"
-        path.write_text("\n".join(lines))
-        return path
 
     def argv(self, op: str, host: str) -> list[str]:
         if op == "ssh_true":

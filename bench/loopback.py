@@ -48,3 +48,29 @@ def loopback_runtime(tmp: Path) -> tuple[RuntimeConfig, PrivateKey, Path]:
         )
     )
     return load_config(folder), ensure_host_key(folder), client_key
+
+
+def write_client_config(
+    tmp: Path, hosts: dict[str, int], user: str, client_key: Path, host_key_line: str
+) -> Path:
+    """An ssh config with one Host per loopback port, all pinned to the one host key."""
+    known = tmp / "known_hosts"
+    known.write_text(",".join(f"[127.0.0.1]:{p}" for p in hosts.values()) + f" {host_key_line}\n")
+    lines = []
+    for name, port in hosts.items():
+        lines += [
+            f"Host {name}",
+            "  HostName 127.0.0.1",
+            f"  Port {port}",
+            f"  User {user}",
+            f"  IdentityFile {client_key}",
+            "  IdentitiesOnly yes",
+            f"  UserKnownHostsFile {known}",
+            "  GlobalKnownHostsFile /dev/null",
+            "  StrictHostKeyChecking yes",
+            "  BatchMode yes",
+            "",
+        ]
+    path = tmp / "ssh_config"
+    path.write_text("\n".join(lines))
+    return path
