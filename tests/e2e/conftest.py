@@ -45,11 +45,12 @@ class Runtime:
             "rt", "up", str(self.folder), "--timeout", "40", *args, timeout=timeout
         )
 
-    def connect(self) -> Any:
+    def connect(self, descriptor: Path | None = None) -> Any:
+        """`handy-colab connect` on the laptop, with the folder's descriptor by default."""
         return self.rig.handy(
             "laptop",
             "connect",
-            str(self.folder / "connections" / "colab.json"),
+            str(descriptor or self.folder / "connections" / "colab.json"),
             "--identity",
             str(self.laptop_key),
             "--ssh-config",

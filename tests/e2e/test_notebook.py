@@ -383,17 +383,7 @@ def test_colab_keys_from_secrets_warning_once_and_packages(tmp_path: Path) -> No
         dest = home / ".config" / "handy-colab" / "from-secrets"
         assert os.stat(dest).st_mode & 0o077 == 0
         assert os.stat(dest / "relay_key").st_mode & 0o077 == 0
-        res = rt.rig.handy(
-            "laptop",
-            "connect",
-            str(dest / "connections" / "colab.json"),
-            "--identity",
-            str(rt.laptop_key),
-            "--ssh-config",
-            str(rt.ssh_config),
-            "--known-hosts",
-            str(rt.known_hosts),
-        )
+        res = rt.connect(dest / "connections" / "colab.json")
         assert res.returncode == 0, res.stderr + res.stdout
         out = rt.ssh("pwd; echo $COLAB_RELEASE_TAG")
         assert out.returncode == 0, out.stderr
