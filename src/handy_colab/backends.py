@@ -12,7 +12,7 @@ import shutil
 from dataclasses import dataclass
 
 from .config import Backend, RuntimeConfig
-from .errors import TunnelError
+from .errors import ConfigError, TunnelError
 from .keys import PrivateKey
 from .server.base import Server
 from .server.openssh import find_sshd
@@ -22,7 +22,7 @@ from .tunnels.base import Tunnel
 
 @dataclass(frozen=True)
 class Choice:
-    kind: str  # "openssh" | "embedded"
+    kind: str  # "openssh" | "embedded" | "cloudflared" (tunnels only)
     reason: str
 
 
@@ -41,9 +41,25 @@ def choose_server(asked: Backend) -> Choice:
     return Choice("openssh", f"{sshd} found, running as root")
 
 
-def choose_tunnel(asked: Backend) -> Choice:
-    if asked != "auto":
-        return Choice(asked, "chosen in the config (relay.client) or with --tunnel")
+def choose_tunnel(asked: str | None, cfg: RuntimeConfig | None = None) -> Choice:
+    """``asked``: ``up --tunnel`` (None: the config decides, by its route and relay.client)."""
+    if asked == "cloudflared":
+        return Choice("cloudflared", "chosen with --tunnel")
+    if asked is None and cfg is not None and cfg.route == "cloudflared":
+        if cfg.relay is not None or cfg.cloudflared.named:
+            return Choice("cloudflared", 'chosen in the config ("route": "cloudflared")')
+        return Choice(
+            "cloudflared",
+            "the config names no relay: a quick tunnel on trycloudflare.com, no account needed",
+        )
+    if cfg is not None and cfg.relay is None:
+        raise ConfigError(
+            f"--tunnel {asked} needs a relay, and {cfg.folder} names none. Fix: add a "
+            f'"relay" section (docs/config.md), or use --tunnel cloudflared'
+        )
+    kind = asked or (cfg.tunnel_kind if cfg is not None else "auto")
+    if kind != "auto":
+        return Choice(kind, "chosen in the config (relay.client) or with --tunnel")
     ssh = shutil.which("ssh")
     if ssh is None:
         return Choice("embedded", "no `ssh` client on PATH")
@@ -63,6 +79,10 @@ def make_server(kind: str, cfg: RuntimeConfig, rd: RuntimeDir, host_key: Private
 
 
 def make_tunnel(kind: str, cfg: RuntimeConfig, rd: RuntimeDir, local_port: int) -> Tunnel:
+    if kind == "cloudflared":
+        from .tunnels.cloudflared import CloudflaredTunnel
+
+        return CloudflaredTunnel(cfg, rd, local_port)
     if kind == "openssh":
         from .tunnels.openssh import OpenSSHTunnel
 

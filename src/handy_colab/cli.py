@@ -7,7 +7,7 @@ import logging
 import sys
 
 from . import __version__
-from .config import BACKENDS
+from .config import BACKENDS, TUNNEL_CHOICES
 from .errors import HandyColabError
 
 
@@ -36,8 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument(
         "--tunnel",
-        choices=BACKENDS,
-        help="tunnel client: OpenSSH's ssh or the embedded one (default: config, else auto)",
+        choices=TUNNEL_CHOICES,
+        help="the route: a relay with OpenSSH's ssh or the embedded client, or cloudflared "
+        "(default: config, else auto)",
     )
 
     st = sub.add_parser("status", help="health of the runtime(s); exit 0 only when healthy")
@@ -52,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("-n", "--lines", type=int, default=200)
 
     px = sub.add_parser(
-        "proxy", add_help=False, help="ProxyCommand for private mode (stdio to the relay's socket)"
+        "proxy",
+        add_help=False,
+        help="ProxyCommand: private mode (stdio to the relay's socket), or --ws HOST for a "
+        "Cloudflare Tunnel",
     )
     px.add_argument("rest", nargs=argparse.REMAINDER)
 
@@ -64,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     cn.add_argument("--ssh-config", metavar="FILE", help="write the Host block here instead")
     cn.add_argument("--known-hosts", metavar="FILE", help="pin host keys here instead")
     cn.add_argument("--name", help="which runtime, when the folder holds several")
+    cn.add_argument(
+        "--cloudflared-access",
+        action="store_true",
+        help="cloudflared route: connect through `cloudflared access ssh` instead of "
+        "handy-colab's own WebSocket proxy",
+    )
 
     rs = sub.add_parser(
         "relay-setup", help="relay side: print (or --apply, as root) a locked-down relay account"
@@ -115,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
 
             return cmd_logs(args.name, args.lines)
         if args.command == "proxy":
+            if args.rest[:1] == ["--ws"]:
+                from .tunnels.websocket import main as ws_main
+
+                return ws_main(args.rest[1:])
             from .streamlocal import main as proxy_main
 
             return proxy_main(args.rest)
@@ -128,7 +142,12 @@ def main(argv: list[str] | None = None) -> int:
             from .commands.connect import cmd_connect
 
             return cmd_connect(
-                args.source, args.identity, args.ssh_config, args.known_hosts, args.name
+                args.source,
+                args.identity,
+                args.ssh_config,
+                args.known_hosts,
+                args.name,
+                args.cloudflared_access,
             )
         if args.command == "relay-setup":
             from .commands.relay_setup import cmd_relay_setup

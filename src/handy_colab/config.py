@@ -13,17 +13,17 @@ the public key(s) may log into the runtime. See docs/config.md for the superset.
 
 from __future__ import annotations
 
-import difflib
 import getpass
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
+from .configfields import Fields, as_port, parse_config_text, typename
 from .errors import ConfigError, KeyFileError
 from .keys import (
     HOST_KEY_DIR,
+    FolderKeys,
     PrivateKey,
     PublicKey,
     load_private_key,
@@ -31,6 +31,7 @@ from .keys import (
     parse_public_key_line,
     scan_folder,
 )
+from .tunnels.cloudflared_config import CloudflaredConfig, parse_cloudflared
 
 CONFIG_FILE = "user_config.json"
 CONNECTIONS_DIR = "connections"
@@ -47,6 +48,11 @@ Mode = Literal["public", "private"]
 # Which implementation runs a part: "auto" picks OpenSSH where it is usable, else embedded.
 Backend = Literal["auto", "openssh", "embedded"]
 BACKENDS = ("auto", "openssh", "embedded")
+# How the laptop reaches the runtime: an SSH relay (`ssh -R`), or Cloudflare's edge.
+Route = Literal["relay", "cloudflared"]
+ROUTES = ("relay", "cloudflared")
+# What `up --tunnel` takes: the relay route's two clients, or the cloudflared route.
+TUNNEL_CHOICES = ("auto", "openssh", "embedded", "cloudflared")
 
 _TOP_FIELDS = {
     "tunnel_options",
@@ -57,6 +63,8 @@ _TOP_FIELDS = {
     "relay",
     "server",
     "forwards",
+    "route",
+    "cloudflared",
 }
 _SEED_TUNNEL_FIELDS = {"service_url", "service_port", "local_port"}
 _RELAY_FIELDS = {
@@ -94,7 +102,7 @@ class RuntimeConfig:
     folder: Path
     name: str
     mode: Mode
-    relay: RelayConfig
+    relay: RelayConfig | None  # None: the config names no relay
     server_port: int  # 0 = pick a free port on 127.0.0.1
     authorized_keys: tuple[PublicKey, ...]
     forwards: tuple[int, ...]
@@ -104,6 +112,19 @@ class RuntimeConfig:
     server_kind: Backend = "auto"
     tunnel_kind: Backend = "auto"  # the reverse-tunnel client (config field relay.client)
     workdir: str | None = None  # where sessions start; None = the notebook's directory
+    route: Route = "relay"
+    cloudflared: CloudflaredConfig = field(default_factory=CloudflaredConfig)
+
+    @property
+    def ssh_relay(self) -> RelayConfig:
+        """The relay, for the relay route's code; a clear error when the config has none."""
+        if self.relay is None:
+            raise ConfigError(
+                f"{self.folder / CONFIG_FILE}: names no relay, so the relay route (ssh -R) "
+                f'cannot run. Fix: add a "relay" section (see docs/config.md), or use the '
+                f"cloudflared route (up --tunnel cloudflared)"
+            )
+        return self.relay
 
     @property
     def relay_known_hosts(self) -> Path:
@@ -112,116 +133,6 @@ class RuntimeConfig:
     @property
     def connections_dir(self) -> Path:
         return self.folder / CONNECTIONS_DIR
-
-
-class _Fields:
-    """Typed access to one JSON object, with errors that name file and field."""
-
-    def __init__(self, file: Path, prefix: str, data: Any, allowed: set[str]) -> None:
-        self.file = file
-        self.prefix = prefix
-        if not isinstance(data, dict):
-            raise self.error("", f"must be a JSON object, not {_typename(data)}", "use {...}")
-        self.data: dict[str, Any] = data
-        for key in data:
-            if key not in allowed:
-                close = difflib.get_close_matches(key, sorted(allowed), n=1)
-                hint = (
-                    f"did you mean '{close[0]}'?"
-                    if close
-                    else (f"known fields: {', '.join(sorted(allowed))}")
-                )
-                raise self.error(key, "is not a known field", hint)
-
-    def where(self, key: str) -> str:
-        return f"{self.prefix}.{key}" if self.prefix and key else (self.prefix or key)
-
-    def error(self, key: str, problem: str, fix: str) -> ConfigError:
-        name = self.where(key)
-        subject = f"field '{name}' " if name else ""
-        return ConfigError(f"{self.file}: {subject}{problem}. Fix: {fix}")
-
-    def has(self, key: str) -> bool:
-        return self.data.get(key) is not None
-
-    def str_(self, key: str, default: str | None = None) -> str | None:
-        value = self.data.get(key)
-        if value is None:
-            return default
-        if not isinstance(value, str) or not value.strip():
-            raise self.error(
-                key,
-                f"must be a non-empty string, not {_typename(value)}",
-                f'write it as "{key}": "..."',
-            )
-        return value.strip()
-
-    def port(self, key: str, default: int | None = None, allow_zero: bool = False) -> int | None:
-        value = self.data.get(key)
-        if value is None:
-            return default
-        port = as_port(value, allow_zero)
-        if port is None:
-            low = 0 if allow_zero else 1
-            raise self.error(
-                key,
-                f"must be a port number {low}-65535, not {value!r}",
-                f'write it as "{key}": 2222',
-            )
-        return port
-
-    def str_list(self, key: str) -> list[str]:
-        value = self.data.get(key)
-        if value is None:
-            return []
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise self.error(key, "must be a list of strings", f'write it as "{key}": ["..."]')
-        return list(value)
-
-    def sub(self, key: str, allowed: set[str]) -> _Fields:
-        value = self.data.get(key)
-        # Only a missing/null section is "absent": [] or false is a mistake worth naming.
-        return _Fields(self.file, self.where(key), {} if value is None else value, allowed)
-
-
-def as_port(value: Any, allow_zero: bool = False, strict: bool = False) -> int | None:
-    """The port number ``value`` stands for (an int, or unless ``strict`` a decimal string)."""
-    if not strict and isinstance(value, str) and re.fullmatch(r"[0-9]{1,5}", value.strip()):
-        value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int):
-        return None
-    return value if (0 if allow_zero else 1) <= value <= 65535 else None
-
-
-def _typename(value: Any) -> str:
-    return {
-        dict: "an object",
-        list: "a list",
-        str: "a string",
-        bool: "a boolean",
-        int: "a number",
-        float: "a number",
-        type(None): "null",
-    }.get(type(value), "a value")
-
-
-def parse_config_text(raw: bytes, where: str) -> Any:
-    """user_config.json's bytes (a file, or a Colab secret) as JSON; ConfigError naming
-    ``where`` when they are not UTF-8 or not JSON."""
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise ConfigError(
-            f"{where}: is not UTF-8 text. Fix: save the file as UTF-8 "
-            f"(Notepad: Save As > Encoding UTF-8)"
-        ) from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"{where}: invalid JSON at line {exc.lineno} column {exc.colno}: "
-            f"{exc.msg}. Fix: correct the JSON syntax there"
-        ) from None
 
 
 def load_config(folder: str | Path, name: str | None = None) -> RuntimeConfig:
@@ -244,7 +155,7 @@ def load_config(folder: str | Path, name: str | None = None) -> RuntimeConfig:
             f"{cfg_path}: cannot read it ({exc.strerror}). Fix: check the file's permissions"
         ) from None
     data = parse_config_text(raw, str(cfg_path))
-    top = _Fields(cfg_path, "", data, _TOP_FIELDS)
+    top = Fields(cfg_path, "", data, _TOP_FIELDS)
     seed = top.sub("tunnel_options", _SEED_TUNNEL_FIELDS)
     relay_f = top.sub("relay", _RELAY_FIELDS)
     server_f = top.sub("server", _SERVER_FIELDS)
@@ -265,8 +176,89 @@ def load_config(folder: str | Path, name: str | None = None) -> RuntimeConfig:
             'use "public" (the relay exposes the port) or "private" (ProxyJump)',
         )
 
-    # Keys: by content, as the seed did; the superset may name them explicitly.
+    # The route: a relay when the config names one (the seed's tunnel_options or a relay
+    # section), else a cloudflared quick tunnel, which needs no account and no server.
+    relay_named = bool(relay_f.data) or bool(seed.data)
+    route = top.str_("route") or ("relay" if relay_named else "cloudflared")
+    if route not in ROUTES:
+        raise top.error(
+            "route",
+            f"'{route}' is not a known route",
+            'use "relay" (ssh -R to a relay) or "cloudflared" (Cloudflare Tunnel)',
+        )
+    if route == "cloudflared" and not relay_named and top.has("mode"):
+        raise top.error(
+            "mode",
+            "applies to the relay route only",
+            "leave it out for a cloudflared tunnel (or add a relay section)",
+        )
     scan = scan_folder(folder, skip=_OWN_FILES)
+    relay = (
+        _parse_relay(folder, relay_f, seed, scan, mode, run_name)
+        if relay_named or route == "relay"
+        else None
+    )
+    # The seed authorized the relay key's public half when no .pub was given; without a
+    # relay, the one private key in the folder (if any) plays that part.
+    fallback = relay.key if relay else (scan.private[0] if len(scan.private) == 1 else None)
+    authorized = _authorized_keys(folder, server_f, scan.public, fallback)
+
+    forwards: list[int] = []
+    local_port = seed.port("local_port")
+    if local_port is not None:
+        forwards.append(local_port)
+    raw_fwd = top.data.get("forwards")
+    if raw_fwd is None:
+        raw_fwd = []
+    if not isinstance(raw_fwd, list):
+        raise top.error(
+            "forwards",
+            f"must be a list of port numbers, not {typename(raw_fwd)}",
+            'write it as "forwards": [6006, 8888]',
+        )
+    for i, value in enumerate(raw_fwd):
+        port = as_port(value)
+        if port is None:
+            raise top.error(
+                f"forwards[{i}]",
+                f"must be a port number 1-65535, not {value!r}",
+                'write it as "forwards": [6006, 8888]',
+            )
+        if port not in forwards:
+            forwards.append(port)
+
+    server_kind = _backend(server_f, "kind", "the SSH server")
+    workdir = server_f.str_("workdir")
+    if workdir is not None and not (workdir.startswith("/") or workdir.startswith("~")):
+        raise server_f.error(
+            "workdir",
+            f"'{workdir}' is not an absolute path",
+            'write it as "/content" or "~/work" (leave it out for the notebook\'s directory)',
+        )
+    tunnel_kind = _backend(relay_f, "client", "the reverse-tunnel client")
+
+    return RuntimeConfig(
+        folder=folder,
+        name=run_name,
+        mode=mode,  # type: ignore[arg-type]
+        relay=relay,
+        server_port=server_f.port("port", 0, allow_zero=True) or 0,
+        authorized_keys=tuple(authorized),
+        forwards=tuple(forwards),
+        python_packages=tuple(top.str_list("python_packages")),
+        os_packages=tuple(top.str_list("os_packages")),
+        server_kind=server_kind,
+        tunnel_kind=tunnel_kind,
+        workdir=workdir,
+        route=route,  # type: ignore[arg-type]
+        cloudflared=parse_cloudflared(folder, top),
+    )
+
+
+def _parse_relay(
+    folder: Path, relay_f: Fields, seed: Fields, scan: FolderKeys, mode: str, run_name: str
+) -> RelayConfig:
+    # Keys: by content, as the seed did; the superset may name them explicitly.
     key_name = relay_f.str_("key")
     if key_name is not None:
         relay_key = _named_private_key(folder, key_name, relay_f)
@@ -320,7 +312,7 @@ def load_config(folder: str | Path, name: str | None = None) -> RuntimeConfig:
         host_key = parsed.blob
     bind = relay_f.str_("bind_address")
 
-    relay = RelayConfig(
+    return RelayConfig(
         host=host,
         port=relay_f.port("port", 22) or 22,
         user=user,
@@ -333,59 +325,8 @@ def load_config(folder: str | Path, name: str | None = None) -> RuntimeConfig:
         socket_path=_socket_path(relay_f, user, run_name),
     )
 
-    authorized = _authorized_keys(folder, server_f, scan.public, relay_key)
 
-    forwards: list[int] = []
-    local_port = seed.port("local_port")
-    if local_port is not None:
-        forwards.append(local_port)
-    raw_fwd = top.data.get("forwards")
-    if raw_fwd is None:
-        raw_fwd = []
-    if not isinstance(raw_fwd, list):
-        raise top.error(
-            "forwards",
-            f"must be a list of port numbers, not {_typename(raw_fwd)}",
-            'write it as "forwards": [6006, 8888]',
-        )
-    for i, value in enumerate(raw_fwd):
-        port = as_port(value)
-        if port is None:
-            raise top.error(
-                f"forwards[{i}]",
-                f"must be a port number 1-65535, not {value!r}",
-                'write it as "forwards": [6006, 8888]',
-            )
-        if port not in forwards:
-            forwards.append(port)
-
-    server_kind = _backend(server_f, "kind", "the SSH server")
-    workdir = server_f.str_("workdir")
-    if workdir is not None and not (workdir.startswith("/") or workdir.startswith("~")):
-        raise server_f.error(
-            "workdir",
-            f"'{workdir}' is not an absolute path",
-            'write it as "/content" or "~/work" (leave it out for the notebook\'s directory)',
-        )
-    tunnel_kind = _backend(relay_f, "client", "the reverse-tunnel client")
-
-    return RuntimeConfig(
-        folder=folder,
-        name=run_name,
-        mode=mode,  # type: ignore[arg-type]
-        relay=relay,
-        server_port=server_f.port("port", 0, allow_zero=True) or 0,
-        authorized_keys=tuple(authorized),
-        forwards=tuple(forwards),
-        python_packages=tuple(top.str_list("python_packages")),
-        os_packages=tuple(top.str_list("os_packages")),
-        server_kind=server_kind,
-        tunnel_kind=tunnel_kind,
-        workdir=workdir,
-    )
-
-
-def _backend(fields: _Fields, key: str, what: str) -> Backend:
+def _backend(fields: Fields, key: str, what: str) -> Backend:
     value = fields.str_(key, "auto")
     if value not in BACKENDS:
         raise fields.error(
@@ -396,7 +337,7 @@ def _backend(fields: _Fields, key: str, what: str) -> Backend:
     return value  # type: ignore[return-value]
 
 
-def _socket_path(relay_f: _Fields, user: str, name: str) -> str:
+def _socket_path(relay_f: Fields, user: str, name: str) -> str:
     path = relay_f.str_("socket_path") or f"/tmp/handy-colab-{user}-{name}.sock"
     if not SOCKET_PATH_RE.match(path):
         raise relay_f.error(
@@ -407,7 +348,7 @@ def _socket_path(relay_f: _Fields, user: str, name: str) -> str:
     return path
 
 
-def _named_private_key(folder: Path, key_name: str, relay_f: _Fields) -> PrivateKey:
+def _named_private_key(folder: Path, key_name: str, relay_f: Fields) -> PrivateKey:
     path = (folder / key_name).expanduser()
     if not path.is_file():
         raise relay_f.error(
@@ -429,7 +370,7 @@ def _named_private_key(folder: Path, key_name: str, relay_f: _Fields) -> Private
 
 
 def _authorized_keys(
-    folder: Path, server_f: _Fields, found: list[PublicKey], relay_key: PrivateKey
+    folder: Path, server_f: Fields, found: list[PublicKey], relay_key: PrivateKey | None
 ) -> list[PublicKey]:
     entries = server_f.str_list("authorized_keys")
     keys: list[PublicKey] = []
@@ -451,7 +392,14 @@ def _authorized_keys(
             keys.extend(loaded)
     else:
         keys = list(found)
+    if not keys and relay_key is None:
+        raise ConfigError(
+            f"{folder}: no public key to let into the runtime. Fix: put your laptop's public "
+            f"key (e.g. ~/.ssh/id_ed25519.pub) in the folder, or list it in {CONFIG_FILE} "
+            f"field 'server.authorized_keys'"
+        )
     if not keys:
+        assert relay_key is not None
         # The seed derived the public key from the portmap key; do the same when none is given,
         # so a folder with just the .pem still lets its owner log in.
         keys = [PublicKey(line=relay_key.public_line, source=relay_key.path.name)]

@@ -10,17 +10,23 @@ import json
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import NAME_RE, SOCKET_PATH_RE, RuntimeConfig, as_port
+from .config import NAME_RE, SOCKET_PATH_RE, RuntimeConfig
+from .configfields import as_port
 from .errors import ConfigError
 from .fsutil import atomic_write
 from .keys import fingerprint, parse_public_key_line
+from .tunnels.cloudflared_config import valid_hostname
 from .tunnels.common import known_hosts_pattern
 
-FORMAT = 1
+# Format 1: the relay route. Format 2 adds the cloudflared route; relay descriptors are still
+# written as format 1, so laptops with an older handy-colab keep reading them.
+FORMAT = 2
+RELAY_FORMAT = 1
 # Host names, IPv4/IPv6 literals and user names; nothing ssh_config would split or interpret.
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_.:%@+-][A-Za-z0-9_.:%@+\[\]-]{0,252}$")
 
@@ -28,31 +34,39 @@ _TOKEN_RE = re.compile(r"^[A-Za-z0-9_.:%@+-][A-Za-z0-9_.:%@+\[\]-]{0,252}$")
 @dataclass
 class Descriptor:
     name: str
-    mode: str  # "public" | "private"
+    mode: str  # relay route: "public" | "private"; cloudflared route: "quick" | "named"
     user: str  # login user on the runtime
     host_keys: list[str]  # the runtime's host keys, "type base64"
-    relay_host: str
-    relay_port: int
-    relay_user: str  # account for ProxyJump (private mode)
-    relay_host_keys: list[str]
-    public_host: str
-    remote_port: int
+    relay_host: str = ""
+    relay_port: int = 0
+    relay_user: str = ""  # account for ProxyJump (private mode)
+    relay_host_keys: list[str] = field(default_factory=list)
+    public_host: str = ""
+    remote_port: int = 0
     python: str = ""  # the interpreter sessions get first on PATH (the notebook's)
     home: str = ""
     workdir: str = ""  # where sessions start (the notebook's directory)
     forwards: list[int] = field(default_factory=list)
     identity_hint: str = ""  # file name of the key in the config folder, if any
     socket_path: str = ""  # private mode: the runtime's Unix socket on the relay
-    format: int = FORMAT
+    route: str = "relay"  # "relay" | "cloudflared"
+    hostname: str = ""  # cloudflared: the tunnel's public hostname (a quick one changes)
+    format: int = RELAY_FORMAT
+
+    @property
+    def cloudflared(self) -> bool:
+        return self.route == "cloudflared"
 
     # Where ssh connects for the runtime itself.
     @property
     def host(self) -> str:
+        if self.cloudflared:
+            return self.hostname
         return self.public_host if self.mode == "public" else "127.0.0.1"
 
     @property
     def port(self) -> int:
-        return self.remote_port
+        return 443 if self.cloudflared else self.remote_port
 
     @property
     def start_dir(self) -> str:
@@ -64,7 +78,12 @@ class Descriptor:
         return f"{self.name}-relay"
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+        data = asdict(self)
+        if not self.cloudflared:
+            # Exactly the format-1 fields: older laptops refuse none of them.
+            for fld in ("route", "hostname"):
+                data.pop(fld)
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str) -> Descriptor:
@@ -84,30 +103,38 @@ class Descriptor:
                 f"{source}: descriptor format {fmt} is newer than this "
                 f"handy-colab understands. Fix: upgrade handy-colab on the laptop"
             )
-        for fld in ("name", "mode", "user", "relay_host", "relay_user", "public_host"):
+        route = data.get("route", "relay")
+        if route not in ("relay", "cloudflared"):
+            raise bad("route", f"must be relay or cloudflared, not {route!r}")
+        relay_route = route == "relay"
+        tokens = ("name", "mode", "user") + (
+            ("relay_host", "relay_user", "public_host") if relay_route else ()
+        )
+        for fld in tokens:
             value = data.get(fld)
             # A space, newline or quote here would let a descriptor add ssh directives.
             if not isinstance(value, str) or not _TOKEN_RE.match(value):
                 raise bad(fld, f"is missing or not a plain host/user token ({value!r})")
         if not NAME_RE.match(data["name"]):
             raise bad("name", "is not a valid runtime name")
-        if data["mode"] not in ("public", "private"):
-            raise bad("mode", f"must be public or private, not {data['mode']!r}")
-        for fld in ("relay_port", "remote_port"):
-            value = data.get(fld)
-            zero_ok = fld == "remote_port" and data["mode"] == "private"
-            if as_port(value, allow_zero=zero_ok, strict=True) is None:
-                raise bad(fld, f"must be a port number, not {value!r}")
-        sock = data.get("socket_path", "")
-        if data["mode"] == "private" and (
-            not isinstance(sock, str) or not SOCKET_PATH_RE.match(sock)
-        ):
-            raise bad("socket_path", f"must be an absolute path without spaces ({sock!r})")
+        modes = ("public", "private") if relay_route else ("quick", "named")
+        if data["mode"] not in modes:
+            raise bad("mode", f"must be {' or '.join(modes)}, not {data['mode']!r}")
+        hostname = ""
+        if relay_route:
+            _check_relay_fields(data, bad)
+        else:
+            raw_host = data.get("hostname")
+            checked = valid_hostname(raw_host) if isinstance(raw_host, str) else None
+            if checked is None or checked != raw_host:
+                raise bad("hostname", f"must be a DNS host name ({raw_host!r:.60})")
+            hostname = checked
         fwd = data.get("forwards", [])
         if not isinstance(fwd, list) or any(as_port(p, strict=True) is None for p in fwd):
             raise bad("forwards", "must be a list of port numbers")
         keys: dict[str, list[str]] = {}
-        for fld, required in (("host_keys", True), ("relay_host_keys", False)):
+        key_fields = (("host_keys", True), ("relay_host_keys", False))
+        for fld, required in key_fields if relay_route else key_fields[:1]:
             value = data.get(fld, [])
             if not isinstance(value, list) or (required and not value):
                 raise bad(fld, "must list public host keys")
@@ -128,24 +155,29 @@ class Descriptor:
             value = data.get(fld, "")
             if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
                 raise bad(fld, "must be a one-line string")
+        common = {
+            "name": data["name"],
+            "mode": data["mode"],
+            "user": data["user"],
+            "host_keys": keys["host_keys"],
+            "python": data.get("python", ""),
+            "home": data.get("home", ""),
+            "workdir": data.get("workdir", ""),
+            "forwards": list(fwd),
+            "identity_hint": data.get("identity_hint", ""),
+            "format": fmt,
+        }
+        if not relay_route:
+            return cls(**common, route="cloudflared", hostname=hostname)
         return cls(
-            name=data["name"],
-            mode=data["mode"],
-            user=data["user"],
-            host_keys=keys["host_keys"],
+            **common,
             relay_host=data["relay_host"],
             relay_port=data["relay_port"],
             relay_user=data["relay_user"],
             relay_host_keys=keys["relay_host_keys"],
             public_host=data["public_host"],
             remote_port=data["remote_port"],
-            python=data.get("python", ""),
-            home=data.get("home", ""),
-            workdir=data.get("workdir", ""),
-            forwards=list(fwd),
-            identity_hint=data.get("identity_hint", ""),
             socket_path=data.get("socket_path", "") or "",
-            format=fmt,
         )
 
     @classmethod
@@ -167,11 +199,24 @@ class Descriptor:
         return cls.from_dict(data, str(path))
 
 
+def _check_relay_fields(data: dict[str, Any], bad: Callable[[str, str], ConfigError]) -> None:
+    """The relay route's ports and socket path (the token fields are checked by the caller)."""
+    for fld in ("relay_port", "remote_port"):
+        value = data.get(fld)
+        zero_ok = fld == "remote_port" and data["mode"] == "private"
+        if as_port(value, allow_zero=zero_ok, strict=True) is None:
+            raise bad(fld, f"must be a port number, not {value!r}")
+    sock = data.get("socket_path", "")
+    if data["mode"] == "private" and (not isinstance(sock, str) or not SOCKET_PATH_RE.match(sock)):
+        raise bad("socket_path", f"must be an absolute path without spaces ({sock!r})")
+
+
 def relay_host_keys(cfg: RuntimeConfig) -> list[str]:
     """The relay's pinned key: from the config, or as recorded on first use."""
-    if cfg.relay.host_key:
-        return [cfg.relay.host_key]
-    pattern = known_hosts_pattern(cfg.relay.host, cfg.relay.port)
+    relay = cfg.ssh_relay
+    if relay.host_key:
+        return [relay.host_key]
+    pattern = known_hosts_pattern(relay.host, relay.port)
     keys = []
     try:
         lines = cfg.relay_known_hosts.read_text().splitlines()
@@ -184,33 +229,56 @@ def relay_host_keys(cfg: RuntimeConfig) -> list[str]:
     return keys
 
 
+@dataclass(frozen=True)
+class CloudflaredEndpoint:
+    """Where the cloudflared route put the runtime (what the laptop's ProxyCommand opens)."""
+
+    hostname: str
+    named: bool
+
+
 def build_descriptor(
-    cfg: RuntimeConfig, host_key_line: str, python: str = "", workdir: str = ""
+    cfg: RuntimeConfig,
+    host_key_line: str,
+    python: str = "",
+    workdir: str = "",
+    cloudflared: CloudflaredEndpoint | None = None,
 ) -> Descriptor:
+    """The descriptor of the route that runs: the relay's, or cloudflared's when given."""
     pub = parse_public_key_line(host_key_line, "host key")
     assert pub is not None
-    return Descriptor(
+    common = Descriptor(
         name=cfg.name,
         mode=cfg.mode,
         user=cfg.login_user,
         host_keys=[pub.blob],
-        relay_host=cfg.relay.host,
-        relay_port=cfg.relay.port,
-        relay_user=cfg.relay.jump_user,
-        relay_host_keys=relay_host_keys(cfg),
-        public_host=cfg.relay.public_host,
-        remote_port=cfg.relay.remote_port,
         python=python or sys.executable,
         home=os.path.expanduser("~"),
         workdir=workdir,
         forwards=list(cfg.forwards),
         identity_hint=_identity_hint(cfg),
-        socket_path=cfg.relay.socket_path if cfg.mode == "private" else "",
     )
+    if cloudflared is not None:
+        common.route = "cloudflared"
+        common.mode = "named" if cloudflared.named else "quick"
+        common.hostname = cloudflared.hostname
+        common.format = FORMAT
+        return common
+    relay = cfg.ssh_relay
+    common.relay_host = relay.host
+    common.relay_port = relay.port
+    common.relay_user = relay.jump_user
+    common.relay_host_keys = relay_host_keys(cfg)
+    common.public_host = relay.public_host
+    common.remote_port = relay.remote_port
+    common.socket_path = relay.socket_path if cfg.mode == "private" else ""
+    return common
 
 
 def _identity_hint(cfg: RuntimeConfig) -> str:
     """The folder's key file that may log into the runtime (the seed's .pem), if any."""
+    if cfg.relay is None:
+        return ""
     relay_blob = " ".join(cfg.relay.key.public_line.split()[:2])
     if any(k.blob == relay_blob for k in cfg.authorized_keys):
         return cfg.relay.key.path.name
@@ -225,6 +293,11 @@ def write_descriptor(cfg: RuntimeConfig, desc: Descriptor) -> Path:
 
 def ssh_command(desc: Descriptor, identity: str | None = None) -> str:
     ident = f"-i {identity} " if identity else ""
+    if desc.cloudflared:
+        return (
+            f"ssh {ident}-o 'ProxyCommand=handy-colab proxy --ws {desc.hostname}' "
+            f"-o HostKeyAlias={desc.name} {desc.user}@{desc.name}"
+        )
     if desc.mode == "public":
         port = f"-p {desc.port} " if desc.port != 22 else ""
         return f"ssh {ident}{port}{desc.user}@{desc.host}"
@@ -243,8 +316,12 @@ def render_block(desc: Descriptor, descriptor_path: Path | None, identity: str |
     fp = ", ".join(fingerprint(k) for k in desc.host_keys)
     workdir = desc.start_dir or "~"
     src = str(descriptor_path) if descriptor_path else "DIR/connections/NAME.json"
+    if desc.cloudflared:
+        how = f"through Cloudflare ({desc.mode} tunnel https://{desc.hostname})"
+    else:
+        how = f"through the relay ({desc.mode} mode)"
     lines = [
-        f"Runtime '{desc.name}' is reachable through the relay ({desc.mode} mode).",
+        f"Runtime '{desc.name}' is reachable {how}.",
         f"Host key fingerprint: {fp}",
         "",
         "Easiest: on the laptop, with the descriptor (or the config folder) at hand:",
@@ -259,7 +336,10 @@ def render_block(desc: Descriptor, descriptor_path: Path | None, identity: str |
     lines += [
         "    " + ln
         for ln in render_host_blocks(
-            desc, identity, "~/.ssh/handy-colab_known_hosts", launcher="handy-colab proxy"
+            desc,
+            identity,
+            "~/.ssh/handy-colab_known_hosts",
+            launcher="handy-colab proxy --ws" if desc.cloudflared else "handy-colab proxy",
         )
         .rstrip()
         .splitlines()
@@ -267,6 +347,14 @@ def render_block(desc: Descriptor, descriptor_path: Path | None, identity: str |
     lines += ["", "with these lines in ~/.ssh/handy-colab_known_hosts:"]
     lines += ["    " + ln for group in known_hosts_lines(desc).values() for ln in group]
     key = identity or desc.identity_hint or "the private key of one of the authorized keys"
+    if desc.mode == "quick":
+        lines[3:3] = [
+            "A quick tunnel gets a new hostname whenever it restarts: a laptop set up by "
+            "`connect` from the",
+            "descriptor in a synced folder (e.g. Google Drive for desktop) follows it; a "
+            "one-off copy does not.",
+            "",
+        ]
     if desc.mode == "public":
         pycharm_host = f"host {desc.host}, port {desc.port}"
     else:

@@ -29,9 +29,13 @@ class ServerError(HandyColabError):
 class TunnelError(HandyColabError):
     """The reverse tunnel to the relay could not be opened."""
 
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
+    def __init__(
+        self, message: str, *, permanent: bool = False, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.permanent = permanent
+        # Seconds the far end asked us to wait (a rate limit), whatever the usual back-off.
+        self.retry_after = retry_after
 
 
 class StateError(HandyColabError):
@@ -48,3 +52,7 @@ class RelaySetupError(HandyColabError):
 
 class PlatformError(HandyColabError):
     """A notebook platform's own service (Drive mount, secrets) failed or is unavailable."""
+
+
+class BinaryError(HandyColabError):
+    """An external program a route needs (cloudflared) is missing, unverifiable or refused."""

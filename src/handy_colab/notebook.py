@@ -199,7 +199,7 @@ def up(
     *,
     name: str | None = None,
     server: Backend | None = None,
-    tunnel: Backend | None = None,
+    tunnel: str | None = None,
     secrets: bool | None = None,
     timeout: float = 60.0,
     install: bool = True,

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .config import CONFIG_FILE, RELAY_KNOWN_HOSTS, parse_config_text
+from .config import CONFIG_FILE, RELAY_KNOWN_HOSTS
+from .configfields import parse_config_text
 from .errors import ConfigError, KeyFileError, PlatformError
 from .fsutil import atomic_write
 from .keys import (

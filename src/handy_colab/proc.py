@@ -50,6 +50,7 @@ class WatchedProcess:
         label: str,
         logger: logging.Logger | None = None,
         on_exit: Callable[[], None] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.argv = list(argv)
         self.label = label
@@ -64,6 +65,7 @@ class WatchedProcess:
             text=True,
             errors="replace",
             bufsize=1,
+            env=env,
         )
         self._seen: list[str] = []
         self._dropped = 0

@@ -105,7 +105,7 @@ def up(
     timeout: float = 60.0,
     install: bool = True,
     server: Backend | None = None,
-    tunnel: Backend | None = None,
+    tunnel: str | None = None,
     *,
     python: str | None = None,
     environ: Mapping[str, str] | None = None,
@@ -145,6 +145,7 @@ def up(
             _refresh_descriptor(cfg, desc, path, sess)
             res = UpResult(cfg, desc, path, True, st, sess)
         else:
+            _fetch_binaries(cfg, tunnel, progress)
             res = _start(cfg, rd, st, timeout, server, tunnel, sess)
     if install and (cfg.python_packages or cfg.os_packages):
         from .packages import install_packages
@@ -173,13 +174,28 @@ def _refresh_descriptor(
             log.warning("cannot rewrite the connection descriptor: %s", exc.strerror)
 
 
+def _fetch_binaries(cfg: RuntimeConfig, tunnel: str | None, progress: Progress | None) -> None:
+    """Check the route now (a one-line error before anything starts) and fetch the program
+    it runs here, where the caller sees the download's progress; the supervisor then finds it
+    in the cache (and verifies it again before it runs)."""
+    from .backends import choose_tunnel
+
+    if choose_tunnel(tunnel, cfg).kind != "cloudflared":
+        return
+    from .binaries import progress_lines
+    from .tunnels.cloudflared import installer
+
+    found = installer(cfg).resolve(progress_lines("cloudflared", progress) if progress else None)
+    log.info("cloudflared %s from %s (%s)", found.version, found.path, found.source)
+
+
 def _start(
     cfg: RuntimeConfig,
     rd: RuntimeDir,
     st: dict[str, Any] | None,
     timeout: float,
     server: Backend | None,
-    tunnel: Backend | None,
+    tunnel: str | None,
     sess: SessionEnv,
 ) -> UpResult:
     if st is not None:

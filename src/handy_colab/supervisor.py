@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from .backends import choose_server, choose_tunnel, make_server, make_tunnel
-from .config import BACKENDS, Backend, RuntimeConfig, load_config
-from .connection import build_descriptor, write_descriptor
+from .config import BACKENDS, TUNNEL_CHOICES, Backend, RuntimeConfig, load_config
+from .connection import CloudflaredEndpoint, build_descriptor, write_descriptor
 from .errors import HandyColabError, TunnelError
 from .keys import ensure_host_key
 from .server.base import Server
@@ -60,14 +60,14 @@ class Supervisor:
         rd: RuntimeDir,
         run_id: str,
         server_kind: Backend | None = None,
-        tunnel_kind: Backend | None = None,
+        tunnel_kind: str | None = None,
     ) -> None:
         self.cfg = cfg
         self.rd = rd
         self.run_id = run_id
         # The command line's choice wins over the config's; "auto" decides from this machine.
         self.server_choice = choose_server(server_kind or cfg.server_kind)
-        self.tunnel_choice = choose_tunnel(tunnel_kind or cfg.tunnel_kind)
+        self.tunnel_choice = choose_tunnel(tunnel_kind, cfg)
         self.stop_event = threading.Event()
         # Set when a child exits or a stop is asked: the loop reacts at once, not at its poll.
         self.wake = threading.Event()
@@ -106,6 +106,7 @@ class Supervisor:
             },
         }
         self._lock_fh: IO[str] | None = None
+        self._host_key_line = ""
         self._failed_checks = 0
         self._forced: TunnelError | None = None
 
@@ -155,13 +156,28 @@ class Supervisor:
         self.tunnel.start(timeout=25)
         self.tunnel.check(timeout=10)
         self._set("tunnel", state="up", pid=self.tunnel.pid)
+        self._publish(host_key.public_line)
+        self._set(None, phase="ready", error=None)
+
+    def _publish(self, host_key_line: str) -> None:
+        """Write the descriptor for the laptop: once, and again whenever the tunnel's address
+        changed (a quick tunnel gets a new hostname on every start)."""
+        assert self.tunnel is not None
+        self._host_key_line = host_key_line
         info = read_info(self.rd)
+        hostname = getattr(self.tunnel, "hostname", None)
         desc = build_descriptor(
             self.cfg,
-            host_key.public_line,
+            host_key_line,
             str(info.get("python") or ""),
             str(info.get("cwd") or ""),
+            cloudflared=(
+                CloudflaredEndpoint(hostname, self.cfg.cloudflared.named)
+                if self.tunnel.kind == "cloudflared" and hostname
+                else None
+            ),
         )
+        self._set("tunnel", endpoint=self.tunnel.endpoint, details=self.tunnel.details())
         try:
             path = write_descriptor(self.cfg, desc)
             self._set(None, descriptor=str(path))
@@ -177,7 +193,6 @@ class Supervisor:
                     f"descriptor ({exc.strerror}); copy the block below instead"
                 ],
             )
-        self._set(None, phase="ready", error=None)
 
     def _on_signal(self, _signum: int, _frame: object) -> None:
         self.stop_event.set()
@@ -268,7 +283,7 @@ class Supervisor:
                 self.tunnel.stop()
             return
         self._failed_checks = 0
-        self._set("tunnel", last_check=time.time(), checks_failed=0)
+        self._set("tunnel", last_check=time.time(), checks_failed=0, details=self.tunnel.details())
 
     def _reconnect(self, failure: Exception) -> None:
         assert self.tunnel is not None
@@ -286,7 +301,7 @@ class Supervisor:
                 # Short, capped back-off: a stale listener on the relay goes away on its own
                 # and we want the port the moment it does; only what cannot heal by waiting
                 # (key refused, host key changed) is retried slowly.
-                delay = (
+                delay = exc.retry_after or (
                     PERMANENT_BACKOFF if exc.permanent else BACKOFF[min(tries, len(BACKOFF) - 1)]
                 )
                 tries += 1
@@ -294,7 +309,7 @@ class Supervisor:
                 # out a connect timeout is not made to wait again.
                 delay = max(0.2, delay - (time.monotonic() - attempt))
                 log.warning("reconnect failed (%s); next try in %.1fs", exc, delay)
-                self._set("tunnel", state="down", last_error=str(exc))
+                self._set("tunnel", state="down", last_error=str(exc), next_try=time.time() + delay)
                 self.tunnel.stop()
                 self.stop_event.wait(delay)
                 continue
@@ -304,8 +319,11 @@ class Supervisor:
                 state="up",
                 pid=self.tunnel.pid,
                 checks_failed=0,
+                next_try=None,
                 reconnects=self.state["tunnel"]["reconnects"] + 1,
             )
+            if self.tunnel.endpoint != self.state["tunnel"].get("endpoint"):
+                self._publish(self._host_key_line)
             self._set(None, phase="ready")
             log.info("tunnel re-opened (reconnect #%d)", self.state["tunnel"]["reconnects"])
             return
@@ -327,13 +345,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True)
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--server", choices=BACKENDS)
-    parser.add_argument("--tunnel", choices=BACKENDS)
+    parser.add_argument("--tunnel", choices=TUNNEL_CHOICES)
     args = parser.parse_args(argv)
     os.umask(0o077)
     rd = RuntimeDir.for_name(args.name).ensure()
     setup_logging(rd)
     try:
         cfg = load_config(Path(args.folder), args.name)
+        sup = Supervisor(cfg, rd, args.run_id, args.server, args.tunnel)
     except HandyColabError as exc:
         rd.write_state(
             {
@@ -346,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
         return 1
-    return Supervisor(cfg, rd, args.run_id, args.server, args.tunnel).run()
+    return sup.run()
 
 
 if __name__ == "__main__":

@@ -45,13 +45,22 @@ def proxy_command(desc: Descriptor, config_file: str, launcher: str | None = Non
     return f"{launcher} -F {_q(config_file)} {desc.relay_alias} {desc.socket_path}"
 
 
+def ws_launcher(cloudflared_access: bool = False) -> str:
+    """How connect's ProxyCommand starts the WebSocket proxy (this very interpreter)."""
+    extra = " --cloudflared-access" if cloudflared_access else ""
+    return f"{_q(sys.executable)} -m handy_colab.tunnels.websocket{extra}"
+
+
 def render_host_blocks(
     desc: Descriptor,
     identity: str | None,
     known_hosts: str,
     config_file: str = "~/.ssh/config.d/handy-colab",
     launcher: str | None = None,
+    follow: str | None = None,
 ) -> str:
+    """``launcher``: the ProxyCommand's program (default: this interpreter's module);
+    ``follow``: the descriptor a cloudflared ProxyCommand re-reads at each connection."""
     """The Host block(s) for one runtime: the runtime itself, and its relay in private mode."""
     common = [
         f"    UserKnownHostsFile {_q(known_hosts)}",
@@ -72,7 +81,7 @@ def render_host_blocks(
             *ident,
             "",
         ]
-    # Private mode reaches the runtime through ProxyCommand: no HostName/Port to give.
+    # Private mode and cloudflared reach the runtime through ProxyCommand: no HostName/Port.
     where = [f"    HostName {desc.host}", f"    Port {desc.port}"] if desc.mode == "public" else []
     out += [
         f"Host {desc.name}",
@@ -86,6 +95,11 @@ def render_host_blocks(
     ]
     if desc.mode == "private":
         out.append(f"    ProxyCommand {proxy_command(desc, config_file, launcher)}")
+    if desc.cloudflared:
+        from ..tunnels.cloudflared import proxy_command as ws_proxy_command
+
+        cmd = ws_proxy_command(desc.hostname, launcher or ws_launcher(), follow)
+        out.append(f"    ProxyCommand {cmd}")
     out += [f"    LocalForward {p} 127.0.0.1:{p}" for p in desc.forwards]
     text = "\n".join(out) + "\n"
     if any(c in text for c in "\r\0") or any(
@@ -173,14 +187,16 @@ class ConnectResult:
     identity: str | None
     include_in: Path | None
     backups: list[Path] = field(default_factory=list)
+    follows: Path | None = None  # the descriptor a quick tunnel's ProxyCommand re-reads
 
 
-def _resolve_source(source: Path, name: str | None) -> tuple[Descriptor, Path | None]:
-    """Find the descriptor; for a config folder also return the folder."""
+def _resolve_source(source: Path, name: str | None) -> tuple[Descriptor, Path | None, Path]:
+    """Find the descriptor; also return the config folder (if given one) and the file."""
     if source.is_dir():
         conn = source / "connections"
         if name:
-            return Descriptor.load(conn / f"{name}.json"), source
+            path = conn / f"{name}.json"
+            return Descriptor.load(path), source, path
         found = sorted(conn.glob("*.json")) if conn.is_dir() else []
         if not found:
             raise ConfigError(
@@ -190,10 +206,10 @@ def _resolve_source(source: Path, name: str | None) -> tuple[Descriptor, Path | 
         if len(found) > 1:
             names = ", ".join(p.stem for p in found)
             raise ConfigError(f"{conn}: several runtimes ({names}). Fix: pick one with --name")
-        return Descriptor.load(found[0]), source
+        return Descriptor.load(found[0]), source, found[0]
     if source.is_file() and source.name == CONFIG_FILE:
         return _resolve_source(source.parent, name)
-    return Descriptor.load(source), None
+    return Descriptor.load(source), None, source
 
 
 def _prepare_identity(
@@ -233,13 +249,14 @@ def connect(
     ssh_config: Path | None = None,
     known_hosts: Path | None = None,
     name: str | None = None,
+    cloudflared_access: bool = False,
 ) -> ConnectResult:
     if name is not None and not NAME_RE.match(name):
         raise ConfigError(
             f"--name '{name}' is not a valid runtime name. Fix: use letters, "
             f"digits, '.', '_' or '-'"
         )
-    desc, folder = _resolve_source(source.expanduser().resolve(), name)
+    desc, folder, desc_path = _resolve_source(source.expanduser().resolve(), name)
     user_config, managed, default_known = default_paths()
     include_in: Path | None = None
     if ssh_config is not None:
@@ -252,7 +269,15 @@ def connect(
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
         ident = _prepare_identity(identity, desc, folder, known.parent)
         backups: list[Path] = []
-        block = render_host_blocks(desc, ident, str(known), str(managed))
+        block = render_host_blocks(
+            desc,
+            ident,
+            str(known),
+            str(managed),
+            launcher=ws_launcher(cloudflared_access) if desc.cloudflared else None,
+            # A quick tunnel's name changes: the ProxyCommand re-reads this file each time.
+            follow=str(desc_path) if desc.mode == "quick" else None,
+        )
         bak = _write_if_changed(
             managed, replace_block(read_text_or_empty(managed), desc.name, block), 0o600
         )
@@ -270,4 +295,5 @@ def connect(
             f"permissions, or pass --ssh-config/--known-hosts elsewhere"
         ) from None
     os.chmod(managed, stat.S_IMODE(managed.stat().st_mode) & ~0o022)
-    return ConnectResult(desc.name, managed, known, ident, include_in, backups)
+    follows = desc_path if desc.mode == "quick" else None
+    return ConnectResult(desc.name, managed, known, ident, include_in, backups, follows)

@@ -13,6 +13,7 @@ def cmd_connect(
     ssh_config: str | None,
     known_hosts: str | None,
     name: str | None,
+    cloudflared_access: bool = False,
 ) -> int:
     res = connect(
         Path(source),
@@ -20,11 +21,18 @@ def cmd_connect(
         ssh_config=Path(ssh_config) if ssh_config else None,
         known_hosts=Path(known_hosts) if known_hosts else None,
         name=name,
+        cloudflared_access=cloudflared_access,
     )
     print(f"Wrote Host '{res.name}' to {res.config_file}")
     print(f"Pinned its host key in {res.known_hosts}")
     if res.include_in is not None:
         print(f"{res.include_in} includes it")
+    if res.follows is not None:
+        print(
+            f"Follows the quick tunnel's hostname through {res.follows} at each connection: "
+            f"keep that file synced (e.g. Google Drive for desktop); from a one-off copy, run "
+            f"connect again after the runtime restarts"
+        )
     for bak in res.backups:
         print(f"Backup of the previous file: {bak}")
     how = f"ssh -F {res.config_file} {res.name}" if res.include_in is None else f"ssh {res.name}"

@@ -25,7 +25,7 @@ def cmd_up(
     timeout: float,
     install: bool,
     server: Backend | None = None,
-    tunnel: Backend | None = None,
+    tunnel: str | None = None,
 ) -> int:
     res = runtime.up(
         folder,
@@ -113,6 +113,20 @@ def cmd_status(name: str | None, as_json: bool) -> int:
                 f"reconnects {tun.get('reconnects', 0)}"
                 + (f", last error: {tun['last_error']}" if tun.get("last_error") else "")
             )
+            if isinstance(tun.get("next_try"), (int, float)) and tun.get("state") != "up":
+                when = datetime.datetime.fromtimestamp(tun["next_try"]).strftime("%H:%M:%S")
+                left = max(0, int(tun["next_try"] - time.time()))
+                print(f"  tunnel  next try at {when} (in {left}s)")
+            details = tun.get("details") or {}
+            if details.get("hostname") or details.get("protocol"):
+                conns = details.get("edge_connections", 0)
+                where = ", ".join(details.get("locations") or []) or "-"
+                print(
+                    f"  cloudflared {details.get('tunnel', '-')} tunnel "
+                    f"https://{details.get('hostname') or '(pending)'}, protocol "
+                    f"{details.get('protocol', '-')}, {conns} edge connection"
+                    f"{'' if conns == 1 else 's'} ({where}), {details.get('binary', '-')}"
+                )
             info = read_info(RuntimeDir.for_name(n))
             if info:
                 names_ = info.get("names")

@@ -8,6 +8,7 @@ import re
 import subprocess
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import Any
 
 from ..config import RuntimeConfig
 from ..errors import TunnelError
@@ -62,7 +63,7 @@ class Tunnel(ChildHolder, ABC):
         if status == "timeout":
             self.stop()
             raise TunnelError(
-                f"relay {self.cfg.relay.host}:{self.cfg.relay.port} did not confirm "
+                f"relay {self.cfg.ssh_relay.host}:{self.cfg.ssh_relay.port} did not confirm "
                 f"the forward within {timeout:.0f}s. Fix: check the relay is "
                 f"reachable from the runtime"
             )
@@ -77,15 +78,19 @@ class Tunnel(ChildHolder, ABC):
         # Give the child a moment to print its last lines and exit, so they all count.
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.proc.wait(2)
-        return classify(self.proc.last_lines(30), self.cfg, self.cfg.relay.key.path.name)
+        return classify(self.proc.last_lines(30), self.cfg, self.cfg.ssh_relay.key.path.name)
 
     @abstractmethod
     def check(self, timeout: float) -> None:
         """Prove the path end to end: the runtime's SSH banner comes back through the relay."""
 
+    def details(self) -> dict[str, Any]:
+        """Route-specific facts for `status` (a cloudflared hostname, protocol...)."""
+        return {}
+
     @property
     def endpoint(self) -> str:
-        relay = self.cfg.relay
+        relay = self.cfg.ssh_relay
         if self.cfg.mode == "public":
             return f"{relay.public_host}:{relay.remote_port}"
         return f"{relay.user}@{relay.host}:{relay.port}:{relay.socket_path} (private)"

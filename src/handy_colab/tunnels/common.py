@@ -305,7 +305,7 @@ class HostKeyPolicy:
 
 
 def read_only_error(cfg: RuntimeConfig) -> TunnelError:
-    relay = cfg.relay
+    relay = cfg.ssh_relay
     return TunnelError(
         f"{cfg.folder} is read-only, so the relay's host key cannot be "
         f"recorded on first use. Fix: set 'relay.host_key' in user_config.json "
@@ -321,7 +321,7 @@ def prepare_relay_files(cfg: RuntimeConfig, rd: RuntimeDir) -> tuple[Path, bool]
     ``strict``: the key is pinned in the config (``rd.known_hosts``, nothing is ever added);
     otherwise trust on first use into the config folder's ``relay_known_hosts``.
     """
-    relay = cfg.relay
+    relay = cfg.ssh_relay
     private_copy(relay.key, rd.relay_key)
     if relay.host_key:
         atomic_write(
@@ -340,7 +340,7 @@ def prepare_relay_files(cfg: RuntimeConfig, rd: RuntimeDir) -> tuple[Path, bool]
 
 def classify(lines: list[str], cfg: RuntimeConfig, key_name: str) -> TunnelError:
     """Turn the client's last words (OpenSSH's wording) into one actionable line."""
-    relay = cfg.relay
+    relay = cfg.ssh_relay
     where = f"{relay.user}@{relay.host}:{relay.port}"
     text = "\n".join(lines)
     m = re.search(RECORD_FAILED + r" in \S+ \((.*?)\);", text)
@@ -373,7 +373,7 @@ def classify(lines: list[str], cfg: RuntimeConfig, key_name: str) -> TunnelError
     if "Permission denied" in text or "Too many authentication failures" in text:
         return TunnelError(
             f"relay {where} refused the key {key_name} "
-            f"({fingerprint(cfg.relay.key.public_line)}). Fix: add its public key to that "
+            f"({fingerprint(cfg.ssh_relay.key.public_line)}). Fix: add its public key to that "
             f"account's authorized_keys on the relay, or correct 'relay.user'",
             permanent=True,
         )
@@ -421,7 +421,7 @@ def tcp_banner(host: str, port: int, timeout: float) -> tuple[bool, str]:
 
 def check_public(cfg: RuntimeConfig, endpoint: str, timeout: float) -> None:
     """Public mode: the relay's port must answer with the runtime's SSH banner."""
-    relay = cfg.relay
+    relay = cfg.ssh_relay
     connected, banner = tcp_banner(relay.public_host, relay.remote_port, timeout)
     if banner.startswith("SSH-"):
         return
@@ -451,7 +451,7 @@ def private_banner_error(cfg: RuntimeConfig, banner: str) -> TunnelError | None:
     """Private mode: None when the relay's socket answered with an SSH banner."""
     if banner.startswith("SSH-"):
         return None
-    relay = cfg.relay
+    relay = cfg.ssh_relay
     return TunnelError(
         f"the relay accepted the forward but {relay.socket_path} on it does not "
         f"answer with the runtime's SSH banner (got {banner[:40]!r}). Fix: allow "

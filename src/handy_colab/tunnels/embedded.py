@@ -59,17 +59,17 @@ class EmbeddedTunnel(Tunnel):
     def _check_key(self) -> None:
         # Refuse now, once, a key asyncssh cannot use, rather than fail every reconnect.
         try:
-            asyncssh.import_private_key(self.cfg.relay.key.data)
+            asyncssh.import_private_key(self.cfg.ssh_relay.key.data)
         except (asyncssh.KeyImportError, ValueError) as exc:
             raise TunnelError(
-                f"{self.cfg.relay.key.path}: the embedded tunnel client cannot use this key "
+                f"{self.cfg.ssh_relay.key.path}: the embedded tunnel client cannot use this key "
                 f"({exc}). Fix: use an ed25519, ECDSA or RSA key, or install openssh-client "
                 f"and set 'relay.client' to \"openssh\"",
                 permanent=True,
             ) from None
 
     def _settings(self, known_hosts: str, strict: bool) -> ClientSettings:
-        relay = self.cfg.relay
+        relay = self.cfg.ssh_relay
         return ClientSettings(
             host=relay.host,
             port=relay.port,
@@ -105,13 +105,13 @@ class EmbeddedTunnel(Tunnel):
             raise
         except Failed as exc:
             raise TunnelError(
-                f"ssh to {RELAY_ALIAS} could not forward {self.cfg.relay.socket_path}: "
+                f"ssh to {RELAY_ALIAS} could not forward {self.cfg.ssh_relay.socket_path}: "
                 f"{exc.line or 'exited'}"
             ) from None
         except (TimeoutError, asyncio.TimeoutError, concurrent.futures.TimeoutError):
             raise TunnelError(
                 f"ssh to {RELAY_ALIAS} did not set up a forward to "
-                f"{self.cfg.relay.socket_path} within {timeout:.0f}s"
+                f"{self.cfg.ssh_relay.socket_path} within {timeout:.0f}s"
             ) from None
         except (OSError, asyncssh.Error) as exc:
             raise TunnelError(f"end-to-end check could not run: {exc}") from None

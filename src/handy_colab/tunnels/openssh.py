@@ -51,7 +51,7 @@ class OpenSSHTunnel(Tunnel):
         self._prepare()
 
     def _prepare(self) -> None:
-        relay = self.cfg.relay
+        relay = self.cfg.ssh_relay
         known, pinned = prepare_relay_files(self.cfg, self.rd)
         strict = "yes" if pinned else "accept-new"
         options = {
@@ -93,7 +93,7 @@ class OpenSSHTunnel(Tunnel):
         )
 
     def forward_spec(self) -> str:
-        relay = self.cfg.relay
+        relay = self.cfg.ssh_relay
         target = f"127.0.0.1:{self.local_port}"
         if self.cfg.mode == "private":
             return f"{relay.socket_path}:{target}"
@@ -128,7 +128,7 @@ class OpenSSHTunnel(Tunnel):
             raise TunnelError(f"end-to-end check could not run: {exc}") from None
 
     def _check(self, timeout: float) -> None:
-        relay = self.cfg.relay
+        relay = self.cfg.ssh_relay
         if self.cfg.mode == "private":
             prefix = [self.ssh, "-F", str(self.rd.tunnel_config)]
             with forwarded_socket(prefix, RELAY_ALIAS, relay.socket_path, timeout) as local:
