@@ -33,8 +33,15 @@ if [ "$want" = test ]; then
   if [ "$(id -u)" = 0 ] && [ -x /usr/bin/python3 ]; then
     nr=/opt/handy-colab-test/nonroot-venv
     [ -x "$nr/bin/python" ] || /usr/bin/python3 -m venv "$nr"
-    "$nr/bin/python" -m pip install -q --disable-pip-version-check "asyncssh>=2.14" "cryptography>=41"
+    "$nr/bin/python" -m pip install -q --disable-pip-version-check "asyncssh>=2.14" "cryptography>=41" "websockets>=15"
     chmod -R a+rX /opt/handy-colab-test
+  fi
+  # Real peers for the cloudflared route's tests: cloudflared (pinned, from its Go module)
+  # and cfedge, the stand-in for Cloudflare's edge and quick-tunnel API.
+  if command -v go >/dev/null; then
+    bash scripts/build-test-peers.sh /opt/handy-colab-test/bin
+  else
+    echo "setup: Go is not installed: the cloudflared tests need it (tests/peers)" >&2
   fi
 else
   .venv/bin/python -m pip install -q -e .

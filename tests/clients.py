@@ -26,7 +26,13 @@ def set_winsize(fd: int, rows: int, cols: int) -> None:
 class PtySession:
     """An interactive program (e.g. `ssh -tt HOST`) on a pseudo-terminal of ours."""
 
-    def __init__(self, argv: Sequence[str], rows: int = 24, cols: int = 80) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        rows: int = 24,
+        cols: int = 80,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.master, slave = pty.openpty()
         set_winsize(slave, rows, cols)
         self.proc = subprocess.Popen(
@@ -36,6 +42,7 @@ class PtySession:
             stderr=slave,
             start_new_session=True,
             close_fds=True,
+            env=env,
             # The child makes the pty its controlling terminal, as a terminal emulator would.
             preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
         )

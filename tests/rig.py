@@ -80,6 +80,8 @@ class Rig:
         self.relay_proc: subprocess.Popen[bytes] | None = None
         self._last_relay: tuple[list[Path], int, list[str]] = ([], 22, [])
         self.background: list[subprocess.Popen[Any]] = []
+        # Teardown steps of what tests add to the rig (run first in close()).
+        self.cleanups: list[Any] = []
         self.state_dir = self.work / "state"
         self.relay_public_dir: Path | None = None
         # Private mode's socket on the relay: unique per rig, so rigs never share it.
@@ -339,6 +341,9 @@ class Rig:
         leftovers = []
         with contextlib.suppress(Exception):
             self.handy("rt", "down", timeout=30)
+        for step in reversed(self.cleanups):
+            with contextlib.suppress(Exception):
+                step()
         self.stop_relay()
         for p in self.background:
             if p.poll() is None:

@@ -69,6 +69,13 @@ class Descriptor:
         return 443 if self.cloudflared else self.remote_port
 
     @property
+    def reach(self) -> str:
+        """How the laptop reaches the runtime, in words."""
+        if self.cloudflared:
+            return f"through Cloudflare ({self.mode} tunnel https://{self.hostname})"
+        return f"through the relay ({self.mode} mode)"
+
+    @property
     def start_dir(self) -> str:
         """Where sessions start: the notebook's directory (older descriptors: the home)."""
         return self.workdir or self.home
@@ -316,12 +323,8 @@ def render_block(desc: Descriptor, descriptor_path: Path | None, identity: str |
     fp = ", ".join(fingerprint(k) for k in desc.host_keys)
     workdir = desc.start_dir or "~"
     src = str(descriptor_path) if descriptor_path else "DIR/connections/NAME.json"
-    if desc.cloudflared:
-        how = f"through Cloudflare ({desc.mode} tunnel https://{desc.hostname})"
-    else:
-        how = f"through the relay ({desc.mode} mode)"
     lines = [
-        f"Runtime '{desc.name}' is reachable {how}.",
+        f"Runtime '{desc.name}' is reachable {desc.reach}.",
         f"Host key fingerprint: {fp}",
         "",
         "Easiest: on the laptop, with the descriptor (or the config folder) at hand:",

@@ -167,7 +167,7 @@ def render_html(rt: Runtime) -> str:
     )
     out = [
         '<div class="handy-colab">',
-        f"<b>Runtime '{esc(rt.name)}'</b> is reachable through the relay ({esc(d.mode)} mode)"
+        f"<b>Runtime '{esc(rt.name)}'</b> is reachable {esc(d.reach)}"
         f" &middot; {esc(rt.platform.label)} &middot; server {esc(rt.server)},"
         f" tunnel {esc(rt.tunnel)}" + (" &middot; already running" if rt.already_running else ""),
         f"<div>Host key fingerprint: <code>{esc(fps)}</code></div>",

@@ -34,6 +34,7 @@ from .keys import (
     load_public_keys,
     parse_public_key_line,
 )
+from .tunnels.cloudflared_config import DEFAULT_TOKEN_FILE
 
 log = logging.getLogger(__name__)
 
@@ -241,9 +242,11 @@ def mount_drive_if_needed(
 SECRET_CONFIG = "HANDY_COLAB_CONFIG"  # the text of user_config.json
 SECRET_RELAY_KEY = "HANDY_COLAB_RELAY_KEY"  # the relay's private key (PEM/OpenSSH text)
 SECRET_PUBLIC_KEYS = "HANDY_COLAB_PUBLIC_KEYS"  # the laptop's public key line(s)
+SECRET_CLOUDFLARED_TOKEN = "HANDY_COLAB_CLOUDFLARED_TOKEN"  # a named tunnel's token
 
 RELAY_KEY_FILE = "relay_key"
 PUBLIC_KEYS_FILE = "authorized_keys.pub"
+TOKEN_FILE = DEFAULT_TOKEN_FILE
 
 _SECRETS_FIX = "add it in Colab's Secrets panel (key icon) and enable notebook access"
 # Tool-owned state, not keys: copied from the base folder (with its host_keys/) so the relay's
@@ -267,8 +270,12 @@ def folder_from_colab_secrets(dest: Path, *, base: Path | None = None) -> Path:
     config_text = _get_secret(userdata, SECRET_CONFIG)
     relay_text = _get_secret(userdata, SECRET_RELAY_KEY)
     public_text = _get_secret(userdata, SECRET_PUBLIC_KEYS)
+    token_text = _get_secret(userdata, SECRET_CLOUDFLARED_TOKEN)
     base_dir = base if base is not None and base.is_dir() else None
     base_note = f" and {base} is not a folder" if base is not None and base_dir is None else ""
+    have_public = public_text is not None or bool(
+        base_dir is not None and _base_keys(base_dir, private=False)
+    )
 
     # The config: parsed now so a mistake names the secret (or base file), not our copy.
     config_raw: bytes
@@ -278,6 +285,10 @@ def folder_from_colab_secrets(dest: Path, *, base: Path | None = None) -> Path:
     elif base_dir is not None and (base_dir / CONFIG_FILE).is_file():
         config_raw = (base_dir / CONFIG_FILE).read_bytes()
         config_where = str(base_dir / CONFIG_FILE)
+    elif have_public and relay_text is None:
+        # Just the laptop's key (no relay key either): a cloudflared quick tunnel, no account.
+        config_raw = b"{}\n"
+        config_where = f"defaults (no {SECRET_CONFIG}: a cloudflared quick tunnel)"
     else:
         where = f" and {base_dir / CONFIG_FILE} does not exist" if base_dir else base_note
         raise PlatformError(
@@ -287,11 +298,12 @@ def folder_from_colab_secrets(dest: Path, *, base: Path | None = None) -> Path:
     config_data = _parse_config(config_raw, config_where)
 
     relay_key: bytes | None = None
+    names_relay = bool(config_data.get("tunnel_options") or config_data.get("relay"))
     if relay_text is not None:
         relay_key = _normalize_private_key(relay_text)
         if b"PRIVATE KEY-----" not in relay_key:
             raise _not_a_private_key()
-    elif base_dir is None or not _base_keys(base_dir, private=True):
+    elif names_relay and (base_dir is None or not _base_keys(base_dir, private=True)):
         where = f" and {base_dir} holds no private key" if base_dir else base_note
         raise PlatformError(
             f"Colab secret {SECRET_RELAY_KEY} is not set (or empty){where}. Fix: {_SECRETS_FIX} "
@@ -305,9 +317,21 @@ def folder_from_colab_secrets(dest: Path, *, base: Path | None = None) -> Path:
     config_data, changed = _adapt_config(
         config_data,
         config_where,
-        relay_from_secret=relay_key is not None,
+        relay_from_secret=relay_key is not None and names_relay,
         public_from_secret=public_lines is not None,
     )
+    if token_text is not None:
+        section = config_data.get("cloudflared")
+        if not isinstance(section, dict) or not section.get("hostname"):
+            raise PlatformError(
+                f"Colab secret {SECRET_CLOUDFLARED_TOKEN} is set, but the config "
+                f"({config_where}) names no cloudflared.hostname. Fix: add "
+                f'"cloudflared": {{"hostname": "<your tunnel\'s hostname>"}} to the config, or '
+                f"delete the secret for a quick tunnel"
+            )
+        if section.get("token_file") not in (None, TOKEN_FILE):
+            section["token_file"] = TOKEN_FILE
+            changed = True
 
     dest.mkdir(mode=0o700, parents=True, exist_ok=True)
     # mkdir's mode is filtered by the umask and ignored for an existing folder.
@@ -323,8 +347,14 @@ def folder_from_colab_secrets(dest: Path, *, base: Path | None = None) -> Path:
         written.add(PUBLIC_KEYS_FILE)
     elif base_dir is not None:
         written |= _copy_files(_base_keys(base_dir, private=False), dest)
+    if token_text is not None:
+        atomic_write(dest / TOKEN_FILE, token_text.strip() + "\n", 0o600)
+        written.add(TOKEN_FILE)
     if base_dir is not None:
-        written |= _copy_files([base_dir / n for n in _PINS if (base_dir / n).is_file()], dest)
+        pins = [base_dir / n for n in _PINS if (base_dir / n).is_file()]
+        if token_text is None and (base_dir / TOKEN_FILE).is_file():
+            pins.append(base_dir / TOKEN_FILE)
+        written |= _copy_files(pins, dest)
         _copy_host_keys(base_dir, dest)
 
     if changed:
@@ -549,7 +579,7 @@ def _remove_stale_keys(dest: Path, keep: set[str]) -> None:
     for entry in dest.iterdir():
         if entry.name in keep or entry.name in _PINS:
             continue
-        if _key_kind(entry) is not None:
+        if entry.name == TOKEN_FILE or _key_kind(entry) is not None:
             log.info("removing stale key file %s", entry)
             with contextlib.suppress(FileNotFoundError):
                 entry.unlink()

@@ -27,9 +27,11 @@ from handy_colab.platforms import (
     COLAB_TERMS_WARNING,
     PUBLIC_KEYS_FILE,
     RELAY_KEY_FILE,
+    SECRET_CLOUDFLARED_TOKEN,
     SECRET_CONFIG,
     SECRET_PUBLIC_KEYS,
     SECRET_RELAY_KEY,
+    TOKEN_FILE,
     Platform,
     colab_terms_warning_once,
     detect,
@@ -431,7 +433,12 @@ def test_folder_entirely_from_secrets(
     assert cfg.relay.key.path.name == RELAY_KEY_FILE
     assert cfg.relay.key.public_line.split()[:2] == keys.blob("ed25519").split()
     assert [k.blob for k in cfg.authorized_keys] == [keys.blob("laptop"), keys.blob("laptop2")]
-    assert colab.userdata.CALLS == [SECRET_CONFIG, SECRET_RELAY_KEY, SECRET_PUBLIC_KEYS]
+    assert colab.userdata.CALLS == [
+        SECRET_CONFIG,
+        SECRET_RELAY_KEY,
+        SECRET_PUBLIC_KEYS,
+        SECRET_CLOUDFLARED_TOKEN,
+    ]
 
 
 def test_config_from_base_and_keys_from_secrets(
@@ -732,3 +739,60 @@ def test_no_secret_value_in_any_message_or_log(
     everything = "\n".join(messages + [r.getMessage() for r in caplog.records])
     leaked = [f for f in fragments if f in everything]
     assert leaked == []
+
+
+# --------------------------------------------------------------------------- cloudflared
+
+
+def test_only_the_laptop_key_gives_a_quick_tunnel(
+    tmp_path: Path, colab: SimpleNamespace, keys: KeyStore
+) -> None:
+    colab.secrets[SECRET_PUBLIC_KEYS] = keys.public_line("laptop")
+    dest = folder_from_colab_secrets(tmp_path / "secret_cfg")
+    assert sorted(p.name for p in dest.iterdir()) == sorted(["user_config.json", PUBLIC_KEYS_FILE])
+    cfg = load_config(dest)
+    assert (cfg.route, cfg.relay, cfg.cloudflared.named) == ("cloudflared", None, False)
+    assert [k.blob for k in cfg.authorized_keys] == [keys.blob("laptop")]
+
+
+def test_no_secret_at_all_still_names_the_config_secret(
+    tmp_path: Path, colab: SimpleNamespace
+) -> None:
+    with pytest.raises(PlatformError, match=SECRET_CONFIG):
+        folder_from_colab_secrets(tmp_path / "secret_cfg")
+
+
+def test_named_tunnel_token_from_a_secret(
+    tmp_path: Path, colab: SimpleNamespace, keys: KeyStore
+) -> None:
+    token = "eyJhIjoiYWNjdCIsInQiOiJ0dW5uZWwiLCJzIjoic2VjcmV0In0="
+    colab.secrets.update(
+        {
+            SECRET_CONFIG: json.dumps({"cloudflared": {"hostname": "colab.example.com"}}),
+            SECRET_PUBLIC_KEYS: keys.public_line("laptop"),
+            SECRET_CLOUDFLARED_TOKEN: token,
+        }
+    )
+    dest = folder_from_colab_secrets(tmp_path / "secret_cfg")
+    assert (dest / TOKEN_FILE).read_text() == token + "\n"
+    assert _mode(dest / TOKEN_FILE) == 0o600
+    cfg = load_config(dest)
+    assert cfg.cloudflared.named and cfg.cloudflared.token_file == dest / TOKEN_FILE
+    # The secret deleted later: its copy does not linger.
+    del colab.secrets[SECRET_CLOUDFLARED_TOKEN]
+    colab.secrets[SECRET_CONFIG] = "{}"
+    folder_from_colab_secrets(dest)
+    assert not (dest / TOKEN_FILE).exists()
+
+
+def test_token_secret_without_hostname_is_one_line(
+    tmp_path: Path, colab: SimpleNamespace, keys: KeyStore
+) -> None:
+    colab.secrets.update(
+        {SECRET_PUBLIC_KEYS: keys.public_line("laptop"), SECRET_CLOUDFLARED_TOKEN: "tok-value"}
+    )
+    with pytest.raises(PlatformError) as err:
+        folder_from_colab_secrets(tmp_path / "secret_cfg")
+    msg = str(err.value)
+    assert SECRET_CLOUDFLARED_TOKEN in msg and "cloudflared.hostname" in msg and "Fix:" in msg
+    assert "tok-value" not in msg

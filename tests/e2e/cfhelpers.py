@@ -1,0 +1,149 @@
+"""A runtime on the cloudflared route in the NAT rig, for the cloudflared e2e tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cfrig import CloudflareStandIn, prerequisites
+from tests.e2e.conftest import need_rig
+from tests.rig import Rig, keygen
+
+
+def need_peers() -> None:
+    need_rig()
+    missing = prerequisites()
+    if not missing:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true but the cloudflared test peers are missing: {', '.join(missing)}")
+    pytest.skip(f"needs {', '.join(missing)} (bash scripts/build-test-peers.sh)")
+
+
+@dataclass
+class CfRuntime:
+    rig: Rig
+    cf: CloudflareStandIn
+    folder: Path
+    laptop_key: Path
+    ssh_config: Path
+    known_hosts: Path
+    env_extra: dict[str, str] = field(default_factory=dict)
+
+    def env(self) -> dict[str, str]:
+        return self.cf.env(**self.env_extra)
+
+    def handy(self, role: str, *args: str, timeout: float = 120) -> Any:
+        exe = shutil.which("handy-colab") or "handy-colab"
+        return self.rig.run(role, [exe, *args], timeout=timeout, env=self.env())
+
+    def up(self, *args: str, timeout: float = 90) -> Any:
+        return self.handy("rt", "up", str(self.folder), "--timeout", "60", *args, timeout=timeout)
+
+    def status(self) -> tuple[int, dict[str, Any]]:
+        res = self.handy("rt", "status", "colab", "--json")
+        return res.returncode, json.loads(res.stdout) if res.stdout.strip() else {}
+
+    @property
+    def descriptor(self) -> Path:
+        return self.folder / "connections" / "colab.json"
+
+    def descriptor_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.descriptor.read_text())
+        return data
+
+    def connect(self, *extra: str, source: Path | None = None) -> Any:
+        return self.handy(
+            "laptop",
+            "connect",
+            str(source or self.descriptor),
+            "--identity",
+            str(self.laptop_key),
+            "--ssh-config",
+            str(self.ssh_config),
+            "--known-hosts",
+            str(self.known_hosts),
+            *extra,
+        )
+
+    def ssh_base(self) -> list[str]:
+        return ["ssh", "-F", str(self.ssh_config), "-o", "BatchMode=yes"]
+
+    def ssh(self, *cmd: str, **kw: Any) -> Any:
+        kw.setdefault("env", self.env())
+        return self.rig.run("laptop", [*self.ssh_base(), "colab", *cmd], **kw)
+
+    def write_config(self, **cloudflared: Any) -> None:
+        cfg: dict[str, Any] = dict(self.base_config)
+        section = {"extra_args": self.cf.extra_args(), **cloudflared}
+        cfg["cloudflared"] = section
+        (self.folder / "user_config.json").write_text(json.dumps(cfg, indent=2))
+
+    base_config: dict[str, Any] = field(default_factory=dict)
+
+
+def make_cf_runtime(
+    tmp: Path,
+    *,
+    server: str = "auto",
+    start: bool = True,
+    api_mode: str = "ok",
+    cloudflared: dict[str, Any] | None = None,
+) -> CfRuntime:
+    rig = Rig(tmp / "rig")
+    try:
+        cf = CloudflareStandIn(rig, api_mode=api_mode)
+        keys = tmp / "keys"
+        keys.mkdir()
+        laptop_key = keygen(keys / "laptop")
+        folder = tmp / "drive" / "colab_data"
+        folder.mkdir(parents=True)
+        # Only the laptop's public key: no relay anywhere, so `up` picks a quick tunnel.
+        shutil.copy(f"{laptop_key}.pub", folder / "laptop.pub")
+        rt = CfRuntime(
+            rig,
+            cf,
+            folder,
+            laptop_key,
+            tmp / "laptop" / "config",
+            tmp / "laptop" / "known_hosts",
+            base_config={"server": {"kind": server}},
+        )
+        rt.write_config(**(cloudflared or {}))
+        if start:
+            res = rt.up()
+            assert res.returncode == 0, res.stderr + res.stdout
+            res = rt.connect()
+            assert res.returncode == 0, res.stderr + res.stdout
+        return rt
+    except BaseException:
+        rig.close()
+        raise
+
+
+def finish(rt: CfRuntime) -> None:
+    leftovers = rt.rig.close()
+    assert leftovers == [], f"processes left running: {leftovers}"
+
+
+@pytest.fixture
+def cf_fresh(tmp_path: Path) -> Iterator[Any]:
+    """Factory for a rig whose cloudflared runtime a test starts (or fails to start) itself."""
+    made: list[CfRuntime] = []
+
+    def factory(**kw: Any) -> CfRuntime:
+        need_peers()
+        rt = make_cf_runtime(tmp_path / f"r{len(made)}", **kw)
+        made.append(rt)
+        return rt
+
+    yield factory
+    for rt in made:
+        finish(rt)

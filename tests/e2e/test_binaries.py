@@ -1,0 +1,171 @@
+"""The pinned-binary mechanism against a real HTTP server in the release's layout
+(BASE/VERSION/ASSET): success with the real cloudflared, a tampered file refused (never
+executed, never cached), an unreachable server; each failure one line through `up`."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from handy_colab.binaries import Asset, BinarySpec, Installer, platform_key
+from handy_colab.errors import BinaryError
+from handy_colab.tunnels.cloudflared import CLOUDFLARED
+from tests.cfrig import CLOUDFLARED_BIN
+from tests.e2e.cfhelpers import need_peers
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@contextlib.contextmanager
+def serve(root: Path) -> Iterator[str]:
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/releases/download"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def release_dir(root: Path, asset: str, data: bytes) -> Path:
+    d = root / "releases" / "download" / CLOUDFLARED.version
+    d.mkdir(parents=True)
+    (d / asset).write_bytes(data)
+    return d / asset
+
+
+def spec_for(data: bytes) -> BinarySpec:
+    """The shipped spec with this build's digest (the official asset cannot be fetched here)."""
+    plat = platform_key()
+    asset = CLOUDFLARED.assets[plat]
+    return BinarySpec(
+        name="cloudflared",
+        version=CLOUDFLARED.version,
+        base_url="https://unused.invalid",
+        assets={plat: Asset(asset.filename, hashlib.sha256(data).hexdigest())},
+        url_env="HANDY_COLAB_TEST_UNUSED",
+        config_hint="cloudflared",
+    )
+
+
+def test_download_verify_cache_then_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    need_peers()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # nothing on PATH to prefer
+    data = CLOUDFLARED_BIN.read_bytes()
+    spec = spec_for(data)
+    asset = spec.assets[platform_key()]
+    release_dir(tmp_path / "www", asset.filename, data)
+    cache = tmp_path / "cache"
+    seen: list[tuple[int, int | None]] = []
+    with serve(tmp_path / "www") as base:
+        got = Installer(spec, base_url=base, cache=cache).resolve(lambda d, t: seen.append((d, t)))
+    assert got.source == "download"
+    assert got.path.is_relative_to(cache) and os.access(got.path, os.X_OK)
+    assert seen[-1] == (len(data), len(data))
+    out = subprocess.run([str(got.path), "--version"], capture_output=True, text=True, check=True)
+    assert CLOUDFLARED.version in out.stdout
+    # Second time: from the cache, verified again, no server needed.
+    again = Installer(spec, base_url="http://127.0.0.1:9/x", cache=cache).resolve()
+    assert (again.source, again.path) == ("cache", got.path)
+    # A cached copy altered afterwards is never run: it is fetched again (here: cannot be).
+    got.path.write_bytes(b"#!/bin/sh\necho altered\n")
+    with pytest.raises(BinaryError, match="cannot download"):
+        Installer(spec, base_url="http://127.0.0.1:9/x", cache=cache).resolve()
+    assert not got.path.exists()
+
+
+def _folder(tmp: Path, **cloudflared: object) -> Path:
+    folder = tmp / "cfg"
+    folder.mkdir()
+    key = tmp / "id"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    shutil.copy(f"{key}.pub", folder / "laptop.pub")
+    (folder / "user_config.json").write_text(json.dumps({"cloudflared": cloudflared}))
+    return folder
+
+
+def _up(tmp: Path, folder: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env.update(
+        HANDY_COLAB_STATE_DIR=str(tmp / "state"),
+        HANDY_COLAB_CACHE_DIR=str(tmp / "cache"),
+        # No cloudflared on PATH: only the download can provide it.
+        PATH=f"{Path(sys.executable).parent}:/usr/bin:/bin",
+    )
+    exe = str(Path(sys.executable).parent / "handy-colab")
+    return subprocess.run(
+        [exe, "up", str(folder), "--timeout", "20"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def _one_line(res: subprocess.CompletedProcess[str]) -> str:
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode != 0 and len(lines) == 1, res.stderr + res.stdout
+    assert "Fix:" in lines[0]
+    return lines[0]
+
+
+def test_tampered_download_is_refused_unexecuted_uncached(tmp_path: Path) -> None:
+    if shutil.which("cloudflared", path="/usr/bin:/bin"):
+        pytest.skip("a system cloudflared would be preferred over the download")
+    marker = tmp_path / "EXECUTED"
+    fake = f"#!/bin/sh\ntouch {marker}\necho cloudflared version {CLOUDFLARED.version}\n"
+    asset = CLOUDFLARED.assets[platform_key()]
+    release_dir(tmp_path / "www", asset.filename, fake.encode())
+    with serve(tmp_path / "www") as base:
+        line = _one_line(_up(tmp_path, _folder(tmp_path, download_url=base)))
+    assert "sha256" in line and "does not match the digest pinned" in line
+    assert asset.sha256 in line and "not executed, not cached" in line
+    assert not marker.exists()
+    cached = [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.name != ".lock"]
+    assert cached == []
+    assert "PRIVATE" not in line
+
+
+def test_unreachable_mirror_is_one_line(tmp_path: Path) -> None:
+    if shutil.which("cloudflared", path="/usr/bin:/bin"):
+        pytest.skip("a system cloudflared would be preferred over the download")
+    line = _one_line(_up(tmp_path, _folder(tmp_path, download_url="http://127.0.0.1:9/dl")))
+    assert "cannot download cloudflared" in line and "http://127.0.0.1:9/dl/" in line
+    assert "refused" in line.lower()
+
+
+def test_older_cloudflared_on_path_is_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = tmp_path / "bin" / "cloudflared"
+    old.parent.mkdir()
+    old.write_text("#!/bin/sh\necho 'cloudflared version 2024.1.0 (built 2024-01-01)'\n")
+    old.chmod(0o755)
+    spec = spec_for(b"x")
+    monkeypatch.setenv("PATH", f"{old.parent}:/usr/bin:/bin")
+    with pytest.raises(BinaryError, match="cannot download"):
+        Installer(spec, base_url="http://127.0.0.1:9/x", cache=tmp_path / "c").resolve()
+    old.write_text(f"#!/bin/sh\necho 'cloudflared version {CLOUDFLARED.version}'\n")
+    got = Installer(spec, base_url="http://127.0.0.1:9/x", cache=tmp_path / "c").resolve()
+    assert (got.source, got.path) == ("PATH", old)
+
+
+def test_unsupported_platform_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(BinaryError) as exc:
+        Installer(CLOUDFLARED, system="Darwin", machine="arm64").resolve()
+    msg = str(exc.value)
+    assert "darwin-arm64" in msg and "linux-amd64" in msg and "Fix:" in msg and "\n" not in msg

@@ -1,0 +1,328 @@
+"""The cloudflared route end to end: the real cloudflared on the runtime behind the NAT, the
+stand-in edge and quick-tunnel API (tests/cfrig.py), and the laptop's real OpenSSH clients
+through handy-colab's WebSocket ProxyCommand, with StrictHostKeyChecking yes throughout."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cfrig import wait_for
+from tests.clients import PtySession, socks5_script
+from tests.e2e.cfhelpers import CfRuntime, cf_fresh, finish, make_cf_runtime, need_peers
+from tests.rig import RUNTIME_IP
+
+__all__ = ["cf_fresh"]  # the fixture, for the tests below
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module", params=["openssh", "embedded"])
+def cfrt(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[CfRuntime]:
+    need_peers()
+    rt = make_cf_runtime(tmp_path_factory.mktemp(f"cf-{request.param}"), server=request.param)
+    try:
+        yield rt
+    finally:
+        finish(rt)
+
+
+def cloudflared_pid(rt: CfRuntime) -> int:
+    _, st = rt.status()
+    return int(st["tunnel"]["pid"])
+
+
+# --------------------------------------------------------------------------- up and status
+
+
+def test_up_picks_a_quick_tunnel_and_says_so(cfrt: CfRuntime) -> None:
+    res = cfrt.up()  # already running: reports, starts nothing
+    assert res.returncode == 0, res.stderr
+    assert "tunnel: cloudflared (the config names no relay: a quick tunnel" in res.stdout
+    code, st = cfrt.status()
+    assert code == 0 and st["healthy"], st
+    details = st["tunnel"]["details"]
+    assert details["tunnel"] == "quick"
+    assert details["hostname"] in cfrt.cf.pool
+    assert details["edge_connections"] == 1
+    assert details["protocol"] == "quic" or details["protocol"] == "http2"
+    assert "2026.3.0" in details["binary"]
+    desc = cfrt.descriptor_data()
+    assert (desc["route"], desc["mode"], desc["hostname"]) == (
+        "cloudflared",
+        "quick",
+        details["hostname"],
+    )
+    assert desc["format"] == 2
+    # The stand-in edge saw the real cloudflared register that very hostname.
+    edge = cfrt.cf.state()
+    assert edge["tunnels"][details["hostname"]]["connections"] >= 1
+    text = cfrt.handy("rt", "status", "colab").stdout
+    assert f"https://{details['hostname']}" in text and "edge connection" in text
+
+
+def test_generated_config_pins_the_runtime_key_under_an_alias(cfrt: CfRuntime) -> None:
+    text = cfrt.ssh_config.read_text()
+    assert "StrictHostKeyChecking yes" in text and "StrictHostKeyChecking no" not in text
+    assert "HostKeyAlias colab" in text
+    assert "handy_colab.tunnels.websocket" in text and "--descriptor" in text
+    # No cloudflared is needed on the laptop.
+    assert "cloudflared access" not in text
+    known = cfrt.known_hosts.read_text().split()
+    assert known[0] == "colab"
+
+
+# --------------------------------------------------------------------------- the client matrix
+
+
+def test_exec_exit_code_and_streams(cfrt: CfRuntime) -> None:
+    res = cfrt.ssh("echo out; echo err >&2; exit 42")
+    assert res.returncode == 42, res.stderr
+    assert res.stdout == "out\n" and "err" in res.stderr
+    res = cfrt.ssh("cat", input="through cloudflare\n")
+    assert res.stdout == "through cloudflare\n"
+
+
+def test_pty_session(cfrt: CfRuntime) -> None:
+    argv = ["ip", "netns", "exec", cfrt.rig.ns["laptop"], *cfrt.ssh_base(), "-tt", "colab"]
+    sess = PtySession(argv, env=cfrt.env())
+    try:
+        sess.send("tty; stty size\n")
+        sess.expect(r"/dev/pts/\d+")
+        sess.expect(r"24 80")
+        sess.resize(40, 132)
+        sess.send("stty size\n")
+        sess.expect(r"40 132")
+        sess.send("exit 7\n")
+    finally:
+        code = sess.close()
+    assert code == 7
+
+
+def test_scp_both_ways_both_protocols(cfrt: CfRuntime, tmp_path: Path) -> None:
+    # 3 MiB: hundreds of messages, each of which must stay within the edge's 16 KiB limit.
+    src = tmp_path / "up.bin"
+    src.write_bytes(os.urandom(3 * 1024 * 1024 + 17))
+    remote = tmp_path / "on-runtime.bin"
+    back = tmp_path / "down.bin"
+    scp = ["scp", "-F", str(cfrt.ssh_config), "-o", "BatchMode=yes", "-q"]
+    env = cfrt.env()
+    assert cfrt.rig.run("laptop", [*scp, str(src), f"colab:{remote}"], env=env).returncode == 0
+    assert cfrt.rig.run("laptop", [*scp, f"colab:{remote}", str(back)], env=env).returncode == 0
+    assert sha256(remote) == sha256(src) == sha256(back)
+    res = cfrt.rig.run("laptop", [*scp, "-O", str(src), f"colab:{remote}.O"], env=env)
+    assert res.returncode == 0, res.stderr
+    res = cfrt.rig.run("laptop", [*scp, "-O", f"colab:{remote}.O", f"{back}.O"], env=env)
+    assert res.returncode == 0, res.stderr
+    assert sha256(Path(f"{remote}.O")) == sha256(src) == sha256(Path(f"{back}.O"))
+
+
+def test_sftp_and_rsync(cfrt: CfRuntime, tmp_path: Path) -> None:
+    local = tmp_path / "local.txt"
+    local.write_text("sftp payload\n")
+    work = tmp_path / "sftp-dir"
+    batch = tmp_path / "batch"
+    batch.write_text(f"mkdir {work}\ncd {work}\nput {local} a.txt\nrename a.txt b.txt\nls\n")
+    res = cfrt.rig.run(
+        "laptop",
+        ["sftp", "-F", str(cfrt.ssh_config), "-o", "BatchMode=yes", "-b", str(batch), "colab"],
+        env=cfrt.env(),
+    )
+    assert res.returncode == 0, res.stderr
+    assert (work / "b.txt").read_text() == "sftp payload\n"
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    for i in range(12):
+        (tree / ("sub" if i % 2 else "") / f"f{i}.bin").write_bytes(os.urandom(7000 * (i + 1)))
+    rsh = f"ssh -F {cfrt.ssh_config} -o BatchMode=yes"
+    dest = tmp_path / "mirror"
+    res = cfrt.rig.run(
+        "laptop",
+        ["rsync", "-a", "--checksum", "-e", rsh, f"{tree}/", f"colab:{dest}/"],
+        env=cfrt.env(),
+    )
+    assert res.returncode == 0, res.stderr
+    for f in tree.rglob("*.bin"):
+        assert sha256(f) == sha256(dest / f.relative_to(tree))
+
+
+def test_local_forward_and_vscode_style_socks(cfrt: CfRuntime, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("tensorboard-ish\n")
+    cfrt.rig.popen(
+        "rt",
+        ["python3", "-m", "http.server", "18765", "--bind", "127.0.0.1", "--directory", str(site)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    cfrt.rig.wait_tcp("rt", "127.0.0.1", 18765)
+    fwd = cfrt.rig.popen(
+        "laptop",
+        [
+            *cfrt.ssh_base(),
+            "-N",
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-L",
+            "16006:127.0.0.1:18765",
+            "colab",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=cfrt.env(),
+    )
+    # VS Code's own invocation: `ssh -T -D PORT -o ConnectTimeout=15 NAME bash`, then a SOCKS
+    # CONNECT to a port on the runtime (here its SSH server, which answers with a banner).
+    vsc = cfrt.rig.popen(
+        "laptop",
+        [*cfrt.ssh_base(), "-T", "-D", "17070", "-o", "ConnectTimeout=15", "colab", "bash"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=cfrt.env(),
+    )
+    try:
+        code = (
+            "import urllib.request,time\nd=time.time()+20\nwhile True:\n try:\n"
+            "  print(urllib.request.urlopen('http://127.0.0.1:16006/index.html',timeout=3)"
+            ".read().decode(),end='');break\n except OSError:\n"
+            "  assert time.time()<d\n  time.sleep(0.1)\n"
+        )
+        res = cfrt.rig.run("laptop", ["python3", "-c", code], env=cfrt.env())
+        assert res.stdout == "tensorboard-ish\n", res.stderr
+        _, st = cfrt.status()
+        port = st["server"]["port"]
+        cfrt.rig.wait_tcp("laptop", "127.0.0.1", 17070, timeout=20)
+        res = cfrt.rig.run("laptop", ["python3", "-c", socks5_script(17070, "127.0.0.1", port)])
+        assert res.stdout.startswith("SSH-2.0-"), res.stderr
+        assert vsc.stdin is not None and vsc.stdout is not None
+        vsc.stdin.write(b"echo vscode-probe-$((40+2))\nexit\n")
+        vsc.stdin.close()
+        assert b"vscode-probe-42" in vsc.stdout.read()
+    finally:
+        for p in (fwd, vsc):
+            p.send_signal(signal.SIGTERM)
+            p.wait(10)
+
+
+def test_laptop_cannot_reach_runtime_directly(cfrt: CfRuntime) -> None:
+    res = cfrt.rig.run(
+        "laptop",
+        ["python3", "-c", f"import socket; socket.create_connection(('{RUNTIME_IP}', 22), 2)"],
+    )
+    assert res.returncode != 0
+
+
+# --------------------------------------------------------------------------- restarts
+
+
+def test_new_hostname_after_tunnel_and_runtime_restart_laptop_unchanged(cfrt: CfRuntime) -> None:
+    before = cfrt.descriptor_data()["hostname"]
+    config_before = cfrt.ssh_config.read_bytes()
+    known_before = cfrt.known_hosts.read_bytes()
+    os.kill(cloudflared_pid(cfrt), signal.SIGKILL)
+
+    def moved() -> Any:
+        code, st = cfrt.status()
+        host = cfrt.descriptor_data()["hostname"]
+        return code == 0 and st["tunnel"]["reconnects"] >= 1 and host != before and host
+
+    after = wait_for(moved, 40)
+    assert after and after in cfrt.cf.pool, cfrt.status()
+    res = cfrt.ssh("echo again")
+    assert (res.returncode, res.stdout) == (0, "again\n"), res.stderr
+    # A whole runtime restart: another hostname again, same host key, same laptop files.
+    assert cfrt.handy("rt", "down").returncode == 0
+    res = cfrt.up()
+    assert res.returncode == 0, res.stderr
+    third = cfrt.descriptor_data()["hostname"]
+    assert third not in (before, after)
+    res = cfrt.ssh("echo third")
+    assert (res.returncode, res.stdout) == (0, "third\n"), res.stderr
+    assert cfrt.ssh_config.read_bytes() == config_before
+    assert cfrt.known_hosts.read_bytes() == known_before
+
+
+def test_edge_drop_heals(cfrt: CfRuntime) -> None:
+    host = cfrt.descriptor_data()["hostname"]
+    cfrt.cf.drop(host)
+
+    def works() -> bool:
+        res = cfrt.ssh("true", timeout=30)
+        return bool(res.returncode == 0)
+
+    assert wait_for(works, 40), cfrt.status()
+
+
+def test_connect_via_cloudflared_access(cfrt: CfRuntime, tmp_path: Path) -> None:
+    """The option to keep using `cloudflared access ssh` on the laptop (real binary)."""
+    cfg, known = tmp_path / "cfg", tmp_path / "known"
+    res = cfrt.handy(
+        "laptop",
+        "connect",
+        str(cfrt.descriptor),
+        "--identity",
+        str(cfrt.laptop_key),
+        "--ssh-config",
+        str(cfg),
+        "--known-hosts",
+        str(known),
+        "--cloudflared-access",
+    )
+    assert res.returncode == 0, res.stderr
+    assert "--cloudflared-access" in cfg.read_text()
+    res = cfrt.rig.run(
+        "laptop",
+        ["ssh", "-F", str(cfg), "-o", "BatchMode=yes", "colab", "echo via-cloudflared"],
+        env=cfrt.env(),
+    )
+    assert (res.returncode, res.stdout) == (0, "via-cloudflared\n"), res.stderr
+
+
+def test_impostor_key_is_refused(cfrt: CfRuntime, tmp_path: Path) -> None:
+    """A hostname the laptop follows cannot swap the runtime's key: ssh refuses, no prompt."""
+    data = cfrt.descriptor_data()
+    fake = tmp_path / "fake.json"
+    data["host_keys"] = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHd1bW15a2V5aGVyZWZvcnRlc3RzMDAwMDAw"]
+    fake.write_text(json.dumps(data))
+    cfg, known = tmp_path / "cfg", tmp_path / "known"
+    res = cfrt.handy(
+        "laptop",
+        "connect",
+        str(fake),
+        "--identity",
+        str(cfrt.laptop_key),
+        "--ssh-config",
+        str(cfg),
+        "--known-hosts",
+        str(known),
+    )
+    assert res.returncode == 0, res.stderr
+    res = cfrt.rig.run(
+        "laptop", ["ssh", "-F", str(cfg), "-o", "BatchMode=yes", "colab", "true"], env=cfrt.env()
+    )
+    assert res.returncode == 255
+    assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in res.stderr or "verification failed" in (
+        res.stderr
+    )
+
+
+def test_supervisor_log_and_files_hold_no_secrets(cfrt: CfRuntime) -> None:
+    log = cfrt.handy("rt", "logs", "colab", "-n", "2000").stdout
+    assert "cloudflared" in log
+    assert "PRIVATE KEY" not in log
+    # cloudflared's own lines reach the log (what `logs` and errors quote)...
+    assert "Registered tunnel connection" in log
