@@ -121,6 +121,10 @@ class CloudflareStandIn:
             d = Path("/etc/netns") / rig.ns[role]
             d.mkdir(parents=True, exist_ok=True)
             (d / "hosts").write_text(hosts)
+            # No DNS server is reachable from the namespaces: one that refuses at once (rather
+            # than the host's, whose queries would time out) keeps cloudflared's look-ups of
+            # its feature flags as quick as where DNS works.
+            (d / "resolv.conf").write_text("nameserver 127.0.0.1\n")
             self.netns_dirs.append(d)
         self.log = self.dir / "cfedge.log"
         with open(self.log, "ab") as log:

@@ -18,7 +18,7 @@ import pytest
 from tests.cfrig import wait_for
 from tests.clients import PtySession, socks5_script
 from tests.e2e.cfhelpers import CfRuntime, cf_fresh, finish, make_cf_runtime, need_peers
-from tests.rig import RUNTIME_IP
+from tests.rig import RUNTIME_IP, keygen
 
 __all__ = ["cf_fresh"]  # the fixture, for the tests below
 
@@ -296,7 +296,8 @@ def test_impostor_key_is_refused(cfrt: CfRuntime, tmp_path: Path) -> None:
     """A hostname the laptop follows cannot swap the runtime's key: ssh refuses, no prompt."""
     data = cfrt.descriptor_data()
     fake = tmp_path / "fake.json"
-    data["host_keys"] = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHd1bW15a2V5aGVyZWZvcnRlc3RzMDAwMDAw"]
+    other = keygen(tmp_path / "other")
+    data["host_keys"] = [" ".join(Path(f"{other}.pub").read_text().split()[:2])]
     fake.write_text(json.dumps(data))
     cfg, known = tmp_path / "cfg", tmp_path / "known"
     res = cfrt.handy(

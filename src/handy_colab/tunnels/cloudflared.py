@@ -13,6 +13,7 @@ connection, and ``HostKeyAlias`` keeps the runtime's key pinned whatever the nam
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from ..binaries import Asset, BinarySpec, Installer, Resolved
@@ -58,6 +60,7 @@ CLOUDFLARED = BinarySpec(
 _QUIC_FAILED = re.compile(r"Failed to dial a quic connection|failed to dial to edge with quic")
 _REGISTERED = re.compile(r"Registered tunnel connection .*?location=(\S+).*?protocol=(\S+)")
 _POLL = 0.1
+QUIC_VERDICT_TTL = 24 * 3600.0
 
 
 def installer(cfg: RuntimeConfig) -> Installer:
@@ -70,6 +73,13 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _recent(path: Path, ttl: float) -> bool:
+    try:
+        return time.time() - path.stat().st_mtime < ttl
+    except OSError:
+        return False
 
 
 def _child_env() -> dict[str, str]:
@@ -90,7 +100,11 @@ class CloudflaredTunnel(Tunnel):
         self.settings = cfg.cloudflared
         # Verified (or a PATH copy of at least the pinned version) before it ever runs.
         self.binary = binary or installer(cfg).resolve()
+        # QUIC seen blocked on this machine lately: start with HTTP/2 rather than wait again.
+        self.quic_verdict = rd.path / "quic_blocked"
         self.protocol = "http2" if self.settings.protocol == "http2" else "quic"
+        if self.settings.protocol == "auto" and _recent(self.quic_verdict, QUIC_VERDICT_TTL):
+            self.protocol = "http2"
         self.hostname: str | None = self.settings.hostname
         self.metrics_port = 0
         self.locations: list[str] = []
@@ -170,6 +184,8 @@ class CloudflaredTunnel(Tunnel):
             if self._quic_blocked():
                 log.warning("QUIC to Cloudflare's edge (UDP 7844) looks blocked: using HTTP/2")
                 self.protocol = "http2"
+                with contextlib.suppress(OSError):
+                    atomic_write(self.quic_verdict, f"{time.time():.0f}\n", 0o600)
                 self._launch()
                 continue
             if self._ready() and self._hostname():
