@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,24 @@ WSS_PORT = 443
 NAMED_HOSTNAME = "colab.handy-colab-test.dev"
 # SNI names cloudflared uses for the edge (HTTP/2 and QUIC).
 EDGE_SNI = ("h2.cftunnel.com", "quic.cftunnel.com", "cftunnel.com")
+
+
+# A DNS server that answers every query NXDOMAIN (127.0.0.1:53 of one namespace).
+_NXDOMAIN_SERVER = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 53))
+while True:
+    q, peer = s.recvfrom(4096)
+    if len(q) < 12:
+        continue
+    end = 12
+    while end < len(q) and q[end]:
+        end += 1 + q[end]
+    question = q[12 : end + 5]
+    flags = bytes([0x80 | (q[2] & 0x79), 0x83])
+    s.sendto(q[:2] + flags + b"\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00" + question, peer)
+"""
 
 
 def prerequisites() -> list[str]:
@@ -121,11 +140,17 @@ class CloudflareStandIn:
             d = Path("/etc/netns") / rig.ns[role]
             d.mkdir(parents=True, exist_ok=True)
             (d / "hosts").write_text(hosts)
-            # No DNS server is reachable from the namespaces: one that refuses at once (rather
-            # than the host's, whose queries would time out) keeps cloudflared's look-ups of
-            # its feature flags as quick as where DNS works.
+            # No DNS server is reachable from the namespaces: a local one that answers every
+            # query "no such name" at once (the host's would time out; a closed port is
+            # refused only as fast as the kernel's ICMP rate limit allows) keeps cloudflared's
+            # look-ups of its feature flags and edge addresses as quick as where DNS works.
             (d / "resolv.conf").write_text("nameserver 127.0.0.1\n")
             self.netns_dirs.append(d)
+            rig.popen(role, [sys.executable, "-c", _NXDOMAIN_SERVER], stderr=subprocess.DEVNULL)
+        # cloudflared also tries DNS over TLS to 1.1.1.1: the router answers "no route" at
+        # once, every time, as a network without that route would (the kernel's ICMP rate
+        # limit would otherwise let every second try wait for its 5 s timeout).
+        rig.run("router", ["sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"], check=True)
         self.log = self.dir / "cfedge.log"
         with open(self.log, "ab") as log:
             self.proc = rig.popen(

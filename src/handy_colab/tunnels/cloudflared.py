@@ -108,6 +108,7 @@ class CloudflaredTunnel(Tunnel):
         self.hostname: str | None = self.settings.hostname
         self.metrics_port = 0
         self.locations: list[str] = []
+        self.ready_seconds: float | None = None  # the last start: launch -> ready
         # An explicit config file of ours: a ~/.cloudflared/config.yml (whose ingress rules
         # would override --url) is then never read.
         self.config_file = rd.path / "cloudflared.yml"
@@ -173,7 +174,8 @@ class CloudflaredTunnel(Tunnel):
 
     def start(self, timeout: float) -> None:
         """Start cloudflared; return once an edge connection is ready and the name resolves."""
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
         self._launch()
         while True:
             assert self.proc is not None
@@ -196,7 +198,13 @@ class CloudflaredTunnel(Tunnel):
                 raise err
             time.sleep(_POLL)
         self._wait_resolvable(deadline)
-        log.info("cloudflared ready: %s (pid %d)", self.endpoint, self.proc.pid)
+        self.ready_seconds = round(time.monotonic() - started, 3)
+        log.info(
+            "cloudflared ready: %s (pid %d) after %.2fs",
+            self.endpoint,
+            self.proc.pid,
+            self.ready_seconds,
+        )
 
     def _quic_blocked(self) -> bool:
         if self.protocol != "quic" or self.settings.protocol != "auto" or self.proc is None:
@@ -292,6 +300,7 @@ class CloudflaredTunnel(Tunnel):
             "edge_connections": self.edge_connections() if self.alive() else 0,
             "locations": sorted(set(self.locations)),
             "binary": f"{self.binary.path} {self.binary.version} ({self.binary.source})",
+            "ready_seconds": self.ready_seconds,
         }
 
     def failure(self) -> TunnelError:
@@ -330,8 +339,8 @@ def classify(lines: list[str], token_file: str) -> TunnelError | None:
     if "error code: 1015" in text or "429 Too Many Requests" in text:
         return TunnelError(
             "trycloudflare.com is rate-limiting new quick tunnels from this address (HTTP 429, "
-            "Cloudflare error 1015). Fix: wait a few minutes (the supervisor retries by itself), "
-            "or use a named tunnel (docs/cloudflared.md)",
+            "Cloudflare error 1015). Fix: wait a few minutes and try again (a running tunnel "
+            "retries by itself), or use a named tunnel (docs/cloudflared.md)",
             retry_after=60.0,
         )
     m = re.search(r"failed to request quick Tunnel: (.*)", text)

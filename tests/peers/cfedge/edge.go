@@ -33,6 +33,8 @@ type edgeServer struct {
 	reg     *registry
 	log     *log.Logger
 	tlsConf *tls.Config
+	// How long a connection may stay open after UnregisterConnection.
+	drainTimeout time.Duration
 
 	wg sync.WaitGroup // one per accepted connection
 }
@@ -75,7 +77,10 @@ func (e *edgeServer) handleConn(ctx context.Context, raw net.Conn) {
 		ReadIdleTimeout: 30 * time.Second,
 		PingTimeout:     15 * time.Second,
 	}
-	cc, err := t.NewClientConn(tc)
+	// Watch above TLS: cloudflared's Close sends close_notify, which ends
+	// tls.Conn.Read without the TCP read failing.
+	wc := &watchedConn{Conn: tc, done: make(chan struct{})}
+	cc, err := t.NewClientConn(wc)
 	if err != nil {
 		e.log.Printf("edge: HTTP/2 with %s: %v", remote, err)
 		_ = tc.Close()
@@ -87,7 +92,28 @@ func (e *edgeServer) handleConn(ctx context.Context, raw net.Conn) {
 
 	// The control stream's life is the connection's life: cloudflared
 	// treats a failed control stream as a lost connection and vice versa.
+	// The exception is a graceful shutdown: after UnregisterConnection
+	// cloudflared ends the control stream but keeps serving the requests in
+	// flight (up to its --grace-period) and then closes the connection
+	// itself, so wait for that instead of cutting those requests. But a
+	// tcp-over-WebSocket request (ssh://) does not end when cloudflared's
+	// grace period does, and cloudflared waits for it before closing, so
+	// the edge has to cut it at some point: --drain-timeout, by default the
+	// ~30 s after which users see cloudflared stop (cloudflared#472).
 	err = e.serveControlStream(ctx, c)
+	if e.reg.isDraining(c) {
+		e.log.Printf("edge: %s conn %s control stream ended after unregister; waiting up to %s for cloudflared to close (%d requests in flight)",
+			e.reg.hostOf(c), c.connID, e.drainTimeout, c.streams.Load())
+		t := time.NewTimer(e.drainTimeout)
+		select {
+		case <-wc.done:
+		case <-ctx.Done():
+		case <-t.C:
+			e.log.Printf("edge: %s conn %s still open %s after unregister: closing it (%d requests in flight)",
+				e.reg.hostOf(c), c.connID, e.drainTimeout, c.streams.Load())
+		}
+		t.Stop()
+	}
 	c.close()
 	e.reg.removeConn(c)
 	host := e.reg.hostOf(c)
@@ -172,6 +198,22 @@ func (h *registrationHandler) UpdateLocalConfiguration(_ context.Context, config
 	}
 	h.edge.log.Printf("edge: local configuration from conn %s: %s", h.conn.connID, s)
 	return nil
+}
+
+// watchedConn closes done when a Read fails: the HTTP/2 client reads the
+// connection all the time, so this is when cloudflared closed it (or it died).
+type watchedConn struct {
+	net.Conn
+	once sync.Once
+	done chan struct{}
+}
+
+func (w *watchedConn) Read(p []byte) (int, error) {
+	n, err := w.Conn.Read(p)
+	if err != nil {
+		w.once.Do(func() { close(w.done) })
+	}
+	return n, err
 }
 
 // duplexStream joins an HTTP/2 request body (edge -> cloudflared) and its

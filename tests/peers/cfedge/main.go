@@ -49,6 +49,7 @@ func run() error {
 		hostnames  = flag.String("hostnames", "", "comma-separated pool of quick-tunnel hostnames, handed out in order")
 		namedHost  = flag.String("named-hostname", "", "hostname served by tunnels the API did not issue (tunnel run --token)")
 		apiMode    = flag.String("api-mode", modeOK, "initial API behaviour: ok, ratelimit or empty")
+		drain      = flag.Duration("drain-timeout", 30*time.Second, "how long an edge connection may stay open after cloudflared unregistered it")
 	)
 	flag.Parse()
 	if flag.NArg() > 0 {
@@ -101,7 +102,8 @@ func run() error {
 		log: lg,
 		// cloudflared sends SNI h2.cftunnel.com and no ALPN (it speaks
 		// HTTP/2 without negotiating it).
-		tlsConf: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		tlsConf:      &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		drainTimeout: *drain,
 	}
 	api := &apiServer{reg: reg, edge: edge, log: lg}
 	apiSrv := &http.Server{Handler: api.routes(), BaseContext: baseCtx, ErrorLog: errLog, ReadHeaderTimeout: 10 * time.Second}

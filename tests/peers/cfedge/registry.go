@@ -190,6 +190,12 @@ func (r *registry) unregister(c *edgeConn) {
 	c.draining = true
 }
 
+func (r *registry) isDraining(c *edgeConn) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return c.draining
+}
+
 // hostOf names the hostname a connection serves, for logs.
 func (r *registry) hostOf(c *edgeConn) string {
 	r.mu.Lock()
