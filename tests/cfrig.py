@@ -136,7 +136,7 @@ class CloudflareStandIn:
         hosts = Path("/etc/hosts").read_text() + "".join(
             f"{RELAY_IP} {h}\n" for h in [*self.pool, NAMED_HOSTNAME, *EDGE_SNI]
         )
-        for role in ("laptop", "rt"):
+        for role in ("laptop", "rt", "router"):
             d = Path("/etc/netns") / rig.ns[role]
             d.mkdir(parents=True, exist_ok=True)
             (d / "hosts").write_text(hosts)

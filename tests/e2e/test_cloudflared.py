@@ -9,16 +9,17 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.cfrig import wait_for
+from tests.cfrig import CLOUDFLARED_BIN, wait_for
 from tests.clients import PtySession, socks5_script
 from tests.e2e.cfhelpers import CfRuntime, cf_fresh, finish, make_cf_runtime, need_peers
-from tests.rig import RUNTIME_IP, keygen
+from tests.rig import RELAY_IP, ROUTER_OUT_IP, RUNTIME_IP, keygen
 
 __all__ = ["cf_fresh"]  # the fixture, for the tests below
 
@@ -327,3 +328,97 @@ def test_supervisor_log_and_files_hold_no_secrets(cfrt: CfRuntime) -> None:
     assert "PRIVATE KEY" not in log
     # cloudflared's own lines reach the log (what `logs` and errors quote)...
     assert "Registered tunnel connection" in log
+
+
+def test_laptop_honours_https_proxy(cfrt: CfRuntime, tmp_path: Path) -> None:
+    """A laptop that reaches the internet only through an HTTP proxy (a real tinyproxy on the
+    router): https_proxy alone makes the ProxyCommand tunnel its WebSocket through it."""
+    conf_dir = tmp_path / "tinyproxy"
+    conf_dir.mkdir()
+    conf_dir.chmod(0o777)
+    conf = conf_dir / "tinyproxy.conf"
+    conf.write_text(
+        "\n".join(
+            [
+                "User nobody",
+                "Group nogroup",
+                "Port 8888",
+                f"Listen {ROUTER_OUT_IP}",
+                "Timeout 600",
+                "Allow 10.99.0.0/24",
+                "ConnectPort 443",
+                "LogLevel Connect",
+                "",
+            ]
+        )
+    )
+    log = conf_dir / "log"
+    with open(log, "wb") as out:
+        cfrt.rig.popen(
+            "router", ["tinyproxy", "-d", "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT
+        )
+    cfrt.rig.wait_tcp("laptop", ROUTER_OUT_IP, 8888)
+    block = ["OUTPUT", "-d", RELAY_IP, "-p", "tcp", "--dport", "443", "-j", "REJECT"]
+    cfrt.rig.run("laptop", ["iptables", "-I", *block], check=True)
+    try:
+        res = cfrt.ssh("echo direct", timeout=60)
+        assert res.returncode == 255, "the laptop must not reach the edge directly here"
+        proxied = {**cfrt.env(), "https_proxy": f"http://{ROUTER_OUT_IP}:8888"}
+        res = cfrt.ssh("echo via-proxy", env=proxied, timeout=60)
+        assert (res.returncode, res.stdout) == (0, "via-proxy\n"), res.stderr
+        assert "CONNECT" in log.read_text(), log.read_text()
+    finally:
+        cfrt.rig.run("laptop", ["iptables", "-D", *block], check=True)
+
+
+def test_the_edge_path_cuts_messages_over_16_kib(cfrt: CfRuntime, tmp_path: Path) -> None:
+    """Why the ProxyCommand never sends more than 16 KiB at once: through the real cloudflared,
+    a bigger WebSocket message reaches the origin cut to its first 16 KiB, silently."""
+    counter = tmp_path / "received"
+    origin = (
+        "import socket,sys\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)"
+        "\ns.bind(('127.0.0.1',18999));s.listen()\nwhile True:\n c,_=s.accept();n=0\n"
+        " while True:\n  d=c.recv(65536)\n  if not d: break\n  n+=len(d)\n"
+        f" open({str(counter)!r},'a').write(f'{{n}}\\n')\n"
+    )
+    cfrt.rig.popen("rt", ["python3", "-c", origin], stderr=subprocess.DEVNULL)
+    cfrt.rig.wait_tcp("rt", "127.0.0.1", 18999)
+    tunnel = cfrt.rig.popen(
+        "rt",
+        [
+            str(CLOUDFLARED_BIN),
+            "tunnel",
+            "--no-autoupdate",
+            "--config",
+            str(cfrt.rig.state_dir / "colab" / "cloudflared.yml"),
+            "--protocol",
+            "http2",
+            "--metrics",
+            "127.0.0.1:18998",
+            "--url",
+            "tcp://127.0.0.1:18999",
+            *cfrt.cf.extra_args(),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=cfrt.env(),
+    )
+    host_code = (
+        "import json,time,urllib.request as u\nd=time.time()+20\nwhile True:\n try:\n"
+        "  r=u.urlopen('http://127.0.0.1:18998/ready',timeout=2)\n  h=json.load("
+        "u.urlopen('http://127.0.0.1:18998/quicktunnel',timeout=2))['hostname']\n"
+        "  print(h);break\n except Exception:\n  assert time.time()<d\n  time.sleep(0.1)\n"
+    )
+    host = cfrt.rig.run("rt", ["python3", "-c", host_code], check=True).stdout.strip()
+    client = (
+        "from websockets.sync.client import connect\nimport time\n"
+        f"c=connect('wss://{host}/',compression=None)\n"
+        "c.send(b'a'*40000);c.send(b'b'*100);time.sleep(1);c.close()\n"
+    )
+    res = cfrt.rig.run("laptop", [sys.executable, "-c", client], env=cfrt.env())
+    assert res.returncode == 0, res.stderr
+    # (The "0" is wait_tcp's probe connection.)
+    assert wait_for(lambda: counter.exists() and len(counter.read_text().split()) == 2, 10)
+    assert counter.read_text().split() == ["0", str(16384 + 100)]
+    tunnel.terminate()
+    tunnel.wait(10)

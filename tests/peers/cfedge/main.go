@@ -42,7 +42,7 @@ func main() {
 func run() error {
 	var (
 		apiListen  = flag.String("api-listen", "", "ADDR:PORT of the plain-HTTP quick-tunnel API and /_control endpoints")
-		edgeListen = flag.String("edge-listen", "", "ADDR:PORT where cloudflared connects (TLS, HTTP/2)")
+		edgeListen = flag.String("edge-listen", "", "ADDR:PORT[,ADDR:PORT...] where cloudflared connects (TLS, HTTP/2)")
 		wssListen  = flag.String("wss-listen", "", "ADDR:PORT where clients open wss://HOSTNAME/ (TLS, HTTP/1.1)")
 		certFile   = flag.String("cert", "", "PEM certificate (chain) for all TLS listeners")
 		keyFile    = flag.String("key", "", "PEM private key of --cert")
@@ -83,9 +83,20 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	edgeLn, err := net.Listen("tcp", *edgeListen)
-	if err != nil {
-		return err
+	// Several edge addresses are allowed because cloudflared given a
+	// single --edge address never backs off: when that address fails it
+	// retries at once, forever (100% CPU with a refused TCP dial). With two
+	// or more it rotates and backs off as it does against the real edge.
+	var edgeLns []net.Listener
+	for _, a := range strings.Split(*edgeListen, ",") {
+		if a = strings.TrimSpace(a); a == "" {
+			continue
+		}
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			return err
+		}
+		edgeLns = append(edgeLns, ln)
 	}
 	wssLn, err := net.Listen("tcp", *wssListen)
 	if err != nil {
@@ -118,12 +129,16 @@ func run() error {
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 
-	done := make(chan error, 3)
+	done := make(chan error, 2+len(edgeLns))
 	go func() { done <- serveHTTP(apiSrv.Serve(apiLn)) }()
 	go func() { done <- serveHTTP(wssSrv.ServeTLS(wssLn, "", "")) }()
-	go func() { edge.serve(ctx, edgeLn); done <- nil }()
+	var edgeAddrs []string
+	for _, ln := range edgeLns {
+		go func() { edge.serve(ctx, ln); done <- nil }()
+		edgeAddrs = append(edgeAddrs, ln.Addr().String())
+	}
 	lg.Printf("cfedge: ready api=http://%s edge=%s wss=%s pool=%d named=%q mode=%s",
-		apiLn.Addr(), edgeLn.Addr(), wssLn.Addr(), len(pool), reg.namedHost, *apiMode)
+		apiLn.Addr(), strings.Join(edgeAddrs, ","), wssLn.Addr(), len(pool), reg.namedHost, *apiMode)
 
 	var runErr error
 	select {
@@ -136,7 +151,9 @@ func run() error {
 
 	// Tear down: stop accepting, cut cloudflared's connections and the
 	// relayed sessions, then give the HTTP servers a moment.
-	_ = edgeLn.Close()
+	for _, ln := range edgeLns {
+		_ = ln.Close()
+	}
 	front.closeAll()
 	for _, c := range reg.allConns() {
 		c.close()
