@@ -6,10 +6,12 @@ identity is only named, never copied into it.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import sys
+import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +29,9 @@ from .tunnels.common import known_hosts_pattern
 # written as format 1, so laptops with an older handy-colab keep reading them.
 FORMAT = 2
 RELAY_FORMAT = 1
+# `handy-colab connect 'hc1:...'`: the descriptor itself, compressed, in one pasteable line.
+PASTE_PREFIX = "hc1:"
+_PASTE_MAX = 64 * 1024
 # Host names, IPv4/IPv6 literals and user names; nothing ssh_config would split or interpret.
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_.:%@+-][A-Za-z0-9_.:%@+\[\]-]{0,252}$")
 
@@ -83,6 +88,34 @@ class Descriptor:
     @property
     def relay_alias(self) -> str:
         return f"{self.name}-relay"
+
+    def to_paste(self) -> str:
+        """The descriptor as one line to paste into `handy-colab connect` (no secrets in it)."""
+        raw = json.dumps(json.loads(self.to_json()), separators=(",", ":"), sort_keys=True)
+        packed = base64.urlsafe_b64encode(zlib.compress(raw.encode(), 9)).decode().rstrip("=")
+        return PASTE_PREFIX + packed
+
+    @classmethod
+    def from_paste(cls, text: str) -> Descriptor:
+        """A pasted ``hc1:...`` line, validated exactly as a descriptor file is."""
+        where = "the pasted hc1: line"
+        body = text.strip()[len(PASTE_PREFIX) :]
+        try:
+            packed = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+            inflate = zlib.decompressobj()
+            # Bounded: a crafted line must not inflate into gigabytes.
+            raw = inflate.decompress(packed, _PASTE_MAX)
+            if inflate.unconsumed_tail:
+                raise ValueError("too long")
+            data = json.loads(raw)
+        except (ValueError, zlib.error) as exc:
+            raise ConfigError(
+                f"{where} is damaged ({exc}). Fix: copy the whole line again from the runtime's "
+                f"output (it starts with {PASTE_PREFIX})"
+            ) from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where} holds no descriptor. Fix: copy the whole line again")
+        return cls.from_dict(data, where)
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -323,13 +356,17 @@ def render_block(desc: Descriptor, descriptor_path: Path | None, identity: str |
     fp = ", ".join(fingerprint(k) for k in desc.host_keys)
     workdir = desc.start_dir or "~"
     src = str(descriptor_path) if descriptor_path else "DIR/connections/NAME.json"
+    ident = f" --identity {identity}" if identity else ""
     lines = [
         f"Runtime '{desc.name}' is reachable {desc.reach}.",
         f"Host key fingerprint: {fp}",
         "",
-        "Easiest: on the laptop, with the descriptor (or the config folder) at hand:",
-        f"    handy-colab connect {src}" + (f" --identity {identity}" if identity else ""),
+        "Easiest: on the laptop, paste this one line (the descriptor itself, no secrets):",
+        f"    handy-colab connect '{desc.to_paste()}'"
+        + (f" --identity {identity}" if identity else ""),
         f"    ssh {desc.name}",
+        "or, with the config folder synced to the laptop (e.g. Google Drive for desktop):",
+        f"    handy-colab connect {src}{ident}",
         "",
         "Or by hand (check that the fingerprint above is what ssh shows):",
         f"    {ssh_command(desc, identity)}",
@@ -354,8 +391,8 @@ def render_block(desc: Descriptor, descriptor_path: Path | None, identity: str |
         lines[3:3] = [
             "A quick tunnel gets a new hostname whenever it restarts: a laptop set up by "
             "`connect` from the",
-            "descriptor in a synced folder (e.g. Google Drive for desktop) follows it; a "
-            "one-off copy does not.",
+            "descriptor in a synced folder follows it; from the pasted line or a one-off copy, "
+            "run connect again.",
             "",
         ]
     if desc.mode == "public":

@@ -101,8 +101,8 @@ class Runtime:
 
     @property
     def connect_command(self) -> str:
-        src = str(self.descriptor_path) if self.descriptor_path else "DIR/connections/NAME.json"
-        return f"handy-colab connect {src}"
+        """The laptop's one command: the descriptor itself in one pasteable line."""
+        return f"handy-colab connect '{self.descriptor.to_paste()}'"
 
     def pycharm_settings(self) -> dict[str, str]:
         d = self.descriptor

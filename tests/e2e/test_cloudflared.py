@@ -422,3 +422,29 @@ def test_the_edge_path_cuts_messages_over_16_kib(cfrt: CfRuntime, tmp_path: Path
     assert counter.read_text().split() == ["0", str(16384 + 100)]
     tunnel.terminate()
     tunnel.wait(10)
+
+
+def test_the_pasted_line_from_up_connects(cfrt: CfRuntime, tmp_path: Path) -> None:
+    out = cfrt.up().stdout
+    line = next(ln for ln in out.splitlines() if "handy-colab connect 'hc1:" in ln)
+    pasted = line.split("'")[1]
+    cfg, known = tmp_path / "cfg", tmp_path / "known"
+    res = cfrt.handy(
+        "laptop",
+        "connect",
+        pasted,
+        "--identity",
+        str(cfrt.laptop_key),
+        "--ssh-config",
+        str(cfg),
+        "--known-hosts",
+        str(known),
+    )
+    assert res.returncode == 0, res.stderr
+    assert "cannot follow" in res.stdout
+    res = cfrt.rig.run(
+        "laptop",
+        ["ssh", "-F", str(cfg), "-o", "BatchMode=yes", "colab", "echo pasted"],
+        env=cfrt.env(),
+    )
+    assert (res.returncode, res.stdout) == (0, "pasted\n"), res.stderr

@@ -5,9 +5,11 @@ failure lines turned into one-line errors."""
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -247,3 +249,46 @@ def test_versions_and_platforms() -> None:
         report(done * 1_000_000, 100_000_000)
     assert said[0] == "downloading cloudflared: 0% (0 of 100 MB)"
     assert said[-1] == "downloading cloudflared: 100% (100 of 100 MB)" and len(said) == 11
+
+
+# --------------------------------------------------------------------------- the pasted line
+
+
+def test_paste_line_round_trips(tmp_path: Path, keys: KeyStore, make_descriptor: Any) -> None:
+    for desc in (_desc(tmp_path, keys), make_descriptor()):
+        line = desc.to_paste()
+        assert line.startswith("hc1:") and len(line) < 1200 and "'" not in line
+        assert Descriptor.from_paste(line) == desc
+
+
+def _paste(data: Any) -> str:
+    raw = json.dumps(data).encode()
+    return "hc1:" + base64.urlsafe_b64encode(zlib.compress(raw)).decode().rstrip("=")
+
+
+def test_pasted_line_is_validated_like_a_file(tmp_path: Path, keys: KeyStore) -> None:
+    data = json.loads(_desc(tmp_path, keys).to_json())
+    data["hostname"] = "x.trycloudflare.com\n    ProxyCommand touch /tmp/pwned"
+    with pytest.raises(ConfigError, match="pasted hc1: line: field 'hostname'"):
+        Descriptor.from_paste(_paste(data))
+    with pytest.raises(ConfigError, match="damaged"):
+        Descriptor.from_paste("hc1:not*base64")
+    # Bounded inflation: a line that would expand past 64 KiB is refused, not unpacked.
+    with pytest.raises(ConfigError, match="damaged"):
+        Descriptor.from_paste(_paste({"name": "a" * 200_000}))
+    with pytest.raises(ConfigError, match="holds no descriptor"):
+        Descriptor.from_paste(_paste([1, 2]))
+
+
+def test_connect_from_a_pasted_line(tmp_path: Path, keys: KeyStore) -> None:
+    desc = _desc(tmp_path, keys)
+    res = S.connect(
+        Path(desc.to_paste()),
+        ssh_config=tmp_path / "out" / "config",
+        known_hosts=tmp_path / "out" / "known",
+    )
+    text = res.config_file.read_text()
+    assert "HostKeyAlias colab" in text and "--descriptor" not in text
+    assert "handy_colab.tunnels.websocket a-b-c.trycloudflare.com" in text
+    assert res.quick and res.follows is None
+    assert res.known_hosts.read_text().startswith("colab ssh-ed25519 ")

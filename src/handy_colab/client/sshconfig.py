@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import CONFIG_FILE, NAME_RE
-from ..connection import Descriptor
+from ..connection import PASTE_PREFIX, Descriptor
 from ..errors import ClientConfigError, ConfigError
 from ..fsutil import atomic_write, backup, read_text_or_empty
 from ..keys import load_private_key
@@ -188,10 +188,14 @@ class ConnectResult:
     include_in: Path | None
     backups: list[Path] = field(default_factory=list)
     follows: Path | None = None  # the descriptor a quick tunnel's ProxyCommand re-reads
+    quick: bool = False  # a quick tunnel: its hostname changes when it restarts
 
 
-def _resolve_source(source: Path, name: str | None) -> tuple[Descriptor, Path | None, Path]:
-    """Find the descriptor; also return the config folder (if given one) and the file."""
+def _resolve_source(source: Path, name: str | None) -> tuple[Descriptor, Path | None, Path | None]:
+    """Find the descriptor; also return the config folder (if given one) and the file
+    (None for a pasted hc1: line)."""
+    if str(source).startswith(PASTE_PREFIX):
+        return Descriptor.from_paste(str(source)), None, None
     if source.is_dir():
         conn = source / "connections"
         if name:
@@ -256,7 +260,10 @@ def connect(
             f"--name '{name}' is not a valid runtime name. Fix: use letters, "
             f"digits, '.', '_' or '-'"
         )
-    desc, folder, desc_path = _resolve_source(source.expanduser().resolve(), name)
+    pasted = str(source).startswith(PASTE_PREFIX)
+    desc, folder, desc_path = _resolve_source(
+        source if pasted else source.expanduser().resolve(), name
+    )
     user_config, managed, default_known = default_paths()
     include_in: Path | None = None
     if ssh_config is not None:
@@ -276,7 +283,7 @@ def connect(
             str(managed),
             launcher=ws_launcher(cloudflared_access) if desc.cloudflared else None,
             # A quick tunnel's name changes: the ProxyCommand re-reads this file each time.
-            follow=str(desc_path) if desc.mode == "quick" else None,
+            follow=str(desc_path) if desc.mode == "quick" and desc_path else None,
         )
         bak = _write_if_changed(
             managed, replace_block(read_text_or_empty(managed), desc.name, block), 0o600
@@ -296,4 +303,6 @@ def connect(
         ) from None
     os.chmod(managed, stat.S_IMODE(managed.stat().st_mode) & ~0o022)
     follows = desc_path if desc.mode == "quick" else None
-    return ConnectResult(desc.name, managed, known, ident, include_in, backups, follows)
+    return ConnectResult(
+        desc.name, managed, known, ident, include_in, backups, follows, desc.mode == "quick"
+    )

@@ -27,6 +27,12 @@ def cmd_connect(
     print(f"Pinned its host key in {res.known_hosts}")
     if res.include_in is not None:
         print(f"{res.include_in} includes it")
+    if res.quick and res.follows is None:
+        print(
+            "This quick tunnel's hostname changes when its tunnel restarts, and a pasted line "
+            "cannot follow that: run connect again with the new line then (or connect from the "
+            "descriptor in a synced folder, which is followed)"
+        )
     if res.follows is not None:
         print(
             f"Follows the quick tunnel's hostname through {res.follows} at each connection: "

@@ -33,13 +33,14 @@ import (
 )
 
 func main() {
-	if err := run(); err != nil {
+	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "cfedge:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
+func run(args []string) error {
+	flag := flag.NewFlagSet("cfedge", flag.ExitOnError)
 	var (
 		apiListen  = flag.String("api-listen", "", "ADDR:PORT of the plain-HTTP quick-tunnel API and /_control endpoints")
 		edgeListen = flag.String("edge-listen", "", "ADDR:PORT[,ADDR:PORT...] where cloudflared connects (TLS, HTTP/2)")
@@ -51,7 +52,7 @@ func run() error {
 		apiMode    = flag.String("api-mode", modeOK, "initial API behaviour: ok, ratelimit or empty")
 		drain      = flag.Duration("drain-timeout", 30*time.Second, "how long an edge connection may stay open after cloudflared unregistered it")
 	)
-	flag.Parse()
+	_ = flag.Parse(args) // ExitOnError: exits with the usage on a bad flag
 	if flag.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", flag.Args())
 	}
