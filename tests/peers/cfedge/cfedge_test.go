@@ -112,7 +112,10 @@ func TestTokenIsAcceptedByCloudflared(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var out struct{ Token, TunnelID string }
+	var out struct {
+		Token    string `json:"token"`
+		TunnelID string `json:"tunnel_id"`
+	}
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
 		t.Fatal(err)
 	}
