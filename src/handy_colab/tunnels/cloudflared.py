@@ -279,6 +279,16 @@ class CloudflaredTunnel(Tunnel):
             banner = read_banner(host, timeout)
         except OSError as exc:
             raise TunnelError(f"end-to-end check could not run: {exc}") from None
+        except TunnelError as exc:
+            if self.settings.named and "HTTP 502" in str(exc):
+                # A dashboard-managed tunnel routes by its own settings, not by our --url.
+                raise TunnelError(
+                    f"https://{host} reaches the tunnel, but its route does not lead to the "
+                    f"runtime's SSH server on port {self.local_port}. Fix: route the hostname "
+                    f"to ssh://localhost:PORT in the tunnel's settings and set server.port to "
+                    f"that PORT"
+                ) from None
+            raise
         if not banner.startswith("SSH-"):
             raise TunnelError(
                 f"wss://{host}/ answered, but not with the runtime's SSH banner (got "
