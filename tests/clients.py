@@ -109,3 +109,13 @@ while b"\\n" not in data:
     data += chunk
 print(data.split(b"\\n")[0].decode().strip())
 """
+
+
+def fetch_script(url: str, timeout: float = 15) -> str:
+    """Python source: GET ``url`` until it answers (a forward may still be coming up) and print
+    the body."""
+    return (
+        f"import urllib.request,time\nd=time.time()+{timeout}\nwhile True:\n try:\n"
+        f"  print(urllib.request.urlopen({url!r},timeout=3).read().decode(),end='');break\n"
+        " except OSError:\n  assert time.time()<d\n  time.sleep(0.1)\n"
+    )

@@ -59,17 +59,21 @@ class CfRuntime:
         data: dict[str, Any] = json.loads(self.descriptor.read_text())
         return data
 
-    def connect(self, *extra: str, source: Path | None = None) -> Any:
+    def connect(self) -> Any:
+        """`handy-colab connect` on the laptop into the runtime's own ssh config files."""
+        return self.connect_to(self.ssh_config, self.known_hosts, str(self.descriptor))
+
+    def connect_to(self, config: Path, known: Path, source: str, *extra: str) -> Any:
         return self.handy(
             "laptop",
             "connect",
-            str(source or self.descriptor),
+            source,
             "--identity",
             str(self.laptop_key),
             "--ssh-config",
-            str(self.ssh_config),
+            str(config),
             "--known-hosts",
-            str(self.known_hosts),
+            str(known),
             *extra,
         )
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.cfrig import CLOUDFLARED_BIN, wait_for
-from tests.clients import PtySession, socks5_script
+from tests.clients import PtySession, fetch_script, socks5_script
 from tests.e2e.cfhelpers import CfRuntime, cf_fresh, finish, make_cf_runtime, need_peers
 from tests.rig import RELAY_IP, ROUTER_OUT_IP, RUNTIME_IP, keygen
 
@@ -196,12 +196,7 @@ def test_local_forward_and_vscode_style_socks(cfrt: CfRuntime, tmp_path: Path) -
         env=cfrt.env(),
     )
     try:
-        code = (
-            "import urllib.request,time\nd=time.time()+20\nwhile True:\n try:\n"
-            "  print(urllib.request.urlopen('http://127.0.0.1:16006/index.html',timeout=3)"
-            ".read().decode(),end='');break\n except OSError:\n"
-            "  assert time.time()<d\n  time.sleep(0.1)\n"
-        )
+        code = fetch_script("http://127.0.0.1:16006/index.html", 20)
         res = cfrt.rig.run("laptop", ["python3", "-c", code], env=cfrt.env())
         assert res.stdout == "tensorboard-ish\n", res.stderr
         _, st = cfrt.status()
@@ -271,18 +266,7 @@ def test_edge_drop_heals(cfrt: CfRuntime) -> None:
 def test_connect_via_cloudflared_access(cfrt: CfRuntime, tmp_path: Path) -> None:
     """The option to keep using `cloudflared access ssh` on the laptop (real binary)."""
     cfg, known = tmp_path / "cfg", tmp_path / "known"
-    res = cfrt.handy(
-        "laptop",
-        "connect",
-        str(cfrt.descriptor),
-        "--identity",
-        str(cfrt.laptop_key),
-        "--ssh-config",
-        str(cfg),
-        "--known-hosts",
-        str(known),
-        "--cloudflared-access",
-    )
+    res = cfrt.connect_to(cfg, known, str(cfrt.descriptor), "--cloudflared-access")
     assert res.returncode == 0, res.stderr
     assert "--cloudflared-access" in cfg.read_text()
     res = cfrt.rig.run(
@@ -301,17 +285,7 @@ def test_impostor_key_is_refused(cfrt: CfRuntime, tmp_path: Path) -> None:
     data["host_keys"] = [" ".join(Path(f"{other}.pub").read_text().split()[:2])]
     fake.write_text(json.dumps(data))
     cfg, known = tmp_path / "cfg", tmp_path / "known"
-    res = cfrt.handy(
-        "laptop",
-        "connect",
-        str(fake),
-        "--identity",
-        str(cfrt.laptop_key),
-        "--ssh-config",
-        str(cfg),
-        "--known-hosts",
-        str(known),
-    )
+    res = cfrt.connect_to(cfg, known, str(fake))
     assert res.returncode == 0, res.stderr
     res = cfrt.rig.run(
         "laptop", ["ssh", "-F", str(cfg), "-o", "BatchMode=yes", "colab", "true"], env=cfrt.env()
@@ -429,17 +403,7 @@ def test_the_pasted_line_from_up_connects(cfrt: CfRuntime, tmp_path: Path) -> No
     line = next(ln for ln in out.splitlines() if "handy-colab connect 'hc1:" in ln)
     pasted = line.split("'")[1]
     cfg, known = tmp_path / "cfg", tmp_path / "known"
-    res = cfrt.handy(
-        "laptop",
-        "connect",
-        pasted,
-        "--identity",
-        str(cfrt.laptop_key),
-        "--ssh-config",
-        str(cfg),
-        "--known-hosts",
-        str(known),
-    )
+    res = cfrt.connect_to(cfg, known, pasted)
     assert res.returncode == 0, res.stderr
     assert "cannot follow" in res.stdout
     res = cfrt.rig.run(

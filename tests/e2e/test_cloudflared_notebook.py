@@ -59,17 +59,7 @@ def test_colab_public_key_secret_only_gives_a_quick_tunnel(tmp_path: Path) -> No
         html = kernel.run("rt").check().results[0]["text/html"]
         assert "hc1:" in html and "Cloudflare" in html
         pasted = line.split("'")[1]
-        res = rt.handy(
-            "laptop",
-            "connect",
-            pasted,
-            "--identity",
-            str(rt.laptop_key),
-            "--ssh-config",
-            str(rt.ssh_config),
-            "--known-hosts",
-            str(rt.known_hosts),
-        )
+        res = rt.connect_to(rt.ssh_config, rt.known_hosts, pasted)
         assert res.returncode == 0, res.stderr
         res = rt.ssh("pwd; echo $COLAB_RELEASE_TAG")
         assert res.returncode == 0, res.stderr

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.clients import fetch_script
 from tests.e2e.conftest import REMOTE_PORT, Runtime, _etc_ssh_digest
 from tests.rig import RUNTIME_IP, wait_until
 
@@ -176,12 +177,7 @@ def test_local_forward_to_http_server_in_runtime(runtime: Runtime, tmp_path: Pat
         stderr=subprocess.PIPE,
     )
     try:
-        code = (
-            "import urllib.request,time\nd=time.time()+15\nwhile True:\n try:\n"
-            "  print(urllib.request.urlopen('http://127.0.0.1:16006/index.html',timeout=3)"
-            ".read().decode(),end='');break\n except OSError:\n"
-            "  assert time.time()<d\n  time.sleep(0.1)\n"
-        )
+        code = fetch_script("http://127.0.0.1:16006/index.html")
         res = runtime.rig.run("laptop", ["python3", "-c", code])
         assert res.stdout == "tensorboard-ish\n", res.stderr
     finally:
