@@ -29,6 +29,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from .errors import BinaryError
 
@@ -257,7 +258,7 @@ class Installer:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
 
-    def _fetch(self, url: str, out: object, progress: Progress | None) -> str:
+    def _fetch(self, url: str, out: IO[bytes], progress: Progress | None) -> str:
         """Stream ``url`` into ``out``; return the sha256 of what came."""
         h = hashlib.sha256()
         fix = (
@@ -275,7 +276,7 @@ class Installer:
                     if not chunk:
                         break
                     h.update(chunk)
-                    out.write(chunk)  # type: ignore[attr-defined]
+                    out.write(chunk)
                     done += len(chunk)
                     if progress is not None:
                         progress(done, total)

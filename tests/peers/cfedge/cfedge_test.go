@@ -206,6 +206,25 @@ func bannerOrigin(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// waitHTTP waits up to 30 s for url to answer 200.
+func waitHTTP(t *testing.T, url string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not answering 200", url)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func TestRealCloudflared(t *testing.T) {
 	bin := os.Getenv("CFEDGE_CLOUDFLARED")
 	if bin == "" {
@@ -227,6 +246,7 @@ func TestRealCloudflared(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = cfedge.Process.Signal(os.Interrupt); _ = cfedge.Wait() }()
+	waitHTTP(t, "http://"+apiAddr+"/_control/state")
 
 	emptyCfg := filepath.Join(dir, "empty.yml")
 	_ = os.WriteFile(emptyCfg, nil, 0o600)
@@ -247,20 +267,7 @@ func TestRealCloudflared(t *testing.T) {
 		}
 	}()
 
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get("http://" + metricsAddr + "/ready")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("cloudflared not ready")
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	waitHTTP(t, "http://"+metricsAddr+"/ready")
 
 	pem, _ := os.ReadFile(caFile)
 	pool := x509.NewCertPool()
