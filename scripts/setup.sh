@@ -38,10 +38,11 @@ if [ "$want" = test ]; then
   fi
   # Real peers for the cloudflared route's tests: cloudflared (pinned, from its Go module)
   # and cfedge, the stand-in for Cloudflare's edge and quick-tunnel API.
-  if command -v go >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v go >/dev/null; then
     bash scripts/build-test-peers.sh /opt/handy-colab-test/bin
   else
-    echo "setup: Go is not installed: the cloudflared tests need it (tests/peers)" >&2
+    echo "setup: the cloudflared tests need root and Go to build their peers (tests/peers):" \
+      "run scripts/build-test-peers.sh [DIR] and set HANDY_COLAB_TEST_BIN=DIR" >&2
   fi
 else
   .venv/bin/python -m pip install -q -e .

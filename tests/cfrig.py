@@ -182,12 +182,14 @@ class CloudflareStandIn:
         rig.cleanups.append(self.close)
 
     # -- what the runtime's config and the clients need ---------------------------------------
-    def extra_args(self, edge_port: int = EDGE_PORT, api: str | None = None) -> list[str]:
+    def extra_args(
+        self, edge_ports: tuple[int, ...] = (EDGE_PORT,), api: str | None = None
+    ) -> list[str]:
+        edges = [arg for port in edge_ports for arg in ("--edge", f"{RELAY_IP}:{port}")]
         return [
             "--quick-service",
             api or f"http://{RELAY_IP}:{API_PORT}",
-            "--edge",
-            f"{RELAY_IP}:{edge_port}",
+            *edges,
             "--cacert",
             str(self.ca),
         ]

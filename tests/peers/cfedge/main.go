@@ -2,14 +2,16 @@
 // edge, so that tests can run a real cloudflared (protocol http2) and carry
 // real traffic through it without the internet.
 //
-//	cfedge --api-listen 127.0.0.1:8080 --edge-listen 127.0.0.1:7844 \
+//	cfedge --api-listen 127.0.0.1:8080 \
+//	       --edge-listen 127.0.0.1:7844,127.0.0.1:7845 \
 //	       --wss-listen 127.0.0.1:443 --cert leaf.pem --key leaf.key \
 //	       --hostnames a.trycloudflare.com,b.trycloudflare.com \
-//	       [--named-hostname ssh.example.test] [--api-mode ok|ratelimit|empty]
+//	       [--named-hostname ssh.example.test] [--api-mode ok|ratelimit|empty] \
+//	       [--drain-timeout 30s]
 //
 // cloudflared then runs with
 //
-//	--quick-service http://API --edge EDGE --cacert CA.pem --protocol http2
+//	--quick-service http://API --edge EDGE1 --edge EDGE2 --cacert CA.pem --protocol http2
 //
 // and must trust the leaf for SNI h2.cftunnel.com (what it sends to the edge
 // in http2 mode). Clients open wss://HOSTNAME/ on the wss listener. See

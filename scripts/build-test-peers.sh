@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Build the test peers of the cloudflared route from tests/peers (one Go module):
+#   cloudflared  the real cloudflared, at the version pinned in tests/peers/go.mod
+#   cfedge       the local stand-in for Cloudflare's edge and quick-tunnel API
+# Usage: scripts/build-test-peers.sh [OUTDIR]     (default /opt/handy-colab-test/bin)
+# A binary is rebuilt only when it is missing or its stamp (a hash of go.mod, go.sum and,
+# for cfedge, its sources) changed. Prints one line per binary built. Needs Go >= 1.24
+# and the Go module proxy.
+set -euo pipefail
+
+CLOUDFLARED_VERSION=2026.3.0 # must match the pseudo-version required in tests/peers/go.mod
+
+out=${1:-/opt/handy-colab-test/bin}
+peers=$(cd "$(dirname "$0")/../tests/peers" && pwd)
+
+if ! command -v go >/dev/null; then
+  echo "build-test-peers: Go is not installed" >&2
+  exit 1
+fi
+mkdir -p "$out"
+cd "$peers"
+# Static binaries (they also run as other users and inside test namespaces), and never
+# rewrite go.mod/go.sum while building.
+export CGO_ENABLED=0 GOFLAGS=-mod=readonly
+
+mod_hash=$(cat go.mod go.sum | sha256sum | cut -d' ' -f1)
+
+# build NAME STAMP PACKAGE [go build args...]
+build() {
+  local name=$1 stamp=$2 pkg=$3
+  shift 3
+  local bin=$out/$name stampfile=$out/.$name.stamp
+  if [ -x "$bin" ] && [ -f "$stampfile" ] && [ "$(cat "$stampfile")" = "$stamp" ]; then
+    return 0
+  fi
+  local start=$SECONDS tmp
+  tmp=$(mktemp "$out/.$name.XXXXXX")
+  # Build next to the target and rename, so an interrupted build never leaves a
+  # half-written binary that a later run would take as up to date.
+  if ! go build -trimpath "$@" -o "$tmp" "$pkg"; then
+    rm -f "$tmp"
+    echo "build-test-peers: building $name failed" >&2
+    return 1
+  fi
+  chmod 0755 "$tmp"
+  mv -f "$tmp" "$bin"
+  printf '%s\n' "$stamp" >"$stampfile"
+  echo "build-test-peers: built $name -> $bin ($((SECONDS - start))s)"
+}
+
+build cloudflared "$mod_hash cloudflared $CLOUDFLARED_VERSION" \
+  github.com/cloudflare/cloudflared/cmd/cloudflared \
+  -ldflags "-s -w -X \"main.Version=$CLOUDFLARED_VERSION\""
+if ! "$out/cloudflared" --version | grep -qF "version $CLOUDFLARED_VERSION "; then
+  echo "build-test-peers: $out/cloudflared is not version $CLOUDFLARED_VERSION:" \
+    "$("$out/cloudflared" --version)" >&2
+  exit 1
+fi
+
+cfedge_hash=$( (echo "$mod_hash"; cat cfedge/*.go) | sha256sum | cut -d' ' -f1)
+build cfedge "$cfedge_hash" ./cfedge -ldflags "-s -w"
