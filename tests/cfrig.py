@@ -133,6 +133,7 @@ class CloudflareStandIn:
             self.dir, ["*.trycloudflare.com", NAMED_HOSTNAME, *EDGE_SNI]
         )
         self.netns_dirs: list[Path] = []
+        self.helper_pids: set[int] = set()  # the namespaces' DNS stubs (not the runtime's)
         hosts = Path("/etc/hosts").read_text() + "".join(
             f"{RELAY_IP} {h}\n" for h in [*self.pool, NAMED_HOSTNAME, *EDGE_SNI]
         )
@@ -146,7 +147,11 @@ class CloudflareStandIn:
             # look-ups of its feature flags and edge addresses as quick as where DNS works.
             (d / "resolv.conf").write_text("nameserver 127.0.0.1\n")
             self.netns_dirs.append(d)
-            rig.popen(role, [sys.executable, "-c", _NXDOMAIN_SERVER], stderr=subprocess.DEVNULL)
+            self.helper_pids.add(
+                rig.popen(
+                    role, [sys.executable, "-c", _NXDOMAIN_SERVER], stderr=subprocess.DEVNULL
+                ).pid
+            )
         # cloudflared also tries DNS over TLS to 1.1.1.1: the router answers "no route" at
         # once, every time, as a network without that route would (the kernel's ICMP rate
         # limit would otherwise let every second try wait for its 5 s timeout).
