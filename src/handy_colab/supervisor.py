@@ -21,7 +21,7 @@ from typing import IO, Any
 
 from .backends import choose_server, choose_tunnel, make_server, make_tunnel
 from .config import BACKENDS, TUNNEL_CHOICES, Backend, RuntimeConfig, load_config
-from .connection import CloudflaredEndpoint, build_descriptor, write_descriptor
+from .connection import build_descriptor, write_descriptor
 from .errors import HandyColabError, TunnelError
 from .keys import ensure_host_key
 from .server.base import Server
@@ -165,17 +165,12 @@ class Supervisor:
         assert self.tunnel is not None
         self._host_key_line = host_key_line
         info = read_info(self.rd)
-        hostname = getattr(self.tunnel, "hostname", None)
         desc = build_descriptor(
             self.cfg,
             host_key_line,
             str(info.get("python") or ""),
             str(info.get("cwd") or ""),
-            cloudflared=(
-                CloudflaredEndpoint(hostname, self.cfg.cloudflared.named)
-                if self.tunnel.kind == "cloudflared" and hostname
-                else None
-            ),
+            cloudflared=self.tunnel.cloudflared_endpoint(),
         )
         self._set("tunnel", endpoint=self.tunnel.endpoint, details=self.tunnel.details())
         try:

@@ -20,7 +20,7 @@ from handy_colab.client import sshconfig as S
 from handy_colab.config import load_config
 from handy_colab.connection import FORMAT, CloudflaredEndpoint, Descriptor, build_descriptor
 from handy_colab.errors import ConfigError
-from handy_colab.tunnels.cloudflared import classify
+from handy_colab.tunnels.cloudflared_log import classify
 from handy_colab.tunnels.websocket import MAX_MESSAGE, current_hostname
 from tests.unit.conftest import SEED_CONFIG, KeyStore, write_config
 

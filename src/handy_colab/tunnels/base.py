@@ -8,12 +8,15 @@ import re
 import subprocess
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import RuntimeConfig
 from ..errors import TunnelError
 from ..proc import ChildHolder, WatchedProcess
 from .common import classify
+
+if TYPE_CHECKING:
+    from ..connection import CloudflaredEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +86,10 @@ class Tunnel(ChildHolder, ABC):
     @abstractmethod
     def check(self, timeout: float) -> None:
         """Prove the path end to end: the runtime's SSH banner comes back through the relay."""
+
+    def cloudflared_endpoint(self) -> CloudflaredEndpoint | None:
+        """Where the cloudflared route put the runtime (None: the relay's fields apply)."""
+        return None
 
     def details(self) -> dict[str, Any]:
         """Route-specific facts for `status` (a cloudflared hostname, protocol...)."""
