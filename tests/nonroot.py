@@ -91,6 +91,7 @@ class NonRoot:
                 mode = p.stat().st_mode
                 p.chmod(mode | stat.S_IRGRP | stat.S_IROTH | (0o055 if p.is_dir() else 0))
         self.home.chmod(0o700)
+        self.extra_env: dict[str, str] = {}  # more variables for env() (a test CA...)
 
     def own(self, path: Path) -> None:
         """Give a tree (e.g. the config folder) to the user, private as a home would be."""
@@ -99,6 +100,7 @@ class NonRoot:
 
     def env(self) -> dict[str, str]:
         return {
+            **self.extra_env,
             "HOME": str(self.home),
             "USER": self.pw.pw_name,
             "LOGNAME": self.pw.pw_name,
