@@ -23,9 +23,11 @@ import platform
 import re
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +48,9 @@ Progress = Callable[[int, "int | None"], None]
 class Asset:
     filename: str  # the release asset's name
     sha256: str  # of the asset as published (a raw binary: the binary itself)
+    # In an archive (.tar.gz, .zip): the program's path inside it. The archive is what is
+    # pinned and cached; the program is taken out of the verified archive each time.
+    member: str | None = None
 
 
 @dataclass(frozen=True)
@@ -142,10 +147,14 @@ class Installer:
             return found
         asset = self._asset()
         target = self._cached_path(asset)
-        if target.exists() and self._digest_ok(target, asset):
-            return Resolved(target, self.spec.version, "cache")
-        self._download(asset, target, progress)
-        return Resolved(target, self.spec.version, "download")
+        fetched = target.parent / asset.filename if asset.member else target
+        source = "cache"
+        if not (fetched.exists() and self._digest_ok(fetched, asset)):
+            self._download(asset, fetched, progress)
+            source = "download"
+        if asset.member:
+            self._extract(fetched, asset.member, target)
+        return Resolved(target, self.spec.version, source)
 
     def _explicit(self) -> Resolved:
         path = Path(self.explicit or "").expanduser()
@@ -204,12 +213,8 @@ class Installer:
         return f"{self.base_url}/{self.spec.version}/{asset.filename}"
 
     def _cached_path(self, asset: Asset) -> Path:
-        return (
-            self.cache
-            / "bin"
-            / f"{self.spec.name}-{self.spec.version}-{self.plat}"
-            / (self.spec.name)
-        )
+        name = Path(asset.member).name if asset.member else self.spec.name
+        return self.cache / "bin" / f"{self.spec.name}-{self.spec.version}-{self.plat}" / name
 
     def _digest_ok(self, path: Path, asset: Asset) -> bool:
         try:
@@ -252,11 +257,34 @@ class Installer:
                         f"executed, not cached. Fix: the file was altered or is another "
                         f"release: check the mirror, or use the official download"
                     )
-                os.chmod(tmp, 0o755)
+                os.chmod(tmp, 0o644 if asset.member else 0o755)
                 os.replace(tmp, target)
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
+
+    def _extract(self, archive: Path, member: str, target: Path) -> None:
+        """Write the program ``member`` of the (verified) ``archive`` to ``target``, unless it
+        is already there byte for byte."""
+        try:
+            data = _read_member(archive, member)
+        except (OSError, KeyError, ValueError, tarfile.TarError, zipfile.BadZipFile) as exc:
+            raise BinaryError(
+                f"{archive}: cannot take {member} out of the release archive ({exc}). Fix: "
+                f"delete {archive.parent} and run again"
+            ) from None
+        with contextlib.suppress(OSError):
+            if sha256_file(target) == hashlib.sha256(data).hexdigest():
+                return
+        fd, tmp = tempfile.mkstemp(prefix=".extract-", dir=target.parent)
+        try:
+            os.fchmod(fd, 0o755)
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.replace(tmp, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
     def _fetch(self, url: str, out: IO[bytes], progress: Progress | None) -> str:
         """Stream ``url`` into ``out``; return the sha256 of what came."""
@@ -269,7 +297,8 @@ class Installer:
         try:
             # urllib honours the usual https_proxy/no_proxy variables.
             with urllib.request.urlopen(url, timeout=30) as resp:
-                total = resp.length
+                size = resp.headers.get("Content-Length")
+                total = int(size) if size and size.isdigit() else None
                 done = 0
                 while True:
                     chunk = resp.read(_CHUNK)
@@ -295,6 +324,27 @@ class Installer:
                 f"cannot download {self.spec.name} {self.spec.version} from {url} ({exc}). {fix}"
             ) from None
         return h.hexdigest()
+
+
+_MAX_MEMBER = 256 << 20
+
+
+def _read_member(archive: Path, member: str) -> bytes:
+    """One regular file out of a .tar.gz or .zip, read into memory (bounded): nothing else of
+    the archive touches the disk, so no path in it can point anywhere."""
+    if archive.name.endswith(".zip"):
+        with zipfile.ZipFile(archive) as zf:
+            info = zf.getinfo(member)
+            if info.is_dir() or info.file_size > _MAX_MEMBER:
+                raise ValueError(f"{member} is not a program file")
+            return zf.read(info)
+    with tarfile.open(archive, "r:gz") as tf:
+        entry = tf.getmember(member)
+        if not entry.isfile() or entry.size > _MAX_MEMBER:
+            raise ValueError(f"{member} is not a regular file")
+        fh = tf.extractfile(entry)
+        assert fh is not None
+        return fh.read()
 
 
 @contextlib.contextmanager
