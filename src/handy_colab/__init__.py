@@ -16,7 +16,26 @@ if TYPE_CHECKING:
     from .notebook import Runtime, RuntimeStatus
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "start_tunnel", "status", "stop", "up"]
+__all__ = [
+    "FRPTunnel",
+    "PortmapTunnel",
+    "__version__",
+    "start_tunnel",
+    "status",
+    "stop",
+    "tunnel_starter",
+    "up",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The seed's names, imported on first use like the rest of the API.
+    if name in ("FRPTunnel", "PortmapTunnel", "tunnel_starter"):
+        import importlib
+
+        module = importlib.import_module(f"{__name__}.tunnel_starter")
+        return module if name == "tunnel_starter" else getattr(module, name)
+    raise AttributeError(f"module 'handy_colab' has no attribute {name!r}")
 
 
 # The API is imported on first use: `import handy_colab` (and the CLI) stay cheap.

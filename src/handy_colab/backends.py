@@ -43,8 +43,10 @@ def choose_server(asked: Backend) -> Choice:
 
 def choose_tunnel(asked: str | None, cfg: RuntimeConfig | None = None) -> Choice:
     """``asked``: ``up --tunnel`` (None: the config decides, by its route and relay.client)."""
-    if asked == "cloudflared":
-        return Choice("cloudflared", "chosen with --tunnel")
+    if asked in ("cloudflared", "frp"):
+        return Choice(asked, "chosen with --tunnel")
+    if asked is None and cfg is not None and cfg.route == "frp":
+        return Choice("frp", "the config has an frp section (your frps)")
     if asked is None and cfg is not None and cfg.route == "cloudflared":
         if cfg.relay is not None or cfg.cloudflared.named:
             return Choice("cloudflared", 'chosen in the config ("route": "cloudflared")')
@@ -83,6 +85,10 @@ def make_tunnel(kind: str, cfg: RuntimeConfig, rd: RuntimeDir, local_port: int) 
         from .tunnels.cloudflared import CloudflaredTunnel
 
         return CloudflaredTunnel(cfg, rd, local_port)
+    if kind == "frp":
+        from .tunnels.frp import FrpTunnel
+
+        return FrpTunnel(cfg, rd, local_port)
     if kind == "openssh":
         from .tunnels.openssh import OpenSSHTunnel
 

@@ -61,6 +61,7 @@ class BinarySpec:
     assets: Mapping[str, Asset]  # platform key ("linux-amd64") -> asset
     url_env: str  # environment variable that overrides base_url (mirrors)
     config_hint: str  # the config section naming `binary` and `download_url`, for errors
+    tag_prefix: str = ""  # the release's tag is this + version ("v0.71.0")
 
 
 @dataclass(frozen=True)
@@ -210,7 +211,7 @@ class Installer:
         return asset
 
     def url(self, asset: Asset) -> str:
-        return f"{self.base_url}/{self.spec.version}/{asset.filename}"
+        return f"{self.base_url}/{self.spec.tag_prefix}{self.spec.version}/{asset.filename}"
 
     def _cached_path(self, asset: Asset) -> Path:
         name = Path(asset.member).name if asset.member else self.spec.name

@@ -129,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
                 from .tunnels.websocket import main as ws_main
 
                 return ws_main(args.rest[1:])
+            if args.rest[:1] == ["--frp"]:
+                from .tunnels.frp_visitor import main as frp_main
+
+                return frp_main(args.rest[1:])
             from .streamlocal import main as proxy_main
 
             return proxy_main(args.rest)

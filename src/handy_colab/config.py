@@ -32,8 +32,11 @@ from .keys import (
     scan_folder,
 )
 from .tunnels.cloudflared_config import CloudflaredConfig, parse_cloudflared
+from .tunnels.frp_config import FrpConfig, frp_from_seed, parse_frp
 
 CONFIG_FILE = "user_config.json"
+# The seed's README told users to upload the config under this name (its code read the other).
+SEED_README_CONFIG_FILE = "mapping_config.json"
 CONNECTIONS_DIR = "connections"
 RELAY_KNOWN_HOSTS = "relay_known_hosts"
 DEFAULT_NAME = "colab"
@@ -42,17 +45,23 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 # a quoted authorized_keys option, so only characters none of them would split or interpret.
 SOCKET_PATH_RE = re.compile(r"^/[A-Za-z0-9._/+-]{1,200}$")
 # Files the tool itself keeps in the folder; never mistaken for user keys.
-_OWN_FILES = {CONFIG_FILE, RELAY_KNOWN_HOSTS, CONNECTIONS_DIR, HOST_KEY_DIR}
+_OWN_FILES = {
+    CONFIG_FILE,
+    SEED_README_CONFIG_FILE,
+    RELAY_KNOWN_HOSTS,
+    CONNECTIONS_DIR,
+    HOST_KEY_DIR,
+}
 
 Mode = Literal["public", "private"]
 # Which implementation runs a part: "auto" picks OpenSSH where it is usable, else embedded.
 Backend = Literal["auto", "openssh", "embedded"]
 BACKENDS = ("auto", "openssh", "embedded")
 # How the laptop reaches the runtime: an SSH relay (`ssh -R`), or Cloudflare's edge.
-Route = Literal["relay", "cloudflared"]
-ROUTES = ("relay", "cloudflared")
+Route = Literal["relay", "cloudflared", "frp"]
+ROUTES = ("relay", "cloudflared", "frp")
 # What `up --tunnel` takes: the relay route's two clients, or the cloudflared route.
-TUNNEL_CHOICES = ("auto", "openssh", "embedded", "cloudflared")
+TUNNEL_CHOICES = ("auto", "openssh", "embedded", "cloudflared", "frp")
 
 _TOP_FIELDS = {
     "tunnel_options",
@@ -65,6 +74,7 @@ _TOP_FIELDS = {
     "forwards",
     "route",
     "cloudflared",
+    "frp",
 }
 _SEED_TUNNEL_FIELDS = {"service_url", "service_port", "local_port"}
 _RELAY_FIELDS = {
@@ -114,6 +124,20 @@ class RuntimeConfig:
     workdir: str | None = None  # where sessions start; None = the notebook's directory
     route: Route = "relay"
     cloudflared: CloudflaredConfig = field(default_factory=CloudflaredConfig)
+    frp: FrpConfig | None = None  # the config's frp section
+    frp_seed: FrpConfig | None = None  # the seed's tunnel_options read as frp (FRPTunnel)
+    notices: tuple[str, ...] = ()  # one-line remarks for `up` to show (not errors)
+
+    @property
+    def frp_settings(self) -> FrpConfig:
+        """The frp route's settings; a clear error when the config has none."""
+        found = self.frp or self.frp_seed
+        if found is None:
+            raise ConfigError(
+                f'{self.folder / CONFIG_FILE}: has no "frp" section, so the frp route '
+                f"cannot run. Fix: add one (see docs/frp.md)"
+            )
+        return found
 
     @property
     def ssh_relay(self) -> RelayConfig:
@@ -143,7 +167,7 @@ def load_config(folder: str | Path, name: str | None = None) -> RuntimeConfig:
             f"{folder}: config folder not found. Fix: pass the folder that "
             f"holds {CONFIG_FILE} and your keys (e.g. a mounted Drive folder)"
         )
-    cfg_path = folder / CONFIG_FILE
+    cfg_path, notices = _config_path(folder)
     try:
         raw = cfg_path.read_bytes()
     except FileNotFoundError:
@@ -179,23 +203,27 @@ def load_config(folder: str | Path, name: str | None = None) -> RuntimeConfig:
     # The route: a relay when the config names one (the seed's tunnel_options or a relay
     # section), else a cloudflared quick tunnel, which needs no account and no server.
     relay_named = bool(relay_f.data) or bool(seed.data)
-    route = top.str_("route") or ("relay" if relay_named else "cloudflared")
+    frp_named = top.data.get("frp") is not None
+    route = top.str_("route") or ("frp" if frp_named else "relay" if relay_named else "cloudflared")
     if route not in ROUTES:
         raise top.error(
             "route",
             f"'{route}' is not a known route",
             'use "relay" (ssh -R to a relay) or "cloudflared" (Cloudflare Tunnel)',
         )
-    if route == "cloudflared" and not relay_named and top.has("mode"):
+    if route != "relay" and not relay_named and top.has("mode"):
         raise top.error(
             "mode",
             "applies to the relay route only",
             "leave it out for a cloudflared tunnel (or add a relay section)",
         )
     scan = scan_folder(folder, skip=_OWN_FILES)
+    frp = parse_frp(folder, top, run_name)
+    # The seed's FRPTunnel read tunnel_options as an frps address: kept for `--tunnel frp`.
+    frp_seed = frp_from_seed(seed, run_name) if frp is None else None
     relay = (
         _parse_relay(folder, relay_f, seed, scan, mode, run_name)
-        if relay_named or route == "relay"
+        if (relay_named or route == "relay") and not (route == "frp" and frp_seed)
         else None
     )
     # The seed authorized the relay key's public half when no .pub was given; without a
@@ -205,7 +233,8 @@ def load_config(folder: str | Path, name: str | None = None) -> RuntimeConfig:
 
     forwards: list[int] = []
     local_port = seed.port("local_port")
-    if local_port is not None:
+    # In the seed's frp use, local_port was frps's remote port, not a port to forward.
+    if local_port is not None and not (route == "frp" and frp_seed):
         forwards.append(local_port)
     raw_fwd = top.data.get("forwards")
     if raw_fwd is None:
@@ -252,6 +281,9 @@ def load_config(folder: str | Path, name: str | None = None) -> RuntimeConfig:
         workdir=workdir,
         route=route,  # type: ignore[arg-type]
         cloudflared=parse_cloudflared(folder, top),
+        frp=frp,
+        frp_seed=frp_seed,
+        notices=tuple(notices),
     )
 
 
@@ -324,6 +356,18 @@ def _parse_relay(
         jump_user=relay_f.str_("jump_user") or user,
         socket_path=_socket_path(relay_f, user, run_name),
     )
+
+
+def _config_path(folder: Path) -> tuple[Path, list[str]]:
+    """user_config.json, or the seed README's mapping_config.json (with a note when both)."""
+    main, alt = folder / CONFIG_FILE, folder / SEED_README_CONFIG_FILE
+    if main.is_file() and alt.is_file():
+        return main, [
+            f"{folder} holds {CONFIG_FILE} and {SEED_README_CONFIG_FILE}: using {CONFIG_FILE}"
+        ]
+    if not main.exists() and alt.is_file():
+        return alt, []
+    return main, []
 
 
 def _backend(fields: Fields, key: str, what: str) -> Backend:

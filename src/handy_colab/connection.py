@@ -54,13 +54,21 @@ class Descriptor:
     forwards: list[int] = field(default_factory=list)
     identity_hint: str = ""  # file name of the key in the config folder, if any
     socket_path: str = ""  # private mode: the runtime's Unix socket on the relay
-    route: str = "relay"  # "relay" | "cloudflared"
+    route: str = "relay"  # "relay" | "cloudflared" | "frp"
     hostname: str = ""  # cloudflared: the tunnel's public hostname (a quick one changes)
+    # frp: server, port, proxy, server_name, verified, stun (no secrets: those stay in the
+    # config folder, which `connect` reads for the private modes)
+    frp: dict[str, Any] = field(default_factory=dict)
     format: int = RELAY_FORMAT
 
     @property
     def cloudflared(self) -> bool:
         return self.route == "cloudflared"
+
+    @property
+    def via_proxy_command(self) -> bool:
+        """ssh reaches the runtime through a ProxyCommand (no HostName/Port to give)."""
+        return self.mode != "public"
 
     # Where ssh connects for the runtime itself.
     @property
@@ -78,6 +86,10 @@ class Descriptor:
         """How the laptop reaches the runtime, in words."""
         if self.cloudflared:
             return f"through Cloudflare ({self.mode} tunnel https://{self.hostname})"
+        if self.route == "frp":
+            return (
+                f"through frps {self.frp.get('server')}:{self.frp.get('port')} ({self.mode} mode)"
+            )
         return f"through the relay ({self.mode} mode)"
 
     @property
@@ -119,9 +131,9 @@ class Descriptor:
 
     def to_json(self) -> str:
         data = asdict(self)
-        if not self.cloudflared:
+        if self.route == "relay":
             # Exactly the format-1 fields: older laptops refuse none of them.
-            for fld in ("route", "hostname"):
+            for fld in ("route", "hostname", "frp"):
                 data.pop(fld)
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
@@ -144,8 +156,8 @@ class Descriptor:
                 f"handy-colab understands. Fix: upgrade handy-colab on the laptop"
             )
         route = data.get("route", "relay")
-        if route not in ("relay", "cloudflared"):
-            raise bad("route", f"must be relay or cloudflared, not {route!r}")
+        if route not in ("relay", "cloudflared", "frp"):
+            raise bad("route", f"must be relay, cloudflared or frp, not {route!r}")
         relay_route = route == "relay"
         tokens = ("name", "mode", "user") + (
             ("relay_host", "relay_user", "public_host") if relay_route else ()
@@ -157,12 +169,19 @@ class Descriptor:
                 raise bad(fld, f"is missing or not a plain host/user token ({value!r})")
         if not NAME_RE.match(data["name"]):
             raise bad("name", "is not a valid runtime name")
-        modes = ("public", "private") if relay_route else ("quick", "named")
+        modes = {
+            "relay": ("public", "private"),
+            "cloudflared": ("quick", "named"),
+            "frp": ("public", "private", "p2p"),
+        }[route]
         if data["mode"] not in modes:
             raise bad("mode", f"must be {' or '.join(modes)}, not {data['mode']!r}")
         hostname = ""
+        frp: dict[str, Any] = {}
         if relay_route:
             _check_relay_fields(data, bad)
+        elif route == "frp":
+            frp = _check_frp_fields(data, bad)
         else:
             raw_host = data.get("hostname")
             checked = valid_hostname(raw_host) if isinstance(raw_host, str) else None
@@ -207,8 +226,17 @@ class Descriptor:
             "identity_hint": data.get("identity_hint", ""),
             "format": fmt,
         }
-        if not relay_route:
+        if route == "cloudflared":
             return cls(**common, route="cloudflared", hostname=hostname)
+        if route == "frp":
+            public = data["mode"] == "public"
+            return cls(
+                **common,
+                route="frp",
+                frp=frp,
+                public_host=frp["server"] if public else "",
+                remote_port=data["remote_port"] if public else 0,
+            )
         return cls(
             **common,
             relay_host=data["relay_host"],
@@ -251,6 +279,32 @@ def _check_relay_fields(data: dict[str, Any], bad: Callable[[str, str], ConfigEr
         raise bad("socket_path", f"must be an absolute path without spaces ({sock!r})")
 
 
+_HOSTPORT_RE = re.compile(r"^[A-Za-z0-9._-]{1,253}:[0-9]{1,5}$")
+
+
+def _check_frp_fields(
+    data: dict[str, Any], bad: Callable[[str, str], ConfigError]
+) -> dict[str, Any]:
+    """The frp route's fields: they become ssh config (public mode) and the laptop's visitor."""
+    frp = data.get("frp")
+    if not isinstance(frp, dict):
+        raise bad("frp", "must be an object")
+    for key in ("server", "server_name"):
+        if not isinstance(frp.get(key), str) or not _TOKEN_RE.match(frp[key]):
+            raise bad(f"frp.{key}", f"is not a plain host name ({frp.get(key)!r:.60})")
+    if as_port(frp.get("port"), strict=True) is None:
+        raise bad("frp.port", f"must be a port number, not {frp.get('port')!r}")
+    if not isinstance(frp.get("proxy"), str) or not NAME_RE.match(frp["proxy"]):
+        raise bad("frp.proxy", f"is not a valid proxy name ({frp.get('proxy')!r:.60})")
+    if not isinstance(frp.get("stun"), str) or not _HOSTPORT_RE.match(frp["stun"]):
+        raise bad("frp.stun", f"is not HOST:PORT ({frp.get('stun')!r:.60})")
+    if not isinstance(frp.get("verified"), bool):
+        raise bad("frp.verified", "must be true or false")
+    if data["mode"] == "public" and as_port(data.get("remote_port"), strict=True) is None:
+        raise bad("remote_port", f"must be a port number, not {data.get('remote_port')!r}")
+    return {k: frp[k] for k in ("server", "port", "proxy", "server_name", "verified", "stun")}
+
+
 def relay_host_keys(cfg: RuntimeConfig) -> list[str]:
     """The relay's pinned key: from the config, or as recorded on first use."""
     relay = cfg.ssh_relay
@@ -277,14 +331,31 @@ class CloudflaredEndpoint:
     named: bool
 
 
+@dataclass(frozen=True)
+class FrpEndpoint:
+    """Where the frp route put the runtime: frps, the proxy, and how frps is verified."""
+
+    server: str
+    port: int
+    mode: str  # public | private | p2p
+    proxy: str
+    remote_port: int
+    server_name: str
+    verified: bool
+    stun: str
+
+
+RouteEndpoint = CloudflaredEndpoint | FrpEndpoint
+
+
 def build_descriptor(
     cfg: RuntimeConfig,
     host_key_line: str,
     python: str = "",
     workdir: str = "",
-    cloudflared: CloudflaredEndpoint | None = None,
+    endpoint: RouteEndpoint | None = None,
 ) -> Descriptor:
-    """The descriptor of the route that runs: the relay's, or cloudflared's when given."""
+    """The descriptor of the route that runs: the relay's, or the endpoint's route."""
     pub = parse_public_key_line(host_key_line, "host key")
     assert pub is not None
     common = Descriptor(
@@ -298,11 +369,29 @@ def build_descriptor(
         forwards=list(cfg.forwards),
         identity_hint=_identity_hint(cfg),
     )
-    if cloudflared is not None:
+    if isinstance(endpoint, CloudflaredEndpoint):
         common.route = "cloudflared"
-        common.mode = "named" if cloudflared.named else "quick"
-        common.hostname = cloudflared.hostname
+        common.mode = "named" if endpoint.named else "quick"
+        common.hostname = endpoint.hostname
         common.format = FORMAT
+        return common
+    if isinstance(endpoint, FrpEndpoint):
+        common.route = "frp"
+        common.mode = endpoint.mode
+        common.format = FORMAT
+        common.frp = {
+            "server": endpoint.server,
+            "port": endpoint.port,
+            "proxy": endpoint.proxy,
+            "server_name": endpoint.server_name,
+            "verified": endpoint.verified,
+            "stun": endpoint.stun,
+        }
+        if endpoint.mode == "public":
+            common.public_host = endpoint.server
+            common.remote_port = endpoint.remote_port
+            # The seed's frp use: local_port was frps's remote port, not a forward.
+            common.forwards = [p for p in common.forwards if p != endpoint.remote_port]
         return common
     relay = cfg.ssh_relay
     common.relay_host = relay.host
@@ -341,11 +430,21 @@ def ssh_command(desc: Descriptor, identity: str | None = None) -> str:
     if desc.mode == "public":
         port = f"-p {desc.port} " if desc.port != 22 else ""
         return f"ssh {ident}{port}{desc.user}@{desc.host}"
+    if desc.route == "frp":
+        profile = f"~/.ssh/handy-colab-{desc.name}.frp.json"
+        return (
+            f"ssh {ident}-o 'ProxyCommand=handy-colab proxy --frp {profile}' "
+            f"-o HostKeyAlias={desc.name} {desc.user}@{desc.name}"
+        )
     relay = f"{desc.relay_user}@{desc.relay_host}:{desc.relay_port}"
     return (
         f"ssh {ident}-o 'ProxyCommand=handy-colab proxy {relay} {desc.socket_path}' "
         f"-o HostKeyAlias={desc.name} {desc.user}@{desc.name}"
     )
+
+
+# The ProxyCommand programs as the printed block names them (connect writes full paths).
+_PRINTED_LAUNCHERS = {"cloudflared": "handy-colab proxy --ws", "frp": "handy-colab proxy --frp"}
 
 
 def render_block(desc: Descriptor, descriptor_path: Path | None, identity: str | None) -> str:
@@ -379,7 +478,10 @@ def render_block(desc: Descriptor, descriptor_path: Path | None, identity: str |
             desc,
             identity,
             "~/.ssh/handy-colab_known_hosts",
-            launcher="handy-colab proxy --ws" if desc.cloudflared else "handy-colab proxy",
+            launcher={
+                "cloudflared": "handy-colab proxy --ws",
+                "frp": "handy-colab proxy --frp",
+            }.get(desc.route, "handy-colab proxy"),
         )
         .rstrip()
         .splitlines()

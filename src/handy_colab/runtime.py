@@ -179,14 +179,23 @@ def _fetch_binaries(cfg: RuntimeConfig, tunnel: str | None, progress: Progress |
     it runs here, where the caller sees the download's progress; the supervisor then finds it
     in the cache (and verifies it again before it runs)."""
     from .backends import choose_tunnel
+    from .binaries import Installer, progress_lines
 
-    if choose_tunnel(tunnel, cfg).kind != "cloudflared":
+    kind = choose_tunnel(tunnel, cfg).kind
+    inst: Installer
+    if kind == "cloudflared":
+        from .tunnels.cloudflared import installer
+
+        inst = installer(cfg)
+    elif kind == "frp":
+        from .tunnels.frp import installer as frp_installer
+
+        inst = frp_installer(cfg.frp_settings)
+    else:
         return
-    from .binaries import progress_lines
-    from .tunnels.cloudflared import installer
-
-    found = installer(cfg).resolve(progress_lines("cloudflared", progress) if progress else None)
-    log.info("cloudflared %s from %s (%s)", found.version, found.path, found.source)
+    name = inst.spec.name
+    found = inst.resolve(progress_lines(name, progress) if progress else None)
+    log.info("%s %s from %s (%s)", name, found.version, found.path, found.source)
 
 
 def _start(

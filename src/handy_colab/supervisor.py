@@ -170,7 +170,7 @@ class Supervisor:
             host_key_line,
             str(info.get("python") or ""),
             str(info.get("cwd") or ""),
-            cloudflared=self.tunnel.cloudflared_endpoint(),
+            endpoint=self.tunnel.route_endpoint(),
         )
         self._set("tunnel", endpoint=self.tunnel.endpoint, details=self.tunnel.details())
         try:

@@ -15,9 +15,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import CONFIG_FILE, NAME_RE
+from ..config import CONFIG_FILE, NAME_RE, SEED_README_CONFIG_FILE
 from ..connection import PASTE_PREFIX, Descriptor
-from ..errors import ClientConfigError, ConfigError
+from ..errors import ClientConfigError, ConfigError, HandyColabError
 from ..fsutil import atomic_write, backup, read_text_or_empty
 from ..keys import load_private_key
 
@@ -45,6 +45,11 @@ def proxy_command(desc: Descriptor, config_file: str, launcher: str | None = Non
     return f"{launcher} -F {_q(config_file)} {desc.relay_alias} {desc.socket_path}"
 
 
+def frp_launcher() -> str:
+    """How connect's ProxyCommand starts the frp visitor (this very interpreter)."""
+    return f"{_q(sys.executable)} -m handy_colab.tunnels.frp_visitor"
+
+
 def ws_launcher(cloudflared_access: bool = False) -> str:
     """How connect's ProxyCommand starts the WebSocket proxy (this very interpreter)."""
     extra = " --cloudflared-access" if cloudflared_access else ""
@@ -58,10 +63,15 @@ def render_host_blocks(
     config_file: str = "~/.ssh/config.d/handy-colab",
     launcher: str | None = None,
     follow: str | None = None,
+    frp_profile: str | None = None,
 ) -> str:
-    """``launcher``: the ProxyCommand's program (default: this interpreter's module);
-    ``follow``: the descriptor a cloudflared ProxyCommand re-reads at each connection."""
-    """The Host block(s) for one runtime: the runtime itself, and its relay in private mode."""
+    """The Host block(s) for one runtime: the runtime itself, and its relay in private mode.
+
+    ``launcher``: the ProxyCommand's program (default: this interpreter's module);
+    ``follow``: the descriptor a cloudflared ProxyCommand re-reads at each connection;
+    ``frp_profile``: the visitor profile of frp's private and p2p modes.
+    """
+    relay_private = desc.route == "relay" and desc.mode == "private"
     common = [
         f"    UserKnownHostsFile {_q(known_hosts)}",
         "    StrictHostKeyChecking yes",
@@ -70,7 +80,7 @@ def render_host_blocks(
     ]
     ident = [f"    IdentityFile {_q(identity)}", "    IdentitiesOnly yes"] if identity else []
     out = []
-    if desc.mode == "private":
+    if relay_private:
         out += [
             f"Host {desc.relay_alias}",
             f"    HostName {desc.relay_host}",
@@ -81,7 +91,7 @@ def render_host_blocks(
             *ident,
             "",
         ]
-    # Private mode and cloudflared reach the runtime through ProxyCommand: no HostName/Port.
+    # Everything but public mode goes through a ProxyCommand: no HostName/Port to give.
     where = [f"    HostName {desc.host}", f"    Port {desc.port}"] if desc.mode == "public" else []
     out += [
         f"Host {desc.name}",
@@ -93,13 +103,16 @@ def render_host_blocks(
         "    ServerAliveInterval 15",
         "    ServerAliveCountMax 4",
     ]
-    if desc.mode == "private":
+    if relay_private:
         out.append(f"    ProxyCommand {proxy_command(desc, config_file, launcher)}")
-    if desc.cloudflared:
+    elif desc.cloudflared:
         from ..tunnels.cloudflared import proxy_command as ws_proxy_command
 
         cmd = ws_proxy_command(desc.hostname, launcher or ws_launcher(), follow)
         out.append(f"    ProxyCommand {cmd}")
+    elif desc.route == "frp" and desc.mode != "public":
+        profile = frp_profile or f"~/.ssh/handy-colab-{desc.name}.frp.json"
+        out.append(f"    ProxyCommand {launcher or frp_launcher()} {_q(profile)}")
     out += [f"    LocalForward {p} 127.0.0.1:{p}" for p in desc.forwards]
     text = "\n".join(out) + "\n"
     if any(c in text for c in "\r\0") or any(
@@ -128,7 +141,7 @@ def replace_block(text: str, name: str, block: str) -> str:
 
 def known_hosts_lines(desc: Descriptor) -> dict[str, list[str]]:
     entries = {desc.name: [f"{desc.name} {k}" for k in desc.host_keys]}
-    if desc.mode == "private":
+    if desc.route == "relay" and desc.mode == "private":
         entries[desc.relay_alias] = [f"{desc.relay_alias} {k}" for k in desc.relay_host_keys]
     return entries
 
@@ -246,6 +259,45 @@ def _prepare_identity(
     return str(identity.resolve())
 
 
+def _frp_profile(
+    desc: Descriptor, folder: Path | None, desc_path: Path | None, key_dir: Path
+) -> Path | None:
+    """frp's private and p2p modes: the visitor needs frps's token and the proxy's secret,
+    which only the config folder holds. Copied (0600) beside the pinned known_hosts."""
+    if desc.route != "frp" or desc.mode == "public":
+        return None
+    if folder is None and desc_path is not None:
+        # connections/NAME.json inside a config folder: the folder is two levels up.
+        cand = desc_path.parent.parent
+        if (cand / CONFIG_FILE).is_file() or (cand / SEED_README_CONFIG_FILE).is_file():
+            folder = cand
+    if folder is None:
+        raise ClientConfigError(
+            f"frp {desc.mode} mode needs the proxy's secret, which only the config folder "
+            f"holds. Fix: run connect with the config folder (e.g. the synced Drive folder) "
+            f"instead of the descriptor alone"
+        )
+    from ..config import load_config
+    from ..tunnels.frp import read_secret
+    from ..tunnels.frp_visitor import write_profile
+
+    settings = load_config(folder, desc.name).frp_settings
+    if settings.secret_file is None or not settings.secret_file.is_file():
+        raise ClientConfigError(
+            f"{folder}: holds no frp secret ({settings.secret_file}). Fix: run `handy-colab up` "
+            f"on the runtime first (it makes the secret), and let the folder sync"
+        )
+    try:
+        token = read_secret(settings.token_file, "token") if settings.token_file else None
+        secret = read_secret(settings.secret_file, "secret")
+    except HandyColabError as exc:
+        raise ClientConfigError(str(exc)) from None
+    ca = settings.ca_file.read_text() if settings.ca_file else None
+    path = key_dir / f"handy-colab-{desc.name}.frp.json"
+    write_profile(path, desc.frp, desc.mode, token, secret, ca)
+    return path
+
+
 def connect(
     source: Path,
     *,
@@ -276,6 +328,7 @@ def connect(
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
         ident = _prepare_identity(identity, desc, folder, known.parent)
         backups: list[Path] = []
+        profile = _frp_profile(desc, folder, desc_path, known.parent)
         block = render_host_blocks(
             desc,
             ident,
@@ -284,6 +337,7 @@ def connect(
             launcher=ws_launcher(cloudflared_access) if desc.cloudflared else None,
             # A quick tunnel's name changes: the ProxyCommand re-reads this file each time.
             follow=str(desc_path) if desc.mode == "quick" and desc_path else None,
+            frp_profile=str(profile) if profile else None,
         )
         bak = _write_if_changed(
             managed, replace_block(read_text_or_empty(managed), desc.name, block), 0o600

@@ -16,7 +16,7 @@ from ..proc import ChildHolder, WatchedProcess
 from .common import classify
 
 if TYPE_CHECKING:
-    from ..connection import CloudflaredEndpoint
+    from ..connection import RouteEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,8 @@ class Tunnel(ChildHolder, ABC):
     def check(self, timeout: float) -> None:
         """Prove the path end to end: the runtime's SSH banner comes back through the relay."""
 
-    def cloudflared_endpoint(self) -> CloudflaredEndpoint | None:
-        """Where the cloudflared route put the runtime (None: the relay's fields apply)."""
+    def route_endpoint(self) -> RouteEndpoint | None:
+        """Where a route other than the relay put the runtime (None: the relay's fields)."""
         return None
 
     def details(self) -> dict[str, Any]:

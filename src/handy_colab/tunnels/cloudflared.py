@@ -297,7 +297,7 @@ class CloudflaredTunnel(Tunnel):
                 f"{banner[:40]!r}). Fix: check that cloudflared's ingress is not overridden"
             )
 
-    def cloudflared_endpoint(self) -> CloudflaredEndpoint | None:
+    def route_endpoint(self) -> CloudflaredEndpoint | None:
         return CloudflaredEndpoint(self.hostname, self.settings.named) if self.hostname else None
 
     def details(self) -> dict[str, Any]:

@@ -1,0 +1,329 @@
+"""The frp route, runtime half: frpc in front of the runtime's SSH server, to the user's frps.
+
+Three modes: public (a ``tcp`` proxy: frps exposes ``remote_port``), private (``stcp``:
+nothing exposed; the laptop is a visitor holding the shared secret) and p2p (``xtcp``: the
+laptop's visitor punches through to the runtime when the NATs allow it, with an ``stcp``
+proxy of the same secret as its fallback through frps).
+
+frpc's config is generated 0600 in the private state dir (token, secret and the admin
+password never on a command line or in a log); frps's certificate is verified against the CA
+the config pins (frpc does not verify by default). Readiness comes from frpc's admin API on
+127.0.0.1 (with generated credentials), then the runtime's SSH banner through frps: from the
+public port, or in the private modes through a visitor of the runtime's own frpc.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import secrets
+import socket
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from ..binaries import Asset, BinarySpec, Installer, Resolved
+from ..config import RuntimeConfig
+from ..connection import FrpEndpoint
+from ..errors import TunnelError
+from ..fsutil import atomic_write
+from ..proc import WatchedProcess
+from ..state import RuntimeDir
+from .base import Tunnel
+from .common import tcp_banner
+from .frp_config import FrpConfig, ensure_secret
+from .frp_log import classify
+
+log = logging.getLogger(__name__)
+
+FRP_VERSION = "0.71.0"
+
+
+def _tarball(plat: str, digest: str) -> Asset:
+    name = f"frp_{FRP_VERSION}_{plat}"
+    return Asset(f"{name}.tar.gz", digest, f"{name}/frpc")
+
+
+# Pinned release: digests of the official archives (see docs/frp.md for their sources).
+FRPC = BinarySpec(
+    name="frpc",
+    version=FRP_VERSION,
+    base_url="https://github.com/fatedier/frp/releases/download",
+    assets={},
+    url_env="HANDY_COLAB_FRP_URL",
+    config_hint="frp",
+    tag_prefix="v",
+)
+_POLL = 0.1
+
+
+def installer(settings: FrpConfig) -> Installer:
+    return Installer(FRPC, explicit=settings.binary, base_url=settings.download_url)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def toml_str(value: str) -> str:
+    """A TOML basic string (JSON's escaping is valid TOML for these values)."""
+    return json.dumps(value)
+
+
+def common_lines(settings: FrpConfig, token: str | None, ca_copy: str | None) -> list[str]:
+    """What every frpc of this route says about frps: address, token, TLS and its pin."""
+    lines = [
+        f"serverAddr = {toml_str(settings.server)}",
+        f"serverPort = {settings.port}",
+        # Keep retrying a failed login (frpc's default exits): the supervisor decides.
+        "loginFailExit = false",
+        "transport.tls.enable = true",
+        'log.to = "console"',
+        'log.level = "info"',
+        "log.disablePrintColor = true",
+    ]
+    if token:
+        lines.append(f"auth.token = {toml_str(token)}")
+    if ca_copy:
+        lines.append(f"transport.tls.trustedCaFile = {toml_str(ca_copy)}")
+        lines.append(
+            f"transport.tls.serverName = {toml_str(settings.server_name or settings.server)}"
+        )
+    return lines
+
+
+def read_secret(path: Path, what: str) -> str:
+    try:
+        value: str = path.read_text().strip()
+    except OSError as exc:
+        raise TunnelError(
+            f"{path}: cannot read the frp {what} ({exc.strerror}). Fix: check the file",
+            permanent=True,
+        ) from None
+    if not value or any(c in value for c in '\r\n\0"\\'):
+        raise TunnelError(
+            f"{path}: the frp {what} must be one line without quotes. Fix: rewrite the file",
+            permanent=True,
+        )
+    return value
+
+
+class FrpTunnel(Tunnel):
+    kind = "frp"
+    program = "frpc"
+
+    def __init__(
+        self, cfg: RuntimeConfig, rd: RuntimeDir, local_port: int, binary: Resolved | None = None
+    ) -> None:
+        super().__init__(cfg, local_port)
+        self.rd = rd
+        self.settings = cfg.frp_settings
+        self.binary = binary or installer(self.settings).resolve()
+        self.config_file = rd.path / "frpc.toml"
+        self.ca_copy = rd.path / "frps_ca.pem"
+        self.admin_port = 0
+        self.check_port = 0
+        self.admin_password = secrets.token_urlsafe(24)
+        self.token = (
+            read_secret(self.settings.token_file, "token") if self.settings.token_file else None
+        )
+        self.secret = None
+        if self.settings.mode != "public":
+            assert self.settings.secret_file is not None
+            self.secret = read_secret(ensure_secret(self.settings.secret_file), "secret")
+        if self.settings.ca_file is not None:
+            try:
+                atomic_write(self.ca_copy, self.settings.ca_file.read_bytes(), 0o600)
+            except OSError as exc:
+                raise TunnelError(
+                    f"{rd.path}: cannot write frpc's files ({exc.strerror or exc}). Fix: free "
+                    f"space there, or set HANDY_COLAB_STATE_DIR to a writable local folder"
+                ) from None
+        if not self.settings.verified:
+            log.warning(
+                "frps %s:%d is not verified: the config pins no certificate (frp.ca_file)",
+                self.settings.server,
+                self.settings.port,
+            )
+
+    # -- names ---------------------------------------------------------------------------------
+    @property
+    def stcp_name(self) -> str:
+        """The proxy reached through frps (private mode's only one; p2p mode's fallback)."""
+        name = self.settings.proxy_name
+        return name if self.settings.mode == "private" else f"{name}-relay"
+
+    @property
+    def endpoint(self) -> str:
+        s = self.settings
+        if s.mode == "public":
+            return f"{s.server}:{s.remote_port} (frp public)"
+        return f"frps {s.server}:{s.port} proxy {s.proxy_name} (frp {s.mode})"
+
+    def forward_desc(self) -> str:
+        return f"{self.endpoint} -> 127.0.0.1:{self.local_port}"
+
+    def route_endpoint(self) -> FrpEndpoint:
+        s = self.settings
+        return FrpEndpoint(
+            server=s.server,
+            port=s.port,
+            mode=s.mode,
+            proxy=s.proxy_name,
+            remote_port=s.remote_port,
+            server_name=s.server_name or s.server,
+            verified=s.verified,
+            stun=s.stun_server,
+        )
+
+    # -- the child -----------------------------------------------------------------------------
+    def render_config(self) -> str:
+        s = self.settings
+        lines = common_lines(s, self.token, str(self.ca_copy) if s.verified else None)
+        if s.mode == "p2p":
+            lines.insert(0, f"natHoleStunServer = {toml_str(s.stun_server)}")
+        lines += [
+            'webServer.addr = "127.0.0.1"',
+            f"webServer.port = {self.admin_port}",
+            'webServer.user = "handy-colab"',
+            f"webServer.password = {toml_str(self.admin_password)}",
+            "",
+        ]
+
+        def proxy(name: str, kind: str, extra: list[str]) -> list[str]:
+            return [
+                "[[proxies]]",
+                f"name = {toml_str(name)}",
+                f'type = "{kind}"',
+                'localIP = "127.0.0.1"',
+                f"localPort = {self.local_port}",
+                *extra,
+                "",
+            ]
+
+        if s.mode == "public":
+            lines += proxy(s.proxy_name, "tcp", [f"remotePort = {s.remote_port}"])
+            return "\n".join(lines)
+        assert self.secret is not None
+        secret = [f"secretKey = {toml_str(self.secret)}"]
+        if s.mode == "p2p":
+            # Data bypasses frps here: encrypt it end to end as well as SSH does.
+            lines += proxy(s.proxy_name, "xtcp", [*secret, "transport.useEncryption = true"])
+        lines += proxy(self.stcp_name, "stcp", secret)
+        # Our own visitor of the stcp proxy: the end-to-end check goes through frps.
+        lines += [
+            "[[visitors]]",
+            'name = "handy-colab-check"',
+            'type = "stcp"',
+            f"serverName = {toml_str(self.stcp_name)}",
+            *secret,
+            'bindAddr = "127.0.0.1"',
+            f"bindPort = {self.check_port}",
+            "",
+        ]
+        return "\n".join(lines)
+
+    def argv(self) -> list[str]:
+        return [str(self.binary.path), "-c", str(self.config_file)]
+
+    def start(self, timeout: float) -> None:
+        """Start frpc; return once frps accepted every proxy."""
+        deadline = time.monotonic() + timeout
+        self.stop()
+        self.admin_port = _free_port()
+        self.check_port = _free_port() if self.settings.mode != "public" else 0
+        try:
+            atomic_write(self.config_file, self.render_config(), 0o600)
+            self.proc = WatchedProcess(self.argv(), label="frpc", on_exit=self.on_exit)
+        except OSError as exc:
+            raise TunnelError(f"cannot run {self.binary.path}: {exc.strerror or exc}") from None
+        want = {self.settings.proxy_name} | (
+            {self.stcp_name} if self.settings.mode != "public" else set()
+        )
+        while True:
+            if not self.proc.alive():
+                err = self.failure()
+                self.stop()
+                raise err
+            states = self.proxy_states()
+            errors = [
+                f"[{n}] {e}" for n, (st, e) in states.items() if n in want and st == "start error"
+            ]
+            if errors:
+                err = classify([*self.proc.last_lines(40), *errors], self.settings) or TunnelError(
+                    f"frps refused the proxy: {errors[0]}"
+                )
+                self.stop()
+                raise err
+            if all(states.get(n, ("", ""))[0] == "running" for n in want):
+                log.info("frps accepted %s (pid %d)", ", ".join(sorted(want)), self.proc.pid)
+                return
+            if time.monotonic() > deadline:
+                lines = self.proc.last_lines(40)
+                self.stop()
+                raise classify(lines, self.settings) or TunnelError(
+                    f"frps {self.settings.server}:{self.settings.port} did not accept the proxy "
+                    f"within {timeout:.0f}s. Fix: check frps is reachable from the runtime"
+                )
+            time.sleep(_POLL)
+
+    def proxy_states(self) -> dict[str, tuple[str, str]]:
+        """name -> (status, error) from frpc's admin API ({} before the first login)."""
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        req = urllib.request.Request(f"http://127.0.0.1:{self.admin_port}/api/status")
+        auth = base64.b64encode(f"handy-colab:{self.admin_password}".encode()).decode()
+        req.add_header("Authorization", f"Basic {auth}")
+        try:
+            with opener.open(req, timeout=2) as resp:
+                data = json.loads(resp.read() or b"{}")
+        except (OSError, ValueError, urllib.error.URLError):
+            return {}
+        out: dict[str, tuple[str, str]] = {}
+        if isinstance(data, dict):
+            for group in data.values():
+                for p in group if isinstance(group, list) else []:
+                    if isinstance(p, dict) and isinstance(p.get("name"), str):
+                        out[p["name"]] = (str(p.get("status", "")), str(p.get("err", "")))
+        return out
+
+    def failure(self) -> TunnelError:
+        if self.proc is None:
+            return TunnelError("frpc is not running")
+        deadline = time.monotonic() + 2
+        while self.proc.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        lines = self.proc.last_lines(40)
+        return classify(lines, self.settings) or TunnelError(
+            f"frpc ended: {lines[-1] if lines else 'no output'}"
+        )
+
+    def check(self, timeout: float) -> None:
+        s = self.settings
+        if s.mode == "public":
+            connected, banner = tcp_banner(s.server, s.remote_port, timeout)
+            where = f"{s.server}:{s.remote_port}"
+        else:
+            connected, banner = tcp_banner("127.0.0.1", self.check_port, timeout)
+            where = f"proxy {self.stcp_name} through frps"
+        if banner.startswith("SSH-"):
+            return
+        raise TunnelError(
+            f"{where} does not answer with the runtime's SSH banner "
+            f"({'got ' + repr(banner[:40]) if connected else banner}). Fix: check frps and its "
+            f"firewall (port {s.remote_port or s.port})"
+        )
+
+    def details(self) -> dict[str, Any]:
+        states = self.proxy_states() if self.alive() else {}
+        return {
+            "mode": self.settings.mode,
+            "server": f"{self.settings.server}:{self.settings.port}",
+            "verified": self.settings.verified,
+            "proxies": {n: st for n, (st, _) in states.items()},
+            "binary": f"{self.binary.path} {self.binary.version} ({self.binary.source})",
+        }
