@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.cfrig import CloudflareStandIn, prerequisites
+from tests.cfrig import PEERS_BIN, CloudflareStandIn, prerequisites
 from tests.e2e.conftest import need_rig
 from tests.rig import Rig, keygen
 
@@ -28,17 +28,26 @@ def need_peers() -> None:
 
 
 @dataclass
-class CfRuntime:
+class RouteRuntime:
+    """A runtime on a route other than the relay (cloudflared, frp) in the NAT rig."""
+
     rig: Rig
-    cf: CloudflareStandIn
     folder: Path
     laptop_key: Path
     ssh_config: Path
     known_hosts: Path
+    cf: CloudflareStandIn | None = None  # the cloudflared route's stand-in edge
+    frps: Any = None  # the frp route's real frps (tests.frprig.Frps)
     env_extra: dict[str, str] = field(default_factory=dict)
+    base_config: dict[str, Any] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
-        return self.cf.env(**self.env_extra)
+        if self.cf is not None:
+            return self.cf.env(**self.env_extra)
+        env = self.rig.env()
+        env["PATH"] = f"{PEERS_BIN}:{env.get('PATH', '')}"
+        env.update(self.env_extra)
+        return env
 
     def handy(self, role: str, *args: str, timeout: float = 120) -> Any:
         exe = shutil.which("handy-colab") or "handy-colab"
@@ -85,12 +94,14 @@ class CfRuntime:
         return self.rig.run("laptop", [*self.ssh_base(), "colab", *cmd], **kw)
 
     def write_config(self, **cloudflared: Any) -> None:
+        assert self.cf is not None
         cfg: dict[str, Any] = dict(self.base_config)
         section = {"extra_args": self.cf.extra_args(), **cloudflared}
         cfg["cloudflared"] = section
         (self.folder / "user_config.json").write_text(json.dumps(cfg, indent=2))
 
-    base_config: dict[str, Any] = field(default_factory=dict)
+
+CfRuntime = RouteRuntime
 
 
 def make_cf_runtime(
@@ -111,13 +122,13 @@ def make_cf_runtime(
         folder.mkdir(parents=True)
         # Only the laptop's public key: no relay anywhere, so `up` picks a quick tunnel.
         shutil.copy(f"{laptop_key}.pub", folder / "laptop.pub")
-        rt = CfRuntime(
+        rt = RouteRuntime(
             rig,
-            cf,
             folder,
             laptop_key,
             tmp / "laptop" / "config",
             tmp / "laptop" / "known_hosts",
+            cf=cf,
             base_config={"server": {"kind": server}},
         )
         rt.write_config(**(cloudflared or {}))
@@ -132,7 +143,7 @@ def make_cf_runtime(
         raise
 
 
-def finish(rt: CfRuntime) -> None:
+def finish(rt: RouteRuntime) -> None:
     leftovers = rt.rig.close()
     assert leftovers == [], f"processes left running: {leftovers}"
 

@@ -1,0 +1,191 @@
+"""The frp route end to end: a real frps on the relay host, the real frpc on the runtime behind
+the NAT and, in the private modes, on the laptop as a visitor; real OpenSSH clients with
+StrictHostKeyChecking yes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.clients import fetch_script
+from tests.e2e.cfhelpers import RouteRuntime, finish
+from tests.e2e.conftest import need_rig
+from tests.frprig import Frps, prerequisites
+from tests.rig import Rig, keygen
+
+
+def need_frp() -> None:
+    need_rig()
+    missing = prerequisites()
+    if not missing:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true but the frp test peers are missing: {', '.join(missing)}")
+    pytest.skip(f"needs {', '.join(missing)} (bash scripts/build-test-peers.sh)")
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def make_frp_runtime(
+    tmp: Path, mode: str, *, server: str = "auto", start: bool = True, **frp: Any
+) -> RouteRuntime:
+    rig = Rig(tmp / "rig")
+    try:
+        frps = Frps(rig)
+        keys = tmp / "keys"
+        keys.mkdir()
+        laptop_key = keygen(keys / "laptop")
+        folder = tmp / "drive" / "colab_data"
+        folder.mkdir(parents=True)
+        shutil.copy(f"{laptop_key}.pub", folder / "laptop.pub")
+        config = {"server": {"kind": server}, "frp": frps.folder_config(folder, mode, **frp)}
+        (folder / "user_config.json").write_text(json.dumps(config, indent=2))
+        rt = RouteRuntime(
+            rig,
+            folder,
+            laptop_key,
+            tmp / "laptop" / "config",
+            tmp / "laptop" / "known_hosts",
+            frps=frps,
+        )
+        if start:
+            res = rt.up()
+            assert res.returncode == 0, res.stderr + res.stdout
+            # The config folder (synced, in real use): private modes need its secret.
+            res = rt.connect_to(rt.ssh_config, rt.known_hosts, str(folder))
+            assert res.returncode == 0, res.stderr + res.stdout
+        return rt
+    except BaseException:
+        rig.close()
+        raise
+
+
+@pytest.fixture(scope="module", params=["public", "private"])
+def frt(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RouteRuntime]:
+    need_frp()
+    rt = make_frp_runtime(tmp_path_factory.mktemp(f"frp-{request.param}"), request.param)
+    rt.env_extra["HC_MODE"] = request.param
+    try:
+        yield rt
+    finally:
+        finish(rt)
+
+
+def test_up_says_frp_and_status_is_healthy(frt: RouteRuntime) -> None:
+    res = frt.up()
+    assert res.returncode == 0, res.stderr
+    assert "tunnel: frp (the config has an frp section" in res.stdout
+    code, st = frt.status()
+    assert code == 0 and st["healthy"], st
+    mode = frt.env_extra["HC_MODE"]
+    assert st["tunnel"]["details"]["mode"] == mode and st["tunnel"]["details"]["verified"]
+    desc = frt.descriptor_data()
+    assert (desc["route"], desc["mode"], desc["format"]) == ("frp", mode, 2)
+    for secret in ((frt.folder / "frp_token").read_text().strip(),):
+        assert secret not in json.dumps(desc)
+    proxies = frt.frps.api("/api/proxy/" + ("tcp" if mode == "public" else "stcp"))["proxies"]
+    assert any(p["status"] == "online" for p in proxies), proxies
+
+
+def test_generated_config(frt: RouteRuntime) -> None:
+    text = frt.ssh_config.read_text()
+    assert "StrictHostKeyChecking yes" in text and "HostKeyAlias colab" in text
+    if frt.env_extra["HC_MODE"] == "public":
+        assert "Port 6022" in text and "ProxyCommand" not in text
+    else:
+        assert "handy_colab.tunnels.frp_visitor" in text
+        profile = frt.known_hosts.parent / "handy-colab-colab.frp.json"
+        assert profile.stat().st_mode & 0o077 == 0
+
+
+def test_exec_and_streams(frt: RouteRuntime) -> None:
+    res = frt.ssh("echo out; echo err >&2; exit 42")
+    assert res.returncode == 42, res.stderr
+    assert res.stdout == "out\n" and "err" in res.stderr
+
+
+def test_scp_sftp_rsync(frt: RouteRuntime, tmp_path: Path) -> None:
+    src = tmp_path / "up.bin"
+    src.write_bytes(os.urandom(2 * 1024 * 1024 + 5))
+    remote = tmp_path / "remote.bin"
+    back = tmp_path / "back.bin"
+    scp = ["scp", "-F", str(frt.ssh_config), "-o", "BatchMode=yes", "-q"]
+    env = frt.env()
+    for extra in ([], ["-O"]):
+        assert (
+            frt.rig.run("laptop", [*scp, *extra, str(src), f"colab:{remote}"], env=env).returncode
+            == 0
+        )
+        assert (
+            frt.rig.run("laptop", [*scp, *extra, f"colab:{remote}", str(back)], env=env).returncode
+            == 0
+        )
+        assert sha256(remote) == sha256(src) == sha256(back)
+    batch = tmp_path / "batch"
+    batch.write_text(f"put {src} {tmp_path}/sftp.bin\n")
+    res = frt.rig.run(
+        "laptop",
+        ["sftp", "-F", str(frt.ssh_config), "-o", "BatchMode=yes", "-b", str(batch), "colab"],
+        env=env,
+    )
+    assert res.returncode == 0 and sha256(tmp_path / "sftp.bin") == sha256(src), res.stderr
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for i in range(8):
+        (tree / f"f{i}").write_bytes(os.urandom(5000 * (i + 1)))
+    rsh = f"ssh -F {frt.ssh_config} -o BatchMode=yes"
+    res = frt.rig.run(
+        "laptop",
+        ["rsync", "-a", "--checksum", "-e", rsh, f"{tree}/", f"colab:{tmp_path}/m/"],
+        env=env,
+    )
+    assert res.returncode == 0, res.stderr
+    assert all(sha256(f) == sha256(tmp_path / "m" / f.name) for f in tree.iterdir())
+
+
+def test_local_forward(frt: RouteRuntime, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("tensorboard-ish\n")
+    frt.rig.popen(
+        "rt",
+        ["python3", "-m", "http.server", "18765", "--bind", "127.0.0.1", "--directory", str(site)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    frt.rig.wait_tcp("rt", "127.0.0.1", 18765)
+    fwd = frt.rig.popen(
+        "laptop",
+        [*frt.ssh_base(), "-N", "-o", "ExitOnForwardFailure=yes", "-L", "16006:127.0.0.1:18765"]
+        + ["colab"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=frt.env(),
+    )
+    try:
+        res = frt.rig.run(
+            "laptop", ["python3", "-c", fetch_script("http://127.0.0.1:16006/index.html", 20)]
+        )
+        assert res.stdout == "tensorboard-ish\n", res.stderr
+    finally:
+        fwd.terminate()
+        fwd.wait(10)
+
+
+def test_visitor_leaves_nothing_behind(frt: RouteRuntime) -> None:
+    assert frt.ssh("true").returncode == 0
+    left = frt.rig.ns_pids("laptop")
+    assert left == [], left
+    assert not list(Path("/tmp").glob("hc-frpv-*"))
