@@ -155,6 +155,9 @@ def test_scp_sftp_rsync(frt: RouteRuntime, tmp_path: Path) -> None:
     assert all(sha256(f) == sha256(tmp_path / "m" / f.name) for f in tree.iterdir())
 
 
+FWD = "16006:127.0.0.1:18765"
+
+
 def test_local_forward(frt: RouteRuntime, tmp_path: Path) -> None:
     site = tmp_path / "site"
     site.mkdir()
