@@ -171,8 +171,7 @@ def test_local_forward(frt: RouteRuntime, tmp_path: Path) -> None:
     frt.rig.wait_tcp("rt", "127.0.0.1", 18765)
     fwd = frt.rig.popen(
         "laptop",
-        [*frt.ssh_base(), "-N", "-o", "ExitOnForwardFailure=yes", "-L", "16006:127.0.0.1:18765"]
-        + ["colab"],
+        [*frt.ssh_base(), "-N", "-o", "ExitOnForwardFailure=yes", "-L", FWD, "colab"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=frt.env(),
