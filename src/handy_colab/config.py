@@ -159,8 +159,26 @@ class RuntimeConfig:
         return self.folder / CONNECTIONS_DIR
 
 
-def load_config(folder: str | Path, name: str | None = None) -> RuntimeConfig:
-    """Read and validate the config folder. Raises ConfigError with a one-line message."""
+def route_of_tunnel(tunnel: str | None) -> Route | None:
+    """The route an ``up --tunnel`` choice implies (None: the config decides)."""
+    routes: dict[str, Route] = {
+        "frp": "frp",
+        "cloudflared": "cloudflared",
+        "openssh": "relay",
+        "embedded": "relay",
+    }
+    return routes.get(tunnel or "")
+
+
+def load_config(
+    folder: str | Path, name: str | None = None, route: Route | None = None
+) -> RuntimeConfig:
+    """Read and validate the config folder. Raises ConfigError with a one-line message.
+
+    ``route`` overrides the config's route (``up --tunnel``): the seed's tunnel_options are
+    then read as that route needs them (FRPTunnel: as frps's address, no relay key needed).
+    """
+    forced_route: str | None = route
     folder = Path(folder).expanduser().resolve()
     if not folder.is_dir():
         raise ConfigError(
@@ -200,18 +218,19 @@ def load_config(folder: str | Path, name: str | None = None) -> RuntimeConfig:
             'use "public" (the relay exposes the port) or "private" (ProxyJump)',
         )
 
-    # The route: a relay when the config names one (the seed's tunnel_options or a relay
-    # section), else a cloudflared quick tunnel, which needs no account and no server.
+    # The route: frp with an frp section; a relay when the config names one (the seed's
+    # tunnel_options or a relay section); else a cloudflared quick tunnel (no account).
     relay_named = bool(relay_f.data) or bool(seed.data)
     frp_named = top.data.get("frp") is not None
-    route = top.str_("route") or ("frp" if frp_named else "relay" if relay_named else "cloudflared")
-    if route not in ROUTES:
+    default = "frp" if frp_named else "relay" if relay_named else "cloudflared"
+    chosen: str = forced_route or top.str_("route") or default
+    if chosen not in ROUTES:
         raise top.error(
             "route",
-            f"'{route}' is not a known route",
-            'use "relay" (ssh -R to a relay) or "cloudflared" (Cloudflare Tunnel)',
+            f"'{chosen}' is not a known route",
+            'use "relay" (ssh -R to a relay), "cloudflared" (Cloudflare Tunnel) or "frp"',
         )
-    if route != "relay" and not relay_named and top.has("mode"):
+    if chosen != "relay" and not relay_named and top.has("mode"):
         raise top.error(
             "mode",
             "applies to the relay route only",
@@ -223,7 +242,7 @@ def load_config(folder: str | Path, name: str | None = None) -> RuntimeConfig:
     frp_seed = frp_from_seed(seed, run_name) if frp is None else None
     relay = (
         _parse_relay(folder, relay_f, seed, scan, mode, run_name)
-        if (relay_named or route == "relay") and not (route == "frp" and frp_seed)
+        if (relay_named or chosen == "relay") and not (chosen == "frp" and frp_seed)
         else None
     )
     # The seed authorized the relay key's public half when no .pub was given; without a
@@ -234,7 +253,7 @@ def load_config(folder: str | Path, name: str | None = None) -> RuntimeConfig:
     forwards: list[int] = []
     local_port = seed.port("local_port")
     # In the seed's frp use, local_port was frps's remote port, not a port to forward.
-    if local_port is not None and not (route == "frp" and frp_seed):
+    if local_port is not None and not (chosen == "frp" and frp_seed):
         forwards.append(local_port)
     raw_fwd = top.data.get("forwards")
     if raw_fwd is None:
@@ -279,7 +298,7 @@ def load_config(folder: str | Path, name: str | None = None) -> RuntimeConfig:
         server_kind=server_kind,
         tunnel_kind=tunnel_kind,
         workdir=workdir,
-        route=route,  # type: ignore[arg-type]
+        route=chosen,  # type: ignore[arg-type]
         cloudflared=parse_cloudflared(folder, top),
         frp=frp,
         frp_seed=frp_seed,

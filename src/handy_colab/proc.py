@@ -51,8 +51,12 @@ class WatchedProcess:
         logger: logging.Logger | None = None,
         on_exit: Callable[[], None] | None = None,
         env: dict[str, str] | None = None,
+        quiet: re.Pattern[str] | None = None,
     ) -> None:
         self.argv = list(argv)
+        # Lines of routine chatter (e.g. a child logging each API request we make) are
+        # neither logged nor kept: they would push the lines that explain a failure out.
+        self._quiet = quiet
         self.label = label
         self._log = logger or log
         self._cond = threading.Condition()
@@ -81,6 +85,8 @@ class WatchedProcess:
         assert self.proc.stdout is not None
         for raw in self.proc.stdout:
             line = raw.rstrip("\n")
+            if self._quiet is not None and self._quiet.search(line):
+                continue
             self._log.info("%s: %s", self.label, line)
             with self._cond:
                 # Readiness matching reads every line since start; keep a bounded window so a

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import Backend, RuntimeConfig, load_config
+from .config import Backend, RuntimeConfig, load_config, route_of_tunnel
 from .connection import Descriptor, write_descriptor
 from .errors import HandyColabError, StateError
 from .proc import group_and_descendants, kill_tree, pid_alive
@@ -122,7 +122,7 @@ def up(
     (into ``python``, else the first python3 on the sessions' PATH); ``progress`` gets a
     line per step.
     """
-    cfg = load_config(folder, name)
+    cfg = load_config(folder, name, route_of_tunnel(tunnel))
     rd = RuntimeDir.for_name(cfg.name).ensure()
     with _locked(rd.up_lock, timeout):
         sess = capture(

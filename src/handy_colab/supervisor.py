@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from .backends import choose_server, choose_tunnel, make_server, make_tunnel
-from .config import BACKENDS, TUNNEL_CHOICES, Backend, RuntimeConfig, load_config
+from .config import (
+    BACKENDS,
+    TUNNEL_CHOICES,
+    Backend,
+    RuntimeConfig,
+    load_config,
+    route_of_tunnel,
+)
 from .connection import build_descriptor, write_descriptor
 from .errors import HandyColabError, TunnelError
 from .keys import ensure_host_key
@@ -173,9 +180,10 @@ class Supervisor:
             endpoint=self.tunnel.route_endpoint(),
         )
         self._set("tunnel", endpoint=self.tunnel.endpoint, details=self.tunnel.details())
+        remarks = [*self.cfg.notices, *self.tunnel.warnings]
         try:
             path = write_descriptor(self.cfg, desc)
-            self._set(None, descriptor=str(path))
+            self._set(None, descriptor=str(path), warnings=remarks)
         except OSError as exc:
             # A read-only folder must not stop a working tunnel; the block is printed anyway.
             log.warning("cannot write the connection descriptor: %s", exc)
@@ -184,8 +192,9 @@ class Supervisor:
                 descriptor=None,
                 descriptor_json=desc.to_json(),
                 warnings=[
+                    *remarks,
                     f"{self.cfg.connections_dir}: cannot write the connection "
-                    f"descriptor ({exc.strerror}); copy the block below instead"
+                    f"descriptor ({exc.strerror}); copy the block below instead",
                 ],
             )
 
@@ -346,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     rd = RuntimeDir.for_name(args.name).ensure()
     setup_logging(rd)
     try:
-        cfg = load_config(Path(args.folder), args.name)
+        cfg = load_config(Path(args.folder), args.name, route_of_tunnel(args.tunnel))
         sup = Supervisor(cfg, rd, args.run_id, args.server, args.tunnel)
     except HandyColabError as exc:
         rd.write_state(

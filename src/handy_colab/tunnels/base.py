@@ -35,6 +35,8 @@ class Tunnel(ChildHolder, ABC):
         self.local_port = local_port
         # Called (from a reader thread) when the child exits, so the supervisor wakes at once.
         self.on_exit: Callable[[], None] | None = None
+        # One-line remarks for `up` to show (e.g. an unverified server), not errors.
+        self.warnings: list[str] = []
 
     @abstractmethod
     def argv(self) -> list[str]:

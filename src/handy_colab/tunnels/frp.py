@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import secrets
 import socket
 import time
@@ -58,6 +59,8 @@ FRPC = BinarySpec(
     tag_prefix="v",
 )
 _POLL = 0.1
+# frpc logs every admin API request it serves (ours, each poll).
+_API_CHATTER = re.compile(r"\] http (request|response)\b")
 
 
 def installer(settings: FrpConfig) -> Installer:
@@ -145,11 +148,12 @@ class FrpTunnel(Tunnel):
                     f"space there, or set HANDY_COLAB_STATE_DIR to a writable local folder"
                 ) from None
         if not self.settings.verified:
-            log.warning(
-                "frps %s:%d is not verified: the config pins no certificate (frp.ca_file)",
-                self.settings.server,
-                self.settings.port,
+            self.warnings.append(
+                f"frps {self.settings.server}:{self.settings.port} is not verified: the config "
+                f"pins no certificate (the seed's format has no such field; add an frp section "
+                f"with ca_file, see docs/frp.md)"
             )
+            log.warning("%s", self.warnings[-1])
 
     # -- names ---------------------------------------------------------------------------------
     @property
@@ -239,7 +243,9 @@ class FrpTunnel(Tunnel):
         self.check_port = _free_port() if self.settings.mode != "public" else 0
         try:
             atomic_write(self.config_file, self.render_config(), 0o600)
-            self.proc = WatchedProcess(self.argv(), label="frpc", on_exit=self.on_exit)
+            self.proc = WatchedProcess(
+                self.argv(), label="frpc", on_exit=self.on_exit, quiet=_API_CHATTER
+            )
         except OSError as exc:
             raise TunnelError(f"cannot run {self.binary.path}: {exc.strerror or exc}") from None
         want = {self.settings.proxy_name} | (
@@ -250,6 +256,11 @@ class FrpTunnel(Tunnel):
                 err = self.failure()
                 self.stop()
                 raise err
+            # What waiting cannot fix (a refused token, an unpinned certificate) ends it now.
+            early = classify(self.proc.last_lines(40), self.settings)
+            if early is not None and early.permanent:
+                self.stop()
+                raise early
             states = self.proxy_states()
             errors = [
                 f"[{n}] {e}" for n, (st, e) in states.items() if n in want and st == "start error"

@@ -1,0 +1,148 @@
+"""The frp route's bad input and faults against a real frps: each a one-line error with the
+fix and nothing left running; recovery from frpc killed, frps restarted, a silent drop and a
+replaced runtime whose old proxy frps still holds."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cfrig import make_ca_and_leaf, wait_for
+from tests.e2e.cfhelpers import RouteRuntime, finish
+from tests.e2e.test_frp import make_frp_runtime, need_frp
+from tests.frprig import FRPS_NAME
+
+
+@pytest.fixture
+def frp_fresh(tmp_path: Path) -> Any:
+    made: list[RouteRuntime] = []
+
+    def factory(mode: str = "public", **kw: Any) -> RouteRuntime:
+        need_frp()
+        rt = make_frp_runtime(tmp_path / f"r{len(made)}", mode, start=False, **kw)
+        made.append(rt)
+        return rt
+
+    yield factory
+    for rt in made:
+        finish(rt)
+
+
+def rewrite(rt: RouteRuntime, **frp: Any) -> None:
+    path = rt.folder / "user_config.json"
+    data = json.loads(path.read_text())
+    data["frp"].update(frp)
+    path.write_text(json.dumps(data))
+
+
+def one_line(res: Any) -> str:
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode != 0, res.stdout
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("handy-colab: error: ") and "Fix:" in lines[0], lines[0]
+    return lines[0]
+
+
+def nothing_runs(rt: RouteRuntime) -> None:
+    assert rt.rig.ns_pids("rt") == []
+
+
+def test_wrong_token(frp_fresh: Any) -> None:
+    rt = frp_fresh()
+    (rt.folder / "frp_token").write_text("not-the-token\n")
+    started = time.monotonic()
+    line = one_line(rt.up())
+    assert "refused the token" in line and "not-the-token" not in line
+    assert time.monotonic() - started < 20, "a refused token is not worth waiting for"
+    nothing_runs(rt)
+
+
+def test_certificate_not_matching_the_pin(frp_fresh: Any, tmp_path: Path) -> None:
+    rt = frp_fresh()
+    other_ca, _, _ = make_ca_and_leaf(tmp_path / "other", [FRPS_NAME])
+    (rt.folder / "frps_ca.pem").write_bytes(other_ca.read_bytes())
+    line = one_line(rt.up())
+    assert "certificate" in line and "pinned CA" in line
+    nothing_runs(rt)
+
+
+@pytest.mark.parametrize(
+    ("remote_port", "needle"), [(7001, "does not allow remote port 7001"), (6050, "is taken")]
+)
+def test_port_not_allowed_or_taken(frp_fresh: Any, remote_port: int, needle: str) -> None:
+    rt = frp_fresh(remote_port=remote_port)
+    if needle == "is taken":
+        rt.rig.popen("relay", ["python3", "-m", "http.server", "6050", "--bind", "10.99.0.1"])
+        rt.rig.wait_tcp("relay", "10.99.0.1", 6050)
+    line = one_line(rt.up())
+    assert needle in line, line
+    nothing_runs(rt)
+
+
+def test_frps_unreachable(frp_fresh: Any) -> None:
+    rt = frp_fresh(port=7999)
+    line = one_line(rt.up())
+    assert "is unreachable" in line and "connection refused" in line, line
+    nothing_runs(rt)
+
+
+def test_seed_format_warns_unverified(frp_fresh: Any) -> None:
+    """The seed's format has no pin: it still connects (token-less frps), with one warning."""
+    rt = frp_fresh()
+    assert rt.frps is not None
+    rt.frps.stop()
+    rt.frps.token = ""
+    rt.frps.config.write_text(
+        "\n".join(ln for ln in rt.frps.config.read_text().splitlines() if "auth.token" not in ln)
+    )
+    rt.frps.start()
+    seed = {
+        "tunnel_options": {"service_url": "10.99.0.1", "service_port": 7000, "local_port": 6033}
+    }
+    (rt.folder / "user_config.json").write_text(json.dumps(seed))
+    res = rt.up("--tunnel", "frp")
+    assert res.returncode == 0, res.stderr
+    assert "not verified" in res.stderr and res.stderr.count("\n") == 1, res.stderr
+    assert rt.connect_to(rt.ssh_config, rt.known_hosts, str(rt.folder)).returncode == 0
+    res = rt.ssh("echo seed-frp")
+    assert (res.returncode, res.stdout) == (0, "seed-frp\n"), res.stderr
+    assert "Port 6033" in rt.ssh_config.read_text()
+
+
+def _pid(rt: RouteRuntime) -> int:
+    _, st = rt.status()
+    return int(st["tunnel"]["pid"])
+
+
+def test_recovers_from_frpc_killed_and_frps_restart(frp_fresh: Any) -> None:
+    rt = frp_fresh("private")
+    assert rt.up().returncode == 0
+    assert rt.connect_to(rt.ssh_config, rt.known_hosts, str(rt.folder)).returncode == 0
+    os.kill(_pid(rt), signal.SIGKILL)
+    t0 = time.monotonic()
+    assert wait_for(lambda: rt.ssh("true", timeout=20).returncode == 0, 60), rt.status()
+    healed_kill = time.monotonic() - t0
+    rt.frps.stop()
+    time.sleep(2)
+    rt.frps.start()
+    t0 = time.monotonic()
+    assert wait_for(lambda: rt.ssh("true", timeout=20).returncode == 0, 60), rt.status()
+    print(f"healed: frpc killed {healed_kill:.1f}s, frps restarted {time.monotonic() - t0:.1f}s")
+
+
+def test_silent_drop_then_heals(frp_fresh: Any) -> None:
+    rt = frp_fresh("public")
+    assert rt.up().returncode == 0
+    assert rt.connect_to(rt.ssh_config, rt.known_hosts, str(rt.folder)).returncode == 0
+    rt.rig.block_runtime()
+    time.sleep(20)
+    rt.rig.unblock_runtime()
+    t0 = time.monotonic()
+    assert wait_for(lambda: rt.ssh("true", timeout=20).returncode == 0, 90), rt.status()
+    print(f"healed {time.monotonic() - t0:.1f}s after a 20 s silent drop")
