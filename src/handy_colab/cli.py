@@ -75,6 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
         "handy-colab's own WebSocket proxy",
     )
 
+    fs = sub.add_parser(
+        "frps-setup", help="relay side: an frps with TLS, a token and a CA for your VPS"
+    )
+    fs.add_argument("--server-name", required=True, help="the VPS's DNS name or IP address")
+    fs.add_argument("--bind-port", type=int, default=7000, help="frps's port (default 7000)")
+    fs.add_argument("--ports", default="6000-6100", help="remote ports allowed (LOW-HIGH)")
+    fs.add_argument("--dashboard-port", type=int, help="dashboard on 127.0.0.1 (default off)")
+    fs.add_argument("--out", help="write the files into this folder (no root needed)")
+    fs.add_argument("--apply", action="store_true", help="write to /etc and a systemd unit (root)")
+
     rs = sub.add_parser(
         "relay-setup", help="relay side: print (or --apply, as root) a locked-down relay account"
     )
@@ -152,6 +162,17 @@ def main(argv: list[str] | None = None) -> int:
                 args.known_hosts,
                 args.name,
                 args.cloudflared_access,
+            )
+        if args.command == "frps-setup":
+            from .commands.frps_setup import cmd_frps_setup
+
+            return cmd_frps_setup(
+                args.server_name,
+                args.bind_port,
+                args.ports,
+                args.dashboard_port,
+                args.out,
+                args.apply,
             )
         if args.command == "relay-setup":
             from .commands.relay_setup import cmd_relay_setup

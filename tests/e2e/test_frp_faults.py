@@ -146,3 +146,36 @@ def test_silent_drop_then_heals(frp_fresh: Any) -> None:
     t0 = time.monotonic()
     assert wait_for(lambda: rt.ssh("true", timeout=20).returncode == 0, 90), rt.status()
     print(f"healed {time.monotonic() - t0:.1f}s after a 20 s silent drop")
+
+
+def test_frps_setup_output_runs_for_real(frp_fresh: Any, tmp_path: Path) -> None:
+    """frps-setup's files, as written, run a real frps that a runtime reaches verified."""
+    rt = frp_fresh()
+    assert rt.frps is not None
+    rt.frps.stop()
+    out = tmp_path / "frps-setup"
+    res = rt.handy(
+        "relay",
+        "frps-setup",
+        "--server-name",
+        "10.99.0.1",
+        "--bind-port",
+        "7000",
+        "--out",
+        str(out),
+    )
+    assert res.returncode == 0, res.stderr
+    assert (out / "server.key").stat().st_mode & 0o077 == 0
+    assert "auth.token" not in res.stdout.split("Written:")[0].replace("auth.token and", "")
+    rt.frps.config = out / "frps.toml"
+    rt.frps.start()
+    for name in ("frps_ca.pem", "frp_token"):
+        (rt.folder / name).write_bytes((out / "runtime" / name).read_bytes())
+    section = json.loads((out / "runtime" / "user_config.frp.json").read_text())
+    (rt.folder / "user_config.json").write_text(json.dumps(section))
+    res = rt.up()
+    assert res.returncode == 0, res.stderr
+    assert "not verified" not in res.stderr
+    assert rt.connect_to(rt.ssh_config, rt.known_hosts, str(rt.folder)).returncode == 0
+    res = rt.ssh("echo via-frps-setup")
+    assert (res.returncode, res.stdout) == (0, "via-frps-setup\n"), res.stderr
