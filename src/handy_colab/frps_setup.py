@@ -2,8 +2,8 @@
 
 It makes a token, a CA and a server certificate signed by it (the runtime's config pins the
 CA, so frpc verifies frps), an frps.toml with TLS forced, the allowed ports restricted, the
-dashboard on loopback only with a password (or off), short heartbeats (a replaced runtime's
-stale proxy is dropped in seconds, not minutes), and a systemd unit. Printed by default;
+dashboard on loopback only with a password (or off), short keepalives (a replaced runtime's
+stale proxy is dropped in seconds, not a minute), and a systemd unit. Printed by default;
 ``--apply`` (root) writes them; ``--out DIR`` writes them to a folder instead.
 """
 
@@ -27,9 +27,10 @@ from .fsutil import atomic_write
 
 DEFAULT_DIR = Path("/etc/handy-colab-frps")
 UNIT = Path("/etc/systemd/system/handy-colab-frps.service")
-# frps drops a session whose client stopped answering after this many seconds (frp's default
-# is 90): what bounds how long a replaced runtime waits for its old proxy name and port.
-HEARTBEAT_TIMEOUT = 15
+# frps pings each client session (yamux keepalive) every this many seconds, 30 by default: a
+# session that stopped answering is dropped about one interval plus a write timeout later,
+# and only then can a replaced runtime take its proxy name and port again.
+KEEPALIVE = 5
 
 
 @dataclass
@@ -52,7 +53,7 @@ class FrpsPlan:
             "transport.tls.force = true",
             f'transport.tls.certFile = "{conf_dir / "server.crt"}"',
             f'transport.tls.keyFile = "{conf_dir / "server.key"}"',
-            f"transport.heartbeatTimeout = {HEARTBEAT_TIMEOUT}",
+            f"transport.tcpMuxKeepaliveInterval = {KEEPALIVE}",
             f"allowPorts = [{{ start = {self.ports[0]}, end = {self.ports[1]} }}]",
             'log.to = "console"',
             "log.disablePrintColor = true",
@@ -210,7 +211,7 @@ def render(plan: FrpsPlan, conf_dir: Path) -> str:
     section = json.dumps({"frp": plan.runtime_section()}, indent=2)
     return (
         f"frps for {plan.server_name}:{plan.bind_port} (TLS forced, token, ports "
-        f"{plan.ports[0]}-{plan.ports[1]}, heartbeat timeout {HEARTBEAT_TIMEOUT}s, dashboard "
+        f"{plan.ports[0]}-{plan.ports[1]}, keepalive every {KEEPALIVE}s, dashboard "
         f"{'127.0.0.1:' + str(plan.dashboard_port) if plan.dashboard_port else 'off'})\n\n"
         f"1. {conf_dir}/frps.toml (0600):\n"
         + "".join(

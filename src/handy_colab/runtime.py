@@ -230,6 +230,9 @@ def _start(
                 run_id,
                 *(["--server", server] if server else []),
                 *(["--tunnel", tunnel] if tunnel else []),
+                # The tunnel's first start may use what `up` waits, less the check after it.
+                "--start-timeout",
+                str(max(10.0, timeout - 12.0)),
             ],
             stdin=subprocess.DEVNULL,
             stdout=out,

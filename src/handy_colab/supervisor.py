@@ -68,6 +68,7 @@ class Supervisor:
         run_id: str,
         server_kind: Backend | None = None,
         tunnel_kind: str | None = None,
+        start_timeout: float = 25.0,
     ) -> None:
         self.cfg = cfg
         self.rd = rd
@@ -75,6 +76,8 @@ class Supervisor:
         # The command line's choice wins over the config's; "auto" decides from this machine.
         self.server_choice = choose_server(server_kind or cfg.server_kind)
         self.tunnel_choice = choose_tunnel(tunnel_kind, cfg)
+        # How long the first start may take (`up --timeout` less the check's own margin).
+        self.start_timeout = start_timeout
         self.stop_event = threading.Event()
         # Set when a child exits or a stop is asked: the loop reacts at once, not at its poll.
         self.wake = threading.Event()
@@ -160,7 +163,7 @@ class Supervisor:
         self.tunnel = make_tunnel(self.tunnel_choice.kind, self.cfg, self.rd, self.server.port)
         self.tunnel.on_exit = self.wake.set
         self._set("tunnel", endpoint=self.tunnel.endpoint)
-        self.tunnel.start(timeout=25)
+        self.tunnel.start(timeout=self.start_timeout)
         self.tunnel.check(timeout=10)
         self._set("tunnel", state="up", pid=self.tunnel.pid)
         self._publish(host_key.public_line)
@@ -350,13 +353,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--server", choices=BACKENDS)
     parser.add_argument("--tunnel", choices=TUNNEL_CHOICES)
+    parser.add_argument("--start-timeout", type=float, default=25.0)
     args = parser.parse_args(argv)
     os.umask(0o077)
     rd = RuntimeDir.for_name(args.name).ensure()
     setup_logging(rd)
     try:
         cfg = load_config(Path(args.folder), args.name, route_of_tunnel(args.tunnel))
-        sup = Supervisor(cfg, rd, args.run_id, args.server, args.tunnel)
+        sup = Supervisor(cfg, rd, args.run_id, args.server, args.tunnel, args.start_timeout)
     except HandyColabError as exc:
         rd.write_state(
             {

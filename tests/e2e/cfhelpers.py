@@ -54,7 +54,8 @@ class RouteRuntime:
         return self.rig.run(role, [exe, *args], timeout=timeout, env=self.env())
 
     def up(self, *args: str, timeout: float = 90) -> Any:
-        return self.handy("rt", "up", str(self.folder), "--timeout", "60", *args, timeout=timeout)
+        wait = str(max(60, int(timeout) - 30))
+        return self.handy("rt", "up", str(self.folder), "--timeout", wait, *args, timeout=timeout)
 
     def status(self) -> tuple[int, dict[str, Any]]:
         res = self.handy("rt", "status", "colab", "--json")

@@ -4,6 +4,7 @@ replaced runtime whose old proxy frps still holds."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -179,3 +180,37 @@ def test_frps_setup_output_runs_for_real(frp_fresh: Any, tmp_path: Path) -> None
     assert rt.connect_to(rt.ssh_config, rt.known_hosts, str(rt.folder)).returncode == 0
     res = rt.ssh("echo via-frps-setup")
     assert (res.returncode, res.stdout) == (0, "via-frps-setup\n"), res.stderr
+
+
+@pytest.mark.parametrize("keepalive", [None, 5])
+def test_replaced_runtime_takes_its_proxy_back(frp_fresh: Any, keepalive: int | None) -> None:
+    """A notebook VM recycled: the old runtime vanishes without a word while frps still holds
+    its proxy; `up` on the new one waits for frps to let go (frp's default keepalive, then
+    frps-setup's 5 s) and takes the proxy back."""
+    rt = frp_fresh()
+    assert rt.frps is not None
+    if keepalive:
+        rt.frps.stop()
+        with open(rt.frps.config, "a") as fh:
+            fh.write(f"transport.tcpMuxKeepaliveInterval = {keepalive}\n")
+        rt.frps.start()
+    assert rt.up().returncode == 0
+    # The old VM stops answering, everything on it at once (frozen: no FIN, no RST, no
+    # keepalive answer), while the new one comes up with fresh state.
+    old = rt.rig.ns_pids("rt")
+    for pid in old:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    rt.env_extra["HANDY_COLAB_STATE_DIR"] = str(rt.rig.work / "new-vm-state")
+    started = time.monotonic()
+    res = rt.up(timeout=150)
+    took = time.monotonic() - started
+    assert res.returncode == 0, res.stderr
+    assert rt.connect_to(rt.ssh_config, rt.known_hosts, str(rt.folder)).returncode == 0
+    assert rt.ssh("true").returncode == 0
+    print(f"replaced runtime ready after {took:.1f}s (frps keepalive {keepalive or 30}s)")
+    rt.handy("rt", "down")
+    for pid in old:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGCONT)

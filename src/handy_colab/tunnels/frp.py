@@ -59,6 +59,7 @@ FRPC = BinarySpec(
     tag_prefix="v",
 )
 _POLL = 0.1
+STALE_RETRY = 2.0
 # frpc logs every admin API request it serves (ours, each poll).
 _API_CHATTER = re.compile(r"\] http (request|response)\b")
 
@@ -235,9 +236,7 @@ class FrpTunnel(Tunnel):
     def argv(self) -> list[str]:
         return [str(self.binary.path), "-c", str(self.config_file)]
 
-    def start(self, timeout: float) -> None:
-        """Start frpc; return once frps accepted every proxy."""
-        deadline = time.monotonic() + timeout
+    def _launch(self) -> None:
         self.stop()
         self.admin_port = _free_port()
         self.check_port = _free_port() if self.settings.mode != "public" else 0
@@ -248,10 +247,21 @@ class FrpTunnel(Tunnel):
             )
         except OSError as exc:
             raise TunnelError(f"cannot run {self.binary.path}: {exc.strerror or exc}") from None
-        want = {self.settings.proxy_name} | (
-            {self.stcp_name} if self.settings.mode != "public" else set()
-        )
+
+    def start(self, timeout: float) -> None:
+        """Start frpc; return once frps accepted every proxy.
+
+        A replaced runtime finds its proxy still held by the old session until frps notices
+        that session is gone; frpc itself would ask again only every 30 s, so a new frpc
+        asks every ``STALE_RETRY`` seconds until then (or the deadline).
+        """
+        deadline = time.monotonic() + timeout
+        self._launch()
+        want = {self.settings.proxy_name}
+        if self.settings.mode != "public":
+            want.add(self.stcp_name)
         while True:
+            assert self.proc is not None
             if not self.proc.alive():
                 err = self.failure()
                 self.stop()
@@ -269,8 +279,14 @@ class FrpTunnel(Tunnel):
                 err = classify([*self.proc.last_lines(40), *errors], self.settings) or TunnelError(
                     f"frps refused the proxy: {errors[0]}"
                 )
+                if err.permanent or time.monotonic() + STALE_RETRY > deadline:
+                    self.stop()
+                    raise err
+                log.info("%s; asking again in %.0fs", err, STALE_RETRY)
                 self.stop()
-                raise err
+                time.sleep(STALE_RETRY)
+                self._launch()
+                continue
             if all(states.get(n, ("", ""))[0] == "running" for n in want):
                 log.info("frps accepted %s (pid %d)", ", ".join(sorted(want)), self.proc.pid)
                 return
