@@ -127,6 +127,17 @@ def cmd_status(name: str | None, as_json: bool) -> int:
                     f"{details.get('protocol', '-')}, {conns} edge connection"
                     f"{'' if conns == 1 else 's'} ({where}), {details.get('binary', '-')}"
                 )
+            if details.get("mode") and details.get("server"):
+                print(
+                    f"  frp {details['mode']} via frps {details['server']} "
+                    f"({'verified' if details.get('verified') else 'NOT verified'}), proxies "
+                    + ", ".join(f"{k} {v}" for k, v in (details.get("proxies") or {}).items())
+                    + (
+                        f"; last p2p session: {details['p2p_path']}"
+                        if details.get("p2p_path")
+                        else ""
+                    )
+                )
             info = read_info(RuntimeDir.for_name(n))
             if info:
                 names_ = info.get("names")

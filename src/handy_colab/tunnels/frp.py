@@ -60,6 +60,7 @@ FRPC = BinarySpec(
 )
 _POLL = 0.1
 STALE_RETRY = 2.0
+_HOLE_FAILED = re.compile(r"(make hole error.*|nathole \w+ error.*)")
 # frpc logs every admin API request it serves (ours, each poll).
 _API_CHATTER = re.compile(r"\] http (request|response)\b")
 
@@ -345,9 +346,22 @@ class FrpTunnel(Tunnel):
             f"firewall (port {s.remote_port or s.port})"
         )
 
+    def p2p_path(self) -> str | None:
+        """p2p mode: which path the laptop's last session took, from frpc's own lines."""
+        if self.settings.mode != "p2p" or self.proc is None:
+            return None
+        for line in reversed(self.proc.last_lines(400)):
+            if "establishing nat hole connection successful" in line:
+                return "direct (hole punched, data bypasses frps)"
+            m = _HOLE_FAILED.search(line)
+            if m:
+                return f"through frps (stcp fallback: {m.group(1).strip()[:80]})"
+        return "no session yet"
+
     def details(self) -> dict[str, Any]:
         states = self.proxy_states() if self.alive() else {}
         return {
+            "p2p_path": self.p2p_path(),
             "mode": self.settings.mode,
             "server": f"{self.settings.server}:{self.settings.port}",
             "verified": self.settings.verified,
