@@ -91,7 +91,10 @@ def test_mapping_config_json_is_accepted(tmp_path: Path, keys: KeyStore) -> None
         ({"server": "h", "remote_port": 6022, "ca_file": "ca.pem"}, ["ca.pem", "does not exist"]),
         ({"server": "h", "mode": "private", "proxy_name": "a b"}, ["'frp.proxy_name'"]),
         ({"server": "h", "mode": "p2p", "stun_server": "stun"}, ["'frp.stun_server'"]),
-        ({"server": "h", "remote_port": 6022, "tokn_file": "x"}, ["'frp.tokn_file'", "did you mean"]),
+        (
+            {"server": "h", "remote_port": 6022, "tokn_file": "x"},
+            ["'frp.tokn_file'", "did you mean"],
+        ),
     ],
 )
 def test_config_errors_are_one_line(
