@@ -2,6 +2,8 @@
 # Build the test peers of the cloudflared route from tests/peers (one Go module):
 #   cloudflared  the real cloudflared, at the version pinned in tests/peers/go.mod
 #   cfedge       the local stand-in for Cloudflare's edge and quick-tunnel API
+# and of the frp route from tests/peers/frp (a separate Go module; needs Go >= 1.25):
+#   frps, frpc   the real frp, at the version pinned in tests/peers/frp/go.mod
 # Usage: scripts/build-test-peers.sh [OUTDIR]     (default /opt/handy-colab-test/bin)
 # A binary is rebuilt only when it is missing or its stamp (a hash of go.mod, go.sum and,
 # for cfedge, its sources) changed. Prints one line per binary built. Needs Go >= 1.24
@@ -59,3 +61,18 @@ fi
 
 cfedge_hash=$( (echo "$mod_hash"; cat cfedge/*.go) | sha256sum | cut -d' ' -f1)
 build cfedge "$cfedge_hash" ./cfedge -ldflags "-s -w"
+
+# frp: frps and frpc from their own module (tests/peers/frp), without the web dashboard
+# (its assets are not in the module zip, hence the noweb tag, which exists from v0.68.0).
+FRP_VERSION=0.71.0 # must match github.com/fatedier/frp in tests/peers/frp/go.mod
+cd "$peers/frp"
+frp_hash=$(cat go.mod go.sum | sha256sum | cut -d' ' -f1)
+for frp_bin in frps frpc; do
+  build "$frp_bin" "$frp_hash $frp_bin $FRP_VERSION" "github.com/fatedier/frp/cmd/$frp_bin" \
+    -tags "$frp_bin,noweb" -ldflags "-s -w"
+  if [ "$("$out/$frp_bin" -v)" != "$FRP_VERSION" ]; then
+    echo "build-test-peers: $out/$frp_bin is not version $FRP_VERSION:" \
+      "$("$out/$frp_bin" -v)" >&2
+    exit 1
+  fi
+done
