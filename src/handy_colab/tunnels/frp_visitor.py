@@ -77,7 +77,9 @@ def visitor_config(p: dict[str, Any], workdir: Path, port: int) -> str:
         f"bindPort = {port}",
         "transport.useEncryption = true",
         'fallbackTo = "relay"',
-        "fallbackTimeoutMs = 2000",
+        # The punch takes about a second: frp's default 1000 ms falls back just before it
+        # succeeds (measured), and the session then stays relayed for its whole life.
+        "fallbackTimeoutMs = 3000",
         "",
         "[[visitors]]",
         'name = "relay"',
