@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 want=${1:-run}
 pkgs=(openssh-server openssh-client rsync python3 python3-venv python3-pip ca-certificates)
 if [ "$want" = test ]; then
-  pkgs+=(iproute2 iptables procps socat netcat-openbsd tinyproxy)
+  pkgs+=(iproute2 iptables procps socat netcat-openbsd tinyproxy coturn)
 fi
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()

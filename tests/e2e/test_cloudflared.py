@@ -388,7 +388,7 @@ def test_the_edge_path_cuts_messages_over_16_kib(cfrt: CfRuntime, tmp_path: Path
     host = cfrt.rig.run("rt", ["python3", "-c", host_code], check=True).stdout.strip()
     client = (
         "from websockets.sync.client import connect\nimport time\n"
-        f"c=connect('wss://{host}/',compression=None)\n"
+        f"c=connect('wss://{host}/',compression=None,open_timeout=30)\n"
         "c.send(b'a'*40000);c.send(b'b'*100);time.sleep(1);c.close()\n"
     )
     res = cfrt.rig.run("laptop", [sys.executable, "-c", client], env=cfrt.env())

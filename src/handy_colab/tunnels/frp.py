@@ -76,7 +76,7 @@ _POLL = 0.1
 STALE_RETRY = 2.0
 _HOLE_FAILED = re.compile(r"(make hole error.*|nathole \w+ error.*)")
 # frpc logs every admin API request it serves (ours, each poll).
-_API_CHATTER = re.compile(r"\] http (request|response)\b")
+_API_CHATTER = re.compile(r"\] http (request|response)\b|\[D\] (?!.*join connections, )")
 
 
 def installer(settings: FrpConfig) -> Installer:
@@ -180,6 +180,14 @@ class FrpTunnel(Tunnel):
         return name if self.settings.mode == "private" else f"{name}-relay"
 
     @property
+    def check_name(self) -> str:
+        """The stcp proxy the runtime's own check visits: in p2p mode one of its own, so
+        the laptop's fallback sessions on the relay proxy are told apart from the checks."""
+        if self.settings.mode == "p2p":
+            return f"{self.settings.proxy_name}-check"
+        return self.stcp_name
+
+    @property
     def endpoint(self) -> str:
         s = self.settings
         if s.mode == "public":
@@ -208,6 +216,9 @@ class FrpTunnel(Tunnel):
         lines = common_lines(s, self.token, str(self.ca_copy) if s.verified else None)
         if s.mode == "p2p":
             lines.insert(0, f"natHoleStunServer = {toml_str(s.stun_server)}")
+            # Debug lines name the proxy each session joins (how status tells the laptop's
+            # direct sessions from its fallbacks); the rest of the debug chatter is dropped.
+            lines[lines.index('log.level = "info"')] = 'log.level = "debug"'
         lines += [
             'webServer.addr = "127.0.0.1"',
             f"webServer.port = {self.admin_port}",
@@ -236,12 +247,14 @@ class FrpTunnel(Tunnel):
             # Data bypasses frps here: encrypt it end to end as well as SSH does.
             lines += proxy(s.proxy_name, "xtcp", [*secret, "transport.useEncryption = true"])
         lines += proxy(self.stcp_name, "stcp", secret)
-        # Our own visitor of the stcp proxy: the end-to-end check goes through frps.
+        if self.check_name != self.stcp_name:
+            lines += proxy(self.check_name, "stcp", secret)
+        # Our own visitor of an stcp proxy: the end-to-end check goes through frps.
         lines += [
             "[[visitors]]",
             'name = "handy-colab-check"',
             'type = "stcp"',
-            f"serverName = {toml_str(self.stcp_name)}",
+            f"serverName = {toml_str(self.check_name)}",
             *secret,
             'bindAddr = "127.0.0.1"',
             f"bindPort = {self.check_port}",
@@ -276,7 +289,7 @@ class FrpTunnel(Tunnel):
         self._launch()
         want = {self.settings.proxy_name}
         if self.settings.mode != "public":
-            want.add(self.stcp_name)
+            want |= {self.stcp_name, self.check_name}
         while True:
             assert self.proc is not None
             if not self.proc.alive():
@@ -375,7 +388,7 @@ class FrpTunnel(Tunnel):
             where = f"{s.server}:{s.remote_port}"
         else:
             connected, banner = tcp_banner("127.0.0.1", self.check_port, timeout)
-            where = f"proxy {self.stcp_name} through frps"
+            where = f"proxy {self.check_name} through frps"
         if banner.startswith("SSH-"):
             return
         raise TunnelError(
@@ -388,9 +401,12 @@ class FrpTunnel(Tunnel):
         """p2p mode: which path the laptop's last session took, from frpc's own lines."""
         if self.settings.mode != "p2p" or self.proc is None:
             return None
-        for line in reversed(self.proc.last_lines(400)):
+        relay = f"[{self.stcp_name}]"
+        for line in reversed(self.proc.last_lines(600)):
             if "establishing nat hole connection successful" in line:
                 return "direct (hole punched, data bypasses frps)"
+            if relay in line and "join connections" in line:
+                return "through frps (stcp fallback)"
             m = _HOLE_FAILED.search(line)
             if m:
                 return f"through frps (stcp fallback: {m.group(1).strip()[:80]})"
