@@ -37,8 +37,12 @@ if str(REPO) not in sys.path:
 from bench.bench_core import MIB, fmt, log, machine_info, run_and_report, summary  # noqa: E402
 from tests.e2e.conftest import Runtime, finish, make_runtime  # noqa: E402
 from tests.frprig import Frps, prerequisites  # noqa: E402
+from tests.p2prig import add_nat_laptop, start_stun  # noqa: E402
+from tests.rig import RELAY_IP  # noqa: E402
 
-ROUTES = ("relay", "frp-pub", "frp-priv")
+ROUTES = ("relay", "frp-pub", "frp-priv", "frp-p2p")
+# The p2p route is measured from a laptop behind a NAT of its own (the others' laptop has none).
+ROLE = {"frp-p2p": "laptop2"}
 OPS = ("cat_down", "cat_up", "scp_down", "scp_up")
 ECHO = """
 import subprocess, sys, time
@@ -84,11 +88,15 @@ class FrpBench:
     def folders(self, rt: Runtime) -> dict[str, Path]:
         frps = Frps(rt.rig)
         out = {"relay": rt.folder}
-        for name, mode in (("frp-pub", "public"), ("frp-priv", "private")):
+        add_nat_laptop(rt.rig)
+        start_stun(rt.rig)
+        for name, mode in (("frp-pub", "public"), ("frp-priv", "private"), ("frp-p2p", "p2p")):
             folder = self.work / name
             folder.mkdir()
             shutil.copy(f"{rt.laptop_key}.pub", folder / "laptop.pub")
-            section = frps.folder_config(folder, mode, proxy_name=name, remote_port=6055)
+            section = frps.folder_config(
+                folder, mode, proxy_name=name, remote_port=6055, stun_server=f"{RELAY_IP}:3478"
+            )
             if mode != "public":
                 section.pop("remote_port")
             cfg = {"name": name, "server": {"kind": "openssh"}, "frp": section}
@@ -136,7 +144,7 @@ class FrpBench:
             t_conn = time.perf_counter() - t1
             assert res.returncode == 0, res.stderr
             t2 = time.perf_counter()
-            res = rt.rig.run("laptop", self.ssh(rt, name, "true"), env=self.env(rt))
+            res = rt.rig.run(ROLE.get(name, "laptop"), self.ssh(rt, name, "true"), env=self.env(rt))
             t_ssh = time.perf_counter() - t2
             assert res.returncode == 0, res.stderr
             samples.append({"up": t_up, "connect": t_conn, "first_ssh": t_ssh})
@@ -164,7 +172,7 @@ class FrpBench:
         with open(self.src if op == "cat_up" else os.devnull, "rb") as stdin:
             t0 = time.perf_counter()
             res = subprocess.run(
-                ["ip", "netns", "exec", rt.rig.ns["laptop"], *argv],
+                ["ip", "netns", "exec", rt.rig.ns[ROLE.get(name, "laptop")], *argv],
                 stdin=stdin,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
@@ -183,7 +191,7 @@ class FrpBench:
         samples: dict[str, dict[str, list[float]]] = {op: {r: [] for r in ROUTES} for op in OPS}
         crossed: dict[str, list[float]] = {r: [] for r in ROUTES}
         for rep in range(self.args.reps):
-            order = ROUTES[rep % 3 :] + ROUTES[: rep % 3]
+            order = ROUTES[rep % len(ROUTES) :] + ROUTES[: rep % len(ROUTES)]
             for op in OPS:
                 for name in order:
                     before = self.relay_rx_tx(rt)
@@ -203,7 +211,7 @@ class FrpBench:
     def echo(self, rt: Runtime) -> None:
         for name in ROUTES:
             res = rt.rig.run(
-                "laptop",
+                ROLE.get(name, "laptop"),
                 ["python3", "-c", ECHO, *self.ssh(rt, name, "cat")],
                 env=self.env(rt),
                 timeout=120,
@@ -248,7 +256,8 @@ def render(r: dict[str, Any]) -> str:
             f"| {name} | {' | '.join(cells)} | {fmt(r['echo_rtt_ms'].get(name), '.2f')} | "
             f"{fmt(r['relay_bytes_per_mib'].get(name), '.2f')} |"
         )
-    lines += ["", "| op | " + " | ".join(f"{n} MiB/s" for n in ROUTES) + " |", "|---|---|---|---|"]
+    lines += ["", "| op | " + " | ".join(f"{n} MiB/s" for n in ROUTES) + " |"]
+    lines.append("|---" * (len(ROUTES) + 1) + "|")
     for op in OPS:
         t = r["throughput"].get(op) or {}
         lines.append(
