@@ -169,3 +169,41 @@ def test_unsupported_platform_is_one_line(tmp_path: Path, monkeypatch: pytest.Mo
         Installer(CLOUDFLARED, system="Darwin", machine="arm64").resolve()
     msg = str(exc.value)
     assert "darwin-arm64" in msg and "linux-amd64" in msg and "Fix:" in msg and "\n" not in msg
+
+
+def test_tampered_frpc_archive_is_refused_unexecuted_uncached(tmp_path: Path) -> None:
+    """The frp route's binary comes through the same mechanism: a release archive that does
+    not match the pinned digest is refused before anything is taken out of it."""
+    import io
+    import tarfile
+
+    from handy_colab.tunnels.frp import FRPC
+
+    if shutil.which("frpc", path="/usr/bin:/bin"):
+        pytest.skip("a system frpc would be preferred over the download")
+    marker = tmp_path / "EXECUTED"
+    asset = FRPC.assets[platform_key()]
+    assert asset.member is not None
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        data = f"#!/bin/sh\ntouch {marker}\necho 0.71.0\n".encode()
+        info = tarfile.TarInfo(asset.member)
+        info.size, info.mode = len(data), 0o755
+        tf.addfile(info, io.BytesIO(data))
+    d = tmp_path / "www" / "releases" / "download" / f"v{FRPC.version}"
+    d.mkdir(parents=True)
+    (d / asset.filename).write_bytes(buf.getvalue())
+    folder = tmp_path / "cfg"
+    folder.mkdir()
+    key = tmp_path / "id"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    shutil.copy(f"{key}.pub", folder / "laptop.pub")
+    with serve(tmp_path / "www") as base:
+        frp = {"server": "127.0.0.1", "remote_port": 6022, "download_url": base}
+        (folder / "user_config.json").write_text(json.dumps({"frp": frp}))
+        line = _one_line(_up(tmp_path, folder))
+    assert "does not match the digest pinned" in line and asset.sha256 in line
+    assert f"/v{FRPC.version}/{asset.filename}" in line
+    assert not marker.exists()
+    cached = [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.name != ".lock"]
+    assert cached == []
