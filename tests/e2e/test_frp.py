@@ -191,3 +191,21 @@ def test_visitor_leaves_nothing_behind(frt: RouteRuntime) -> None:
     left = frt.rig.ns_pids("laptop")
     assert left == [], left
     assert not list(Path("/tmp").glob("hc-frpv-*"))
+
+
+def test_pty_session(frt: RouteRuntime) -> None:
+    from tests.clients import PtySession
+
+    argv = ["ip", "netns", "exec", frt.rig.ns["laptop"], *frt.ssh_base(), "-tt", "colab"]
+    sess = PtySession(argv, env=frt.env())
+    try:
+        sess.send("tty; stty size\n")
+        sess.expect(r"/dev/pts/\d+")
+        sess.expect(r"24 80")
+        sess.resize(40, 132)
+        sess.send("stty size\n")
+        sess.expect(r"40 132")
+        sess.send("exit 7\n")
+    finally:
+        code = sess.close()
+    assert code == 7
