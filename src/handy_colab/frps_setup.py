@@ -156,7 +156,7 @@ def unit(conf_dir: Path, frps: str = "/usr/local/bin/frps") -> str:
     )
 
 
-def apply(plan: FrpsPlan, conf_dir: Path = DEFAULT_DIR) -> list[Path]:
+def apply(plan: FrpsPlan, conf_dir: Path = DEFAULT_DIR, unit_path: Path = UNIT) -> list[Path]:
     """As root: the files in conf_dir (frps's readable by group nogroup) and the unit."""
     if not is_root():
         raise RelaySetupError("--apply writes to /etc: run it as root. Fix: sudo, or use --out")
@@ -167,10 +167,10 @@ def apply(plan: FrpsPlan, conf_dir: Path = DEFAULT_DIR) -> list[Path]:
     for name in ("frps.toml", "server.key"):
         os.chown(conf_dir / name, 0, gid)
         os.chmod(conf_dir / name, 0o640)
-    if UNIT.exists():
-        raise RelaySetupError(f"{UNIT}: exists; not overwritten. Fix: move it away first")
-    atomic_write(UNIT, unit(conf_dir), 0o644)
-    return [*written, UNIT]
+    if unit_path.exists():
+        raise RelaySetupError(f"{unit_path}: exists; not overwritten. Fix: move it away first")
+    atomic_write(unit_path, unit(conf_dir), 0o644)
+    return [*written, unit_path]
 
 
 def write(plan: FrpsPlan, conf_dir: Path) -> list[Path]:

@@ -179,6 +179,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ):
             s.connect(str(local))
             pump(s, sys.stdin.fileno(), sys.stdout.fileno())
+            # ssh hangs up on us once the session ended: not while the forward and its
+            # private folder are being removed.
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_IGN)
     except (TunnelError, OSError) as exc:
         print(f"handy-colab proxy: {exc}", file=sys.stderr)
         return 255

@@ -7,7 +7,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ import pytest
 from tests.cfrig import make_ca_and_leaf, wait_for
 from tests.e2e.cfhelpers import RouteRuntime, finish
 from tests.e2e.test_frp import make_frp_runtime, need_frp
-from tests.frprig import FRPS_NAME
+from tests.frprig import FRPS_BIN, FRPS_NAME
 
 
 @pytest.fixture
@@ -214,3 +216,49 @@ def test_replaced_runtime_takes_its_proxy_back(frp_fresh: Any, keepalive: int | 
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
             os.kill(pid, signal.SIGCONT)
+
+
+def test_frps_setup_apply_runs_as_nobody(frp_fresh: Any) -> None:
+    """--apply's layout: frps's config and key readable by group nogroup only, and the unit's
+    user (nobody) can run frps from them."""
+    import grp
+    import stat
+    import tempfile
+
+    rt = frp_fresh()
+    assert rt.frps is not None
+    rt.frps.stop()
+    base = Path(tempfile.mkdtemp(prefix="hc-frps-apply-", dir="/var/tmp"))
+    base.chmod(0o755)
+    out = base / "etc"
+    try:
+        res = rt.handy(
+            "relay", "frps-setup", "--server-name", "10.99.0.1", "--out", str(out), "--apply"
+        )
+        assert res.returncode == 0, res.stderr
+        nogroup = grp.getgrnam("nogroup").gr_gid
+        for name in ("frps.toml", "server.key"):
+            st = (out / name).stat()
+            assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, nogroup, 0o640)
+        unit = (out / "handy-colab-frps.service").read_text()
+        assert "User=nobody" in unit and f"-c {out / 'frps.toml'}" in unit
+        frps = rt.frps
+        with open(frps.log, "ab") as log:
+            frps.proc = rt.rig.popen(
+                "relay",
+                ["runuser", "-u", "nobody", "--", str(FRPS_BIN), "-c", str(out / "frps.toml")],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        rt.rig.wait_tcp("relay", "10.99.0.1", 7000)
+        for name in ("frps_ca.pem", "frp_token"):
+            (rt.folder / name).write_bytes((out / "runtime" / name).read_bytes())
+        section = (out / "runtime" / "user_config.frp.json").read_text()
+        (rt.folder / "user_config.json").write_text(section)
+        assert rt.up().returncode == 0
+        assert rt.connect_to(rt.ssh_config, rt.known_hosts, str(rt.folder)).returncode == 0
+        assert rt.ssh("true").returncode == 0
+    finally:
+        rt.handy("rt", "down")
+        rt.frps.stop()
+        shutil.rmtree(base, ignore_errors=True)

@@ -21,7 +21,9 @@ def cmd_frps_setup(
     conf_dir = Path(out).resolve() if out else frps_setup.DEFAULT_DIR
     print(frps_setup.render(plan, conf_dir), end="")
     if apply:
-        written = frps_setup.apply(plan, conf_dir)
+        # With --out, everything (the unit too) goes into that folder, to inspect or stage.
+        unit = conf_dir / frps_setup.UNIT.name if out else frps_setup.UNIT
+        written = frps_setup.apply(plan, conf_dir, unit)
     elif out:
         written = frps_setup.write(plan, conf_dir)
     else:

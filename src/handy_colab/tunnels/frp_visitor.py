@@ -108,6 +108,11 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def _ignore_hangups() -> None:
+    for sig in (signal.SIGTERM, signal.SIGHUP) if hasattr(signal, "SIGHUP") else ():
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def run(profile: Path) -> int:
     try:
         p = json.loads(profile.read_text())
@@ -150,6 +155,9 @@ def run(profile: Path) -> int:
             pump(sock, sys.stdin.fileno(), sys.stdout.fileno())
         return 0
     finally:
+        # ssh hangs up on its ProxyCommand when the session ends, often while this cleanup
+        # runs: the signal must not cut it short (a visitor or its folder would be left).
+        _ignore_hangups()
         if proc is not None and proc.poll() is None:
             proc.terminate()
             try:
