@@ -17,6 +17,8 @@ import subprocess
 import termios
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 
 def set_winsize(fd: int, rows: int, cols: int) -> None:
@@ -119,3 +121,36 @@ def fetch_script(url: str, timeout: float = 15) -> str:
         f"  print(urllib.request.urlopen({url!r},timeout=3).read().decode(),end='');break\n"
         " except OSError:\n  assert time.time()<d\n  time.sleep(0.1)\n"
     )
+
+
+def check_local_forward(
+    rig: Any, ssh_base: Sequence[str], work: Path, env: dict[str, str] | None = None
+) -> None:
+    """`ssh -L` from the laptop to an HTTP server bound to the runtime's loopback (what a
+    TensorBoard or Jupyter forward is): the page must come back through the forward."""
+    site = work / "site"
+    site.mkdir()
+    (site / "index.html").write_text("tensorboard-ish\n")
+    server = rig.popen(
+        "rt",
+        ["python3", "-m", "http.server", "18765", "--bind", "127.0.0.1", "--directory", str(site)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    rig.wait_tcp("rt", "127.0.0.1", 18765)
+    fwd = rig.popen(
+        "laptop",
+        [*ssh_base, "-N", "-o", "ExitOnForwardFailure=yes", "-L", "16006:127.0.0.1:18765", "colab"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        **({"env": env} if env else {}),
+    )
+    try:
+        res = rig.run(
+            "laptop", ["python3", "-c", fetch_script("http://127.0.0.1:16006/index.html", 20)]
+        )
+        assert res.stdout == "tensorboard-ish\n", res.stderr
+    finally:
+        for p in (fwd, server):
+            p.terminate()
+            p.wait(10)

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,17 @@ def run_subprocess(
         check=check,
         env=env,
     )
+
+
+def end_process(proc: subprocess.Popen[Any], grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace``; reaped either way."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 class WatchedProcess:

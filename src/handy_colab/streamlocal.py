@@ -27,6 +27,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .errors import TunnelError
+from .proc import end_process
 
 _CHUNK = 256 * 1024
 
@@ -74,13 +75,7 @@ def forwarded_socket(
             time.sleep(0.01)
         yield local
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        end_process(proc)
         if proc.stderr is not None:
             proc.stderr.close()
         shutil.rmtree(tmpdir, ignore_errors=True)

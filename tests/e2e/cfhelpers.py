@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -13,18 +12,22 @@ from typing import Any
 import pytest
 
 from tests.cfrig import PEERS_BIN, CloudflareStandIn, prerequisites
-from tests.e2e.conftest import need_rig
+from tests.e2e.conftest import need, need_rig
 from tests.rig import Rig, keygen
 
 
 def need_peers() -> None:
     need_rig()
-    missing = prerequisites()
-    if not missing:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true but the cloudflared test peers are missing: {', '.join(missing)}")
-    pytest.skip(f"needs {', '.join(missing)} (bash scripts/build-test-peers.sh)")
+    need(prerequisites(), "the cloudflared test peers (bash scripts/build-test-peers.sh)")
+
+
+def one_line_error(res: Any) -> str:
+    """The failed command's only stderr line: handy-colab's error, with the fix."""
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode != 0, res.stdout
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("handy-colab: error: ") and "Fix:" in lines[0], lines[0]
+    return lines[0]
 
 
 @dataclass
@@ -89,6 +92,11 @@ class RouteRuntime:
 
     def ssh_base(self) -> list[str]:
         return ["ssh", "-F", str(self.ssh_config), "-o", "BatchMode=yes"]
+
+    def assert_nothing_runs(self) -> None:
+        """No process of the runtime is left (the rig's own DNS stubs aside)."""
+        left = set(self.rig.ns_pids("rt")) - (self.cf.helper_pids if self.cf else set())
+        assert left == set(), left
 
     def ssh(self, *cmd: str, **kw: Any) -> Any:
         kw.setdefault("env", self.env())

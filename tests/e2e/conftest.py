@@ -18,14 +18,18 @@ from tests.rig import RELAY_IP, RELAY_USER, Rig, keygen, prerequisites
 REMOTE_PORT = 2222
 
 
-def need_rig() -> None:
-    missing = prerequisites()
+def need(missing: list[str], what: str = "e2e prerequisites") -> None:
+    """Skip without them; under CI=true fail instead (a broken install step, never a silent
+    skip)."""
     if not missing:
         return
     if os.environ.get("CI") == "true":
-        # In CI a missing prerequisite is a broken install step, never a silent skip.
-        pytest.fail(f"CI=true but e2e prerequisites are missing: {', '.join(missing)}")
-    pytest.skip(f"e2e needs: {', '.join(missing)}")
+        pytest.fail(f"CI=true but {what} are missing: {', '.join(missing)}")
+    pytest.skip(f"needs: {', '.join(missing)}")
+
+
+def need_rig() -> None:
+    need(prerequisites())
 
 
 @dataclass

@@ -23,7 +23,7 @@ from handy_colab.binaries import Asset, BinarySpec, Installer, platform_key
 from handy_colab.errors import BinaryError
 from handy_colab.tunnels.cloudflared import CLOUDFLARED
 from tests.cfrig import CLOUDFLARED_BIN
-from tests.e2e.cfhelpers import need_peers
+from tests.e2e.cfhelpers import need_peers, one_line_error
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -115,13 +115,6 @@ def _up(tmp: Path, folder: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _one_line(res: subprocess.CompletedProcess[str]) -> str:
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert res.returncode != 0 and len(lines) == 1, res.stderr + res.stdout
-    assert "Fix:" in lines[0]
-    return lines[0]
-
-
 def test_tampered_download_is_refused_unexecuted_uncached(tmp_path: Path) -> None:
     if shutil.which("cloudflared", path="/usr/bin:/bin"):
         pytest.skip("a system cloudflared would be preferred over the download")
@@ -130,7 +123,7 @@ def test_tampered_download_is_refused_unexecuted_uncached(tmp_path: Path) -> Non
     asset = CLOUDFLARED.assets[platform_key()]
     release_dir(tmp_path / "www", asset.filename, fake.encode())
     with serve(tmp_path / "www") as base:
-        line = _one_line(_up(tmp_path, _folder(tmp_path, download_url=base)))
+        line = one_line_error(_up(tmp_path, _folder(tmp_path, download_url=base)))
     assert "sha256" in line and "does not match the digest pinned" in line
     assert asset.sha256 in line and "not executed, not cached" in line
     assert not marker.exists()
@@ -139,10 +132,10 @@ def test_tampered_download_is_refused_unexecuted_uncached(tmp_path: Path) -> Non
     assert "PRIVATE" not in line
 
 
-def test_unreachable_mirror_is_one_line(tmp_path: Path) -> None:
+def test_unreachable_mirror_isone_line_error(tmp_path: Path) -> None:
     if shutil.which("cloudflared", path="/usr/bin:/bin"):
         pytest.skip("a system cloudflared would be preferred over the download")
-    line = _one_line(_up(tmp_path, _folder(tmp_path, download_url="http://127.0.0.1:9/dl")))
+    line = one_line_error(_up(tmp_path, _folder(tmp_path, download_url="http://127.0.0.1:9/dl")))
     assert "cannot download cloudflared" in line and "http://127.0.0.1:9/dl/" in line
     assert "refused" in line.lower()
 
@@ -201,7 +194,7 @@ def test_tampered_frpc_archive_is_refused_unexecuted_uncached(tmp_path: Path) ->
     with serve(tmp_path / "www") as base:
         frp = {"server": "127.0.0.1", "remote_port": 6022, "download_url": base}
         (folder / "user_config.json").write_text(json.dumps({"frp": frp}))
-        line = _one_line(_up(tmp_path, folder))
+        line = one_line_error(_up(tmp_path, folder))
     assert "does not match the digest pinned" in line and asset.sha256 in line
     assert f"/v{FRPC.version}/{asset.filename}" in line
     assert not marker.exists()

@@ -13,23 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from tests.cfrig import NAMED_HOSTNAME, wait_for
-from tests.e2e.cfhelpers import CfRuntime, cf_fresh
+from tests.e2e.cfhelpers import CfRuntime, cf_fresh, one_line_error
 from tests.rig import RELAY_IP
 
 __all__ = ["cf_fresh"]
-
-
-def one_line_error(res: Any) -> str:
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert res.returncode != 0, res.stdout
-    assert len(lines) == 1, res.stderr
-    assert lines[0].startswith("handy-colab: error: ") and "Fix:" in lines[0], lines[0]
-    return lines[0]
-
-
-def assert_nothing_runs(rt: CfRuntime) -> None:
-    left = set(rt.rig.ns_pids("rt")) - rt.cf.helper_pids
-    assert left == set(), left
 
 
 def test_quic_blocked_switches_to_http2(cf_fresh: Any) -> None:
@@ -59,7 +46,7 @@ def test_rate_limited_quick_tunnel_fails_up_in_one_line(cf_fresh: Any) -> None:
     rt: CfRuntime = cf_fresh(start=False, api_mode="ratelimit")
     line = one_line_error(rt.up())
     assert "429" in line and "1015" in line and "rate-limiting" in line
-    assert_nothing_runs(rt)
+    rt.assert_nothing_runs()
 
 
 def test_rate_limit_while_running_says_when_it_retries(cf_fresh: Any) -> None:
@@ -86,7 +73,7 @@ def test_api_unreachable_is_one_line(cf_fresh: Any) -> None:
     rt.write_config(extra_args=rt.cf.extra_args(api=f"http://{RELAY_IP}:9"))
     line = one_line_error(rt.up())
     assert "cannot reach the quick-tunnel service" in line and "connection refused" in line
-    assert_nothing_runs(rt)
+    rt.assert_nothing_runs()
 
 
 def test_no_edge_reachable_is_one_line(cf_fresh: Any) -> None:
@@ -99,7 +86,7 @@ def test_no_edge_reachable_is_one_line(cf_fresh: Any) -> None:
     assert "Cloudflare's edge" in line or "Cloudflare edge" in line, line
     assert "7844" in line
     assert time.monotonic() - started < 60
-    assert_nothing_runs(rt)
+    rt.assert_nothing_runs()
 
 
 def test_users_cloudflared_config_cannot_hijack(cf_fresh: Any, tmp_path: Path) -> None:
@@ -170,4 +157,4 @@ def test_named_tunnel_bad_token_is_one_line(cf_fresh: Any) -> None:
     rt.write_config(hostname=NAMED_HOSTNAME)
     line = one_line_error(rt.up())
     assert "token" in line and "not valid" in line and "not-a-token" not in line
-    assert_nothing_runs(rt)
+    rt.assert_nothing_runs()

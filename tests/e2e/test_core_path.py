@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.clients import fetch_script
+from tests.clients import check_local_forward
 from tests.e2e.conftest import REMOTE_PORT, Runtime, _etc_ssh_digest
 from tests.rig import RUNTIME_IP, wait_until
 
@@ -152,39 +152,7 @@ def test_sftp_batch(runtime: Runtime, tmp_path: Path) -> None:
 
 
 def test_local_forward_to_http_server_in_runtime(runtime: Runtime, tmp_path: Path) -> None:
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "index.html").write_text("tensorboard-ish\n")
-    server = runtime.rig.popen(
-        "rt",
-        ["python3", "-m", "http.server", "18765", "--bind", "127.0.0.1", "--directory", str(site)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    runtime.rig.wait_tcp("rt", "127.0.0.1", 18765)
-    fwd = runtime.rig.popen(
-        "laptop",
-        [
-            *runtime.ssh_base(),
-            "-N",
-            "-o",
-            "ExitOnForwardFailure=yes",
-            "-L",
-            "16006:127.0.0.1:18765",
-            "colab",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        code = fetch_script("http://127.0.0.1:16006/index.html")
-        res = runtime.rig.run("laptop", ["python3", "-c", code])
-        assert res.stdout == "tensorboard-ish\n", res.stderr
-    finally:
-        fwd.terminate()
-        fwd.wait(10)
-        server.terminate()
-        server.wait(10)
+    check_local_forward(runtime.rig, runtime.ssh_base(), tmp_path)
 
 
 def test_status_descriptor_and_no_second_copy(runtime: Runtime) -> None:

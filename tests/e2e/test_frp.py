@@ -8,28 +8,22 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.clients import fetch_script
+from tests.clients import check_local_forward
 from tests.e2e.cfhelpers import RouteRuntime, finish
-from tests.e2e.conftest import need_rig
+from tests.e2e.conftest import need, need_rig
 from tests.frprig import Frps, prerequisites
 from tests.rig import Rig, keygen
 
 
 def need_frp() -> None:
     need_rig()
-    missing = prerequisites()
-    if not missing:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true but the frp test peers are missing: {', '.join(missing)}")
-    pytest.skip(f"needs {', '.join(missing)} (bash scripts/build-test-peers.sh)")
+    need(prerequisites(), "the frp test peers (bash scripts/build-test-peers.sh)")
 
 
 def sha256(path: Path) -> str:
@@ -155,35 +149,8 @@ def test_scp_sftp_rsync(frt: RouteRuntime, tmp_path: Path) -> None:
     assert all(sha256(f) == sha256(tmp_path / "m" / f.name) for f in tree.iterdir())
 
 
-FWD = "16006:127.0.0.1:18765"
-
-
 def test_local_forward(frt: RouteRuntime, tmp_path: Path) -> None:
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "index.html").write_text("tensorboard-ish\n")
-    frt.rig.popen(
-        "rt",
-        ["python3", "-m", "http.server", "18765", "--bind", "127.0.0.1", "--directory", str(site)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    frt.rig.wait_tcp("rt", "127.0.0.1", 18765)
-    fwd = frt.rig.popen(
-        "laptop",
-        [*frt.ssh_base(), "-N", "-o", "ExitOnForwardFailure=yes", "-L", FWD, "colab"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=frt.env(),
-    )
-    try:
-        res = frt.rig.run(
-            "laptop", ["python3", "-c", fetch_script("http://127.0.0.1:16006/index.html", 20)]
-        )
-        assert res.stdout == "tensorboard-ish\n", res.stderr
-    finally:
-        fwd.terminate()
-        fwd.wait(10)
+    check_local_forward(frt.rig, frt.ssh_base(), tmp_path, frt.env())
 
 
 def test_visitor_leaves_nothing_behind(frt: RouteRuntime) -> None:

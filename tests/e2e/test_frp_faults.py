@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.cfrig import make_ca_and_leaf, wait_for
-from tests.e2e.cfhelpers import RouteRuntime, finish
+from tests.e2e.cfhelpers import RouteRuntime, finish, one_line_error
 from tests.e2e.test_frp import make_frp_runtime, need_frp
 from tests.frprig import FRPS_BIN, FRPS_NAME
 
@@ -44,35 +44,23 @@ def rewrite(rt: RouteRuntime, **frp: Any) -> None:
     path.write_text(json.dumps(data))
 
 
-def one_line(res: Any) -> str:
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert res.returncode != 0, res.stdout
-    assert len(lines) == 1, res.stderr
-    assert lines[0].startswith("handy-colab: error: ") and "Fix:" in lines[0], lines[0]
-    return lines[0]
-
-
-def nothing_runs(rt: RouteRuntime) -> None:
-    assert rt.rig.ns_pids("rt") == []
-
-
 def test_wrong_token(frp_fresh: Any) -> None:
     rt = frp_fresh()
     (rt.folder / "frp_token").write_text("not-the-token\n")
     started = time.monotonic()
-    line = one_line(rt.up())
+    line = one_line_error(rt.up())
     assert "refused the token" in line and "not-the-token" not in line
     assert time.monotonic() - started < 20, "a refused token is not worth waiting for"
-    nothing_runs(rt)
+    rt.assert_nothing_runs()
 
 
 def test_certificate_not_matching_the_pin(frp_fresh: Any, tmp_path: Path) -> None:
     rt = frp_fresh()
     other_ca, _, _ = make_ca_and_leaf(tmp_path / "other", [FRPS_NAME])
     (rt.folder / "frps_ca.pem").write_bytes(other_ca.read_bytes())
-    line = one_line(rt.up())
+    line = one_line_error(rt.up())
     assert "certificate" in line and "pinned CA" in line
-    nothing_runs(rt)
+    rt.assert_nothing_runs()
 
 
 @pytest.mark.parametrize(
@@ -83,16 +71,16 @@ def test_port_not_allowed_or_taken(frp_fresh: Any, remote_port: int, needle: str
     if needle == "is taken":
         rt.rig.popen("relay", ["python3", "-m", "http.server", "6050", "--bind", "10.99.0.1"])
         rt.rig.wait_tcp("relay", "10.99.0.1", 6050)
-    line = one_line(rt.up())
+    line = one_line_error(rt.up())
     assert needle in line, line
-    nothing_runs(rt)
+    rt.assert_nothing_runs()
 
 
 def test_frps_unreachable(frp_fresh: Any) -> None:
     rt = frp_fresh(port=7999)
-    line = one_line(rt.up())
+    line = one_line_error(rt.up())
     assert "is unreachable" in line and "connection refused" in line, line
-    nothing_runs(rt)
+    rt.assert_nothing_runs()
 
 
 def test_seed_format_warns_unverified(frp_fresh: Any) -> None:

@@ -10,10 +10,9 @@ import os
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.cfrig import wait_for
 from tests.e2e.cfhelpers import finish
+from tests.e2e.conftest import need
 from tests.e2e.test_frp import make_frp_runtime, need_frp
 from tests.p2prig import STUN_PORT, add_nat_laptop, prerequisites, relay_bytes, start_stun
 from tests.rig import RELAY_IP
@@ -23,11 +22,7 @@ MIB = 1024 * 1024
 
 def test_p2p_direct_then_fallback_through_frps(tmp_path: Path) -> None:
     need_frp()
-    missing = prerequisites()
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but p2p prerequisites are missing: {missing}")
-        pytest.skip(f"needs {missing}")
+    need(prerequisites(), "p2p prerequisites")
     rt = make_frp_runtime(tmp_path, "p2p", start=False, stun_server=f"{RELAY_IP}:{STUN_PORT}")
     try:
         laptop2 = add_nat_laptop(rt.rig)

@@ -25,7 +25,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from ..binaries import Asset, BinarySpec, Installer, Resolved
+from ..binaries import Asset, BinarySpec, Installer
 from ..config import RuntimeConfig
 from ..connection import CloudflaredEndpoint
 from ..errors import TunnelError
@@ -34,6 +34,7 @@ from ..proc import WatchedProcess
 from ..state import RuntimeDir
 from .base import Tunnel
 from .cloudflared_log import classify, last_error, short
+from .common import free_port, state_write_error
 from .websocket import read_banner
 
 log = logging.getLogger(__name__)
@@ -71,12 +72,6 @@ def installer(cfg: RuntimeConfig) -> Installer:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _recent(path: Path, ttl: float) -> bool:
     try:
         return time.time() - path.stat().st_mtime < ttl
@@ -94,14 +89,12 @@ class CloudflaredTunnel(Tunnel):
     kind = "cloudflared"
     program = "cloudflared"
 
-    def __init__(
-        self, cfg: RuntimeConfig, rd: RuntimeDir, local_port: int, binary: Resolved | None = None
-    ) -> None:
+    def __init__(self, cfg: RuntimeConfig, rd: RuntimeDir, local_port: int) -> None:
         super().__init__(cfg, local_port)
         self.rd = rd
         self.settings = cfg.cloudflared
         # Verified (or a PATH copy of at least the pinned version) before it ever runs.
-        self.binary = binary or installer(cfg).resolve()
+        self.binary = installer(cfg).resolve()
         # QUIC seen blocked on this machine lately: start with HTTP/2 rather than wait again.
         self.quic_verdict = rd.path / "quic_blocked"
         self.protocol = "http2" if self.settings.protocol == "http2" else "quic"
@@ -124,10 +117,7 @@ class CloudflaredTunnel(Tunnel):
                 # token is on no command line and in no environment.
                 atomic_write(self.token_file, self.settings.token_file.read_bytes(), 0o600)
         except OSError as exc:
-            raise TunnelError(
-                f"{rd.path}: cannot write cloudflared's files ({exc.strerror or exc}). Fix: free "
-                f"space there, or set HANDY_COLAB_STATE_DIR to a writable local folder"
-            ) from None
+            raise state_write_error(rd, "cloudflared", exc) from None
 
     # -- the child ----------------------------------------------------------------------------
     def argv(self) -> list[str]:
@@ -161,7 +151,7 @@ class CloudflaredTunnel(Tunnel):
 
     def _launch(self) -> None:
         self.stop()
-        self.metrics_port = _free_port()
+        self.metrics_port = free_port()
         self.locations = []
         if not self.settings.named:
             self.hostname = None

@@ -408,6 +408,21 @@ def classify(lines: list[str], cfg: RuntimeConfig, key_name: str) -> TunnelError
     return TunnelError(f"tunnel to relay {where} ended: {tail}")
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on now (for a child's metrics, admin API...)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def state_write_error(rd: RuntimeDir, program: str, exc: OSError) -> TunnelError:
+    """A tunnel's files could not be written into the private state dir."""
+    return TunnelError(
+        f"{rd.path}: cannot write {program}'s files ({exc.strerror or exc}). Fix: free space "
+        f"there, or set HANDY_COLAB_STATE_DIR to a writable local folder"
+    )
+
+
 def tcp_banner(host: str, port: int, timeout: float) -> tuple[bool, str]:
     """(connected, first line or error): tells "nobody listens" from "someone else answers"."""
     try:

@@ -26,7 +26,13 @@ from ..fsutil import atomic_write
 from ..state import RuntimeDir
 from .asyncssh_client import READY_PREFIX, ClientSettings, Failed, open_relay, openssh_bind_host
 from .base import Tunnel
-from .common import RELAY_ALIAS, check_public, prepare_relay_files, private_banner_error
+from .common import (
+    RELAY_ALIAS,
+    check_public,
+    prepare_relay_files,
+    private_banner_error,
+    state_write_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +57,7 @@ class EmbeddedTunnel(Tunnel):
             self.settings = self._settings(str(known), strict)
             atomic_write(self.settings_path, self.settings.to_json(), mode=0o600)
         except OSError as exc:
-            raise TunnelError(
-                f"{rd.path}: cannot write the tunnel's files ({exc.strerror or exc}). Fix: free "
-                f"space there, or set HANDY_COLAB_STATE_DIR to a writable local folder"
-            ) from None
+            raise state_write_error(rd, "the tunnel", exc) from None
 
     def _check_key(self) -> None:
         # Refuse now, once, a key asyncssh cannot use, rather than fail every reconnect.

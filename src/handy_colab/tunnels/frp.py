@@ -27,7 +27,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from ..binaries import Asset, BinarySpec, Installer, Resolved
+from ..binaries import Asset, BinarySpec, Installer
 from ..config import RuntimeConfig
 from ..connection import FrpEndpoint
 from ..errors import TunnelError
@@ -35,7 +35,7 @@ from ..fsutil import atomic_write
 from ..proc import WatchedProcess
 from ..state import RuntimeDir
 from .base import Tunnel
-from .common import tcp_banner
+from .common import free_port, state_write_error, tcp_banner
 from .frp_config import FrpConfig, ensure_secret
 from .frp_log import classify
 
@@ -81,12 +81,6 @@ _API_CHATTER = re.compile(r"\] http (request|response)\b|\[D\] (?!.*join connect
 
 def installer(settings: FrpConfig) -> Installer:
     return Installer(FRPC, explicit=settings.binary, base_url=settings.download_url)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def toml_str(value: str) -> str:
@@ -136,13 +130,11 @@ class FrpTunnel(Tunnel):
     kind = "frp"
     program = "frpc"
 
-    def __init__(
-        self, cfg: RuntimeConfig, rd: RuntimeDir, local_port: int, binary: Resolved | None = None
-    ) -> None:
+    def __init__(self, cfg: RuntimeConfig, rd: RuntimeDir, local_port: int) -> None:
         super().__init__(cfg, local_port)
         self.rd = rd
         self.settings = cfg.frp_settings
-        self.binary = binary or installer(self.settings).resolve()
+        self.binary = installer(self.settings).resolve()
         self.config_file = rd.path / "frpc.toml"
         self.ca_copy = rd.path / "frps_ca.pem"
         self.admin_port = 0
@@ -160,10 +152,7 @@ class FrpTunnel(Tunnel):
             try:
                 atomic_write(self.ca_copy, self.settings.ca_file.read_bytes(), 0o600)
             except OSError as exc:
-                raise TunnelError(
-                    f"{rd.path}: cannot write frpc's files ({exc.strerror or exc}). Fix: free "
-                    f"space there, or set HANDY_COLAB_STATE_DIR to a writable local folder"
-                ) from None
+                raise state_write_error(rd, "frpc", exc) from None
         if not self.settings.verified:
             self.warnings.append(
                 f"frps {self.settings.server}:{self.settings.port} is not verified: the config "
@@ -268,8 +257,8 @@ class FrpTunnel(Tunnel):
     def _launch(self) -> None:
         self.stop()
         self._tls_checked = False
-        self.admin_port = _free_port()
-        self.check_port = _free_port() if self.settings.mode != "public" else 0
+        self.admin_port = free_port()
+        self.check_port = free_port() if self.settings.mode != "public" else 0
         try:
             atomic_write(self.config_file, self.render_config(), 0o600)
             self.proc = WatchedProcess(

@@ -24,7 +24,9 @@ from typing import Any
 
 from ..errors import ClientConfigError, HandyColabError
 from ..fsutil import atomic_write
+from ..proc import end_process
 from ..streamlocal import pump
+from .common import free_port
 from .frp_config import FrpConfig
 
 PROFILE_FIELDS = ("server", "port", "server_name", "proxy", "mode", "stun")
@@ -98,12 +100,6 @@ def _frpc() -> str:
     return str(Installer(FRPC).resolve().path)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _exit_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
@@ -127,7 +123,7 @@ def run(profile: Path) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="hc-frpv-"))  # 0700
     proc: subprocess.Popen[bytes] | None = None
     try:
-        port = _free_port()
+        port = free_port()
         cfg = workdir / "frpc.toml"
         atomic_write(cfg, visitor_config(p, workdir, port), 0o600)
         log = open(workdir / "frpc.log", "wb")  # noqa: SIM115 - the child's, closed below
@@ -158,13 +154,8 @@ def run(profile: Path) -> int:
         # ssh hangs up on its ProxyCommand when the session ends, often while this cleanup
         # runs: the signal must not cut it short (a visitor or its folder would be left).
         _ignore_hangups()
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None:
+            end_process(proc)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
