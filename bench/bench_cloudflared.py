@@ -24,7 +24,6 @@ true` after it (HTTP/2: the stand-in edge speaks no QUIC).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import subprocess
@@ -38,7 +37,14 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.bench_core import MIB, fmt, log, machine_info, run_and_report, summary  # noqa: E402
+from bench.bench_core import (  # noqa: E402
+    fmt,
+    log,
+    machine_info,
+    run_and_report,
+    summary,
+    write_payload,
+)
 from tests.cfrig import PEERS_BIN, prerequisites  # noqa: E402
 from tests.e2e.cfhelpers import CfRuntime, finish, make_cf_runtime  # noqa: E402
 
@@ -198,12 +204,7 @@ class CloudflaredBench:
         if missing or os.geteuid() != 0:
             raise RuntimeError(f"needs root and {missing} (bash scripts/build-test-peers.sh)")
         log(f"payload {self.args.size_mib} MiB")
-        h = hashlib.sha256()
-        with open(self.src, "wb") as fh:
-            for _ in range(self.args.size_mib):
-                block = os.urandom(MIB)
-                h.update(block)
-                fh.write(block)
+        write_payload(self.src, self.args.size_mib)
         self.rt = make_cf_runtime(
             self.work / "rt",
             server=self.args.server,

@@ -69,6 +69,17 @@ def summary(values: Sequence[float]) -> dict[str, float | None]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
+def write_payload(path: Path, size_mib: int) -> str:
+    """``size_mib`` MiB of random bytes (incompressible, like SSH's own); returns its sha256."""
+    h = hashlib.sha256()
+    with open(path, "wb") as fh:
+        for _ in range(size_mib):
+            block = os.urandom(MIB)
+            h.update(block)
+            fh.write(block)
+    return h.hexdigest()
+
+
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -121,13 +132,7 @@ class Bench:
     # -- payload ----------------------------------------------------------------------------
     def make_payload(self) -> None:
         t0 = time.perf_counter()
-        h = hashlib.sha256()
-        with open(self.src, "wb") as fh:
-            for _ in range(self.args.size_mib):
-                block = os.urandom(MIB)
-                h.update(block)
-                fh.write(block)
-        self.src_sha = h.hexdigest()
+        self.src_sha = write_payload(self.src, self.args.size_mib)
         log(f"payload {self.args.size_mib} MiB at {self.src} in {time.perf_counter() - t0:.1f}s")
 
     # -- time to ready ----------------------------------------------------------------------

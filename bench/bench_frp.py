@@ -18,7 +18,6 @@ crossed the relay host's interface per MiB moved.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -34,7 +33,15 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.bench_core import MIB, fmt, log, machine_info, run_and_report, summary  # noqa: E402
+from bench.bench_core import (  # noqa: E402
+    MIB,
+    fmt,
+    log,
+    machine_info,
+    run_and_report,
+    summary,
+    write_payload,
+)
 from tests.e2e.conftest import Runtime, finish, make_runtime  # noqa: E402
 from tests.frprig import Frps, prerequisites  # noqa: E402
 from tests.p2prig import add_nat_laptop, start_stun  # noqa: E402
@@ -222,12 +229,7 @@ class FrpBench:
     def body(self) -> None:
         if prerequisites() or os.geteuid() != 0:
             raise RuntimeError("needs root and the frp peers (bash scripts/build-test-peers.sh)")
-        h = hashlib.sha256()
-        with open(self.src, "wb") as fh:
-            for _ in range(self.args.size_mib):
-                block = os.urandom(MIB)
-                h.update(block)
-                fh.write(block)
+        write_payload(self.src, self.args.size_mib)
         self.rt = make_runtime(self.work / "rig", "public", start=False)
         folders = self.folders(self.rt)
         for name, folder in folders.items():

@@ -154,3 +154,19 @@ def check_local_forward(
         for p in (fwd, server):
             p.terminate()
             p.wait(10)
+
+
+def check_pty(argv_prefix: Sequence[str], env: dict[str, str] | None = None) -> None:
+    """`ssh -tt NAME` on a real pseudo-terminal: a tty, its size, a resize, the exit code."""
+    sess = PtySession([*argv_prefix, "-tt", "colab"], env=env)
+    try:
+        sess.send("tty; stty size\n")
+        sess.expect(r"/dev/pts/\d+")
+        sess.expect(r"24 80")
+        sess.resize(40, 132)
+        sess.send("stty size\n")
+        sess.expect(r"40 132")
+        sess.send("exit 7\n")
+    finally:
+        code = sess.close()
+    assert code == 7

@@ -113,6 +113,20 @@ class RouteRuntime:
 CfRuntime = RouteRuntime
 
 
+def route_runtime(rig: Rig, tmp: Path, **kw: Any) -> RouteRuntime:
+    """A config folder holding only the laptop's public key (the route's section is the
+    caller's), and the laptop's files, for a runtime in ``rig``."""
+    keys = tmp / "keys"
+    keys.mkdir()
+    laptop_key = keygen(keys / "laptop")
+    folder = tmp / "drive" / "colab_data"
+    folder.mkdir(parents=True)
+    shutil.copy(f"{laptop_key}.pub", folder / "laptop.pub")
+    return RouteRuntime(
+        rig, folder, laptop_key, tmp / "laptop" / "config", tmp / "laptop" / "known_hosts", **kw
+    )
+
+
 def make_cf_runtime(
     tmp: Path,
     *,
@@ -124,22 +138,8 @@ def make_cf_runtime(
     rig = Rig(tmp / "rig")
     try:
         cf = CloudflareStandIn(rig, api_mode=api_mode)
-        keys = tmp / "keys"
-        keys.mkdir()
-        laptop_key = keygen(keys / "laptop")
-        folder = tmp / "drive" / "colab_data"
-        folder.mkdir(parents=True)
         # Only the laptop's public key: no relay anywhere, so `up` picks a quick tunnel.
-        shutil.copy(f"{laptop_key}.pub", folder / "laptop.pub")
-        rt = RouteRuntime(
-            rig,
-            folder,
-            laptop_key,
-            tmp / "laptop" / "config",
-            tmp / "laptop" / "known_hosts",
-            cf=cf,
-            base_config={"server": {"kind": server}},
-        )
+        rt = route_runtime(rig, tmp, cf=cf, base_config={"server": {"kind": server}})
         rt.write_config(**(cloudflared or {}))
         if start:
             res = rt.up()

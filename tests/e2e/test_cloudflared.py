@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.cfrig import CLOUDFLARED_BIN, wait_for
-from tests.clients import PtySession, check_local_forward, socks5_script
+from tests.clients import check_local_forward, check_pty, socks5_script
 from tests.e2e.cfhelpers import CfRuntime, cf_fresh, finish, make_cf_runtime, need_peers
 from tests.rig import RELAY_IP, ROUTER_OUT_IP, RUNTIME_IP, keygen
 
@@ -97,19 +97,8 @@ def test_exec_exit_code_and_streams(cfrt: CfRuntime) -> None:
 
 
 def test_pty_session(cfrt: CfRuntime) -> None:
-    argv = ["ip", "netns", "exec", cfrt.rig.ns["laptop"], *cfrt.ssh_base(), "-tt", "colab"]
-    sess = PtySession(argv, env=cfrt.env())
-    try:
-        sess.send("tty; stty size\n")
-        sess.expect(r"/dev/pts/\d+")
-        sess.expect(r"24 80")
-        sess.resize(40, 132)
-        sess.send("stty size\n")
-        sess.expect(r"40 132")
-        sess.send("exit 7\n")
-    finally:
-        code = sess.close()
-    assert code == 7
+    argv = ["ip", "netns", "exec", cfrt.rig.ns["laptop"], *cfrt.ssh_base()]
+    check_pty(argv, cfrt.env())
 
 
 def test_scp_both_ways_both_protocols(cfrt: CfRuntime, tmp_path: Path) -> None:

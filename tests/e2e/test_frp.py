@@ -7,18 +7,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.clients import check_local_forward
-from tests.e2e.cfhelpers import RouteRuntime, finish
+from tests.clients import check_local_forward, check_pty
+from tests.e2e.cfhelpers import RouteRuntime, finish, route_runtime
 from tests.e2e.conftest import need, need_rig
 from tests.frprig import Frps, prerequisites
-from tests.rig import Rig, keygen
+from tests.rig import Rig
 
 
 def need_frp() -> None:
@@ -36,27 +35,15 @@ def make_frp_runtime(
     rig = Rig(tmp / "rig")
     try:
         frps = Frps(rig)
-        keys = tmp / "keys"
-        keys.mkdir()
-        laptop_key = keygen(keys / "laptop")
-        folder = tmp / "drive" / "colab_data"
-        folder.mkdir(parents=True)
-        shutil.copy(f"{laptop_key}.pub", folder / "laptop.pub")
-        config = {"server": {"kind": server}, "frp": frps.folder_config(folder, mode, **frp)}
-        (folder / "user_config.json").write_text(json.dumps(config, indent=2))
-        rt = RouteRuntime(
-            rig,
-            folder,
-            laptop_key,
-            tmp / "laptop" / "config",
-            tmp / "laptop" / "known_hosts",
-            frps=frps,
-        )
+        rt = route_runtime(rig, tmp, frps=frps)
+        section = frps.folder_config(rt.folder, mode, **frp)
+        config = {"server": {"kind": server}, "frp": section}
+        (rt.folder / "user_config.json").write_text(json.dumps(config, indent=2))
         if start:
             res = rt.up()
             assert res.returncode == 0, res.stderr + res.stdout
             # The config folder (synced, in real use): private modes need its secret.
-            res = rt.connect_to(rt.ssh_config, rt.known_hosts, str(folder))
+            res = rt.connect_to(rt.ssh_config, rt.known_hosts, str(rt.folder))
             assert res.returncode == 0, res.stderr + res.stdout
         return rt
     except BaseException:
@@ -161,18 +148,28 @@ def test_visitor_leaves_nothing_behind(frt: RouteRuntime) -> None:
 
 
 def test_pty_session(frt: RouteRuntime) -> None:
-    from tests.clients import PtySession
+    argv = ["ip", "netns", "exec", frt.rig.ns["laptop"], *frt.ssh_base()]
+    check_pty(argv, frt.env())
 
-    argv = ["ip", "netns", "exec", frt.rig.ns["laptop"], *frt.ssh_base(), "-tt", "colab"]
-    sess = PtySession(argv, env=frt.env())
-    try:
-        sess.send("tty; stty size\n")
-        sess.expect(r"/dev/pts/\d+")
-        sess.expect(r"24 80")
-        sess.resize(40, 132)
-        sess.send("stty size\n")
-        sess.expect(r"40 132")
-        sess.send("exit 7\n")
-    finally:
-        code = sess.close()
-    assert code == 7
+
+def test_token_and_secret_stay_secret(frt: RouteRuntime) -> None:
+    """frps's token and the proxy's secret: in no command line, environment, log or status,
+    and only in files nobody else can read (besides the user's own in the config folder)."""
+    secrets = [(frt.folder / "frp_token").read_text().strip().encode()]
+    if (frt.folder / "frp_secret").exists():
+        secrets.append((frt.folder / "frp_secret").read_text().strip().encode())
+    assert frt.ssh("true").returncode == 0  # a visitor ran on the laptop too
+    for role in ("rt", "laptop"):
+        for pid in frt.rig.ns_pids(role):
+            for what in ("cmdline", "environ"):
+                try:
+                    data = Path(f"/proc/{pid}/{what}").read_bytes()
+                except OSError:
+                    continue
+                assert not any(s in data for s in secrets), f"a secret in /proc/{pid}/{what}"
+    text = frt.handy("rt", "status", "colab").stdout + frt.handy("rt", "logs", "colab").stdout
+    assert not any(s.decode() in text for s in secrets)
+    for root in (frt.rig.state_dir, frt.known_hosts.parent):
+        for p in root.rglob("*"):
+            if p.is_file() and any(s in p.read_bytes() for s in secrets):
+                assert p.stat().st_mode & 0o077 == 0, f"{p} is readable by others"
