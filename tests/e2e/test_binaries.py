@@ -192,7 +192,13 @@ def test_tampered_frpc_archive_is_refused_unexecuted_uncached(tmp_path: Path) ->
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     shutil.copy(f"{key}.pub", folder / "laptop.pub")
     with serve(tmp_path / "www") as base:
-        frp = {"server": "127.0.0.1", "remote_port": 6022, "download_url": base}
+        (folder / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+        frp = {
+            "server": "127.0.0.1",
+            "remote_port": 6022,
+            "ca_file": "ca.pem",
+            "download_url": base,
+        }
         (folder / "user_config.json").write_text(json.dumps({"frp": frp}))
         line = one_line_error(_up(tmp_path, folder))
     assert "does not match the digest pinned" in line and asset.sha256 in line

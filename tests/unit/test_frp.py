@@ -27,6 +27,7 @@ SSH = shutil.which("ssh")
 def _folder(tmp: Path, keys: KeyStore, config: Any, *private: str) -> Path:
     folder = tmp / "cfg"
     folder.mkdir()
+    (folder / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
     keys.copy_public("laptop", folder)
     for name in private:
         keys.copy_private(name, folder)
@@ -35,7 +36,7 @@ def _folder(tmp: Path, keys: KeyStore, config: Any, *private: str) -> Path:
 
 
 def _frp(**over: Any) -> dict[str, Any]:
-    return {"frp": {"server": "vps.example.org", "remote_port": 6022, **over}}
+    return {"frp": {"server": "vps.example.org", "remote_port": 6022, "ca_file": "ca.pem", **over}}
 
 
 def test_frp_section_is_the_route(tmp_path: Path, keys: KeyStore) -> None:
@@ -51,7 +52,7 @@ def test_frp_section_is_the_route(tmp_path: Path, keys: KeyStore) -> None:
         6022,
         "colab-ssh",
     )
-    assert s.token_file == folder / "frp_token" and not s.verified
+    assert s.token_file == folder / "frp_token" and s.verified
     assert "s3cr3t-value" not in repr(cfg)
 
 
@@ -88,9 +89,19 @@ def test_mapping_config_json_is_accepted(tmp_path: Path, keys: KeyStore) -> None
         ({"server": "h", "mode": "udp"}, ["'frp.mode'", "'udp'"]),
         ({"server": "h"}, ["'frp.remote_port'", "missing"]),
         ({"remote_port": 6022}, ["'frp.server'", "missing"]),
-        ({"server": "h", "remote_port": 6022, "ca_file": "ca.pem"}, ["ca.pem", "does not exist"]),
-        ({"server": "h", "mode": "private", "proxy_name": "a b"}, ["'frp.proxy_name'"]),
-        ({"server": "h", "mode": "p2p", "stun_server": "stun"}, ["'frp.stun_server'"]),
+        (
+            {"server": "h", "remote_port": 6022, "ca_file": "nope.pem"},
+            ["nope.pem", "does not exist"],
+        ),
+        ({"server": "h", "remote_port": 6022}, ["'frp.ca_file'", "could not be verified"]),
+        (
+            {"server": "h", "mode": "private", "proxy_name": "a b", "ca_file": "ca.pem"},
+            ["'frp.proxy_name'"],
+        ),
+        (
+            {"server": "h", "mode": "p2p", "stun_server": "stun", "ca_file": "ca.pem"},
+            ["'frp.stun_server'"],
+        ),
         (
             {"server": "h", "remote_port": 6022, "tokn_file": "x"},
             ["'frp.tokn_file'", "did you mean"],

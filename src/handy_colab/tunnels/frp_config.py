@@ -119,6 +119,15 @@ def parse_frp(folder: Path, top: Fields, run_name: str) -> FrpConfig | None:
     stun = f.str_("stun_server", "stun.easyvoip.com:3478") or ""
     if not _HOSTPORT_RE.match(stun):
         raise f.error("stun_server", f"'{stun}' is not HOST:PORT", 'e.g. "stun.l.google.com:19302"')
+    ca_file = _folder_file(f, folder, "ca_file", None)
+    if ca_file is None:
+        # frpc would accept any certificate: only the seed's format (no such field) may do so.
+        raise f.error(
+            "ca_file",
+            "is missing, so frps's certificate could not be verified",
+            "put frps's CA certificate (frps-setup's frps_ca.pem, or frps's own self-signed "
+            'certificate) in the folder and name it, e.g. "ca_file": "frps_ca.pem"',
+        )
     secret_file = None
     if mode != "public":
         named = f.str_("secret_file")
@@ -130,7 +139,7 @@ def parse_frp(folder: Path, top: Fields, run_name: str) -> FrpConfig | None:
         proxy_name=proxy_name,
         remote_port=remote_port,
         token_file=_folder_file(f, folder, "token_file", DEFAULT_TOKEN_FILE),
-        ca_file=_folder_file(f, folder, "ca_file", None),
+        ca_file=ca_file,
         server_name=f.str_("server_name"),
         secret_file=secret_file,
         stun_server=stun,
