@@ -59,3 +59,30 @@ def test_auto_tunnel_follows_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     monkeypatch.setenv("PATH", str(ssh.parent))
     choice = backends.choose_tunnel("auto")
     assert choice.kind == "openssh" and str(ssh) in choice.reason
+
+
+def test_routes_choose_their_tunnel(tmp_path: Path) -> None:
+    from handy_colab.config import load_config, route_of_tunnel
+    from handy_colab.errors import ConfigError
+
+    folder = tmp_path / "cfg"
+    folder.mkdir()
+    pub = tmp_path / "k"
+    import subprocess
+
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(pub)], check=True)
+    (folder / "laptop.pub").write_text(Path(f"{pub}.pub").read_text())
+    (folder / "user_config.json").write_text("{}")
+    cfg = load_config(folder)
+    choice = backends.choose_tunnel(None, cfg)
+    assert choice.kind == "cloudflared" and "no relay" in choice.reason
+    assert backends.choose_tunnel("frp", cfg).kind == "frp"
+    with pytest.raises(ConfigError, match="needs a relay"):
+        backends.choose_tunnel("openssh", cfg)
+    assert [route_of_tunnel(t) for t in ("frp", "cloudflared", "openssh", "embedded", None)] == [
+        "frp",
+        "cloudflared",
+        "relay",
+        "relay",
+        None,
+    ]
