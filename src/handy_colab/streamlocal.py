@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
@@ -27,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .errors import TunnelError
-from .proc import end_process
+from .proc import die_with_parent, end_process
 
 _CHUNK = 256 * 1024
 
@@ -58,7 +57,7 @@ def forwarded_socket(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent,
     )
     try:
         deadline = time.monotonic() + timeout
@@ -79,14 +78,6 @@ def forwarded_socket(
         if proc.stderr is not None:
             proc.stderr.close()
         shutil.rmtree(tmpdir, ignore_errors=True)
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the parent dies, even by SIGKILL (Linux only)."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def first_line(sock: socket.socket) -> str:

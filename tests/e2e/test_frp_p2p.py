@@ -77,5 +77,7 @@ def test_p2p_direct_then_fallback_through_frps(tmp_path: Path) -> None:
         assert relayed > 8 * MIB, f"only {relayed} bytes crossed the relay host"
         assert wait_for(lambda: path().startswith("through frps"), 25), path()
         print(f"fallback: 8 MiB in {took:.1f}s, {relayed} bytes through the relay host")
+        # ssh hangs up on its ProxyCommand without waiting: the visitor ends on its own, soon.
+        assert wait_for(lambda: rt.rig.ns_pids("laptop2") == [], 15), rt.rig.ns_pids("laptop2")
     finally:
         finish(rt)

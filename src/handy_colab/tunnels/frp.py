@@ -286,7 +286,7 @@ class FrpTunnel(Tunnel):
                 self.stop()
                 raise err
             # What waiting cannot fix (a refused token, an unpinned certificate) ends it now.
-            early = classify(self.proc.last_lines(40), self.settings) or self._tls_verdict()
+            early = self._diagnose()
             if early is not None and early.permanent:
                 self.stop()
                 raise early
@@ -310,13 +310,19 @@ class FrpTunnel(Tunnel):
                 log.info("frps accepted %s (pid %d)", ", ".join(sorted(want)), self.proc.pid)
                 return
             if time.monotonic() > deadline:
-                lines = self.proc.last_lines(40)
+                found = self._diagnose()
                 self.stop()
-                raise classify(lines, self.settings) or TunnelError(
+                raise found or TunnelError(
                     f"frps {self.settings.server}:{self.settings.port} did not accept the proxy "
                     f"within {timeout:.0f}s. Fix: check frps is reachable from the runtime"
                 )
             time.sleep(_POLL)
+
+    def _diagnose(self) -> TunnelError | None:
+        """Why frpc is not getting anywhere, if its lines (or a look at frps's certificate)
+        tell; the certificate first, since frpc may report it as a lost session."""
+        assert self.proc is not None
+        return self._tls_verdict() or classify(self.proc.last_lines(40), self.settings)
 
     def _tls_verdict(self) -> TunnelError | None:
         """frpc over a multiplexed session often reports a certificate it refused only as

@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import ClientConfigError, HandyColabError
 from ..fsutil import atomic_write
-from ..proc import end_process
+from ..proc import die_with_parent, end_process
 from ..streamlocal import pump
 from .common import free_port
 from .frp_config import FrpConfig
@@ -127,8 +127,13 @@ def run(profile: Path) -> int:
         cfg = workdir / "frpc.toml"
         atomic_write(cfg, visitor_config(p, workdir, port), 0o600)
         log = open(workdir / "frpc.log", "wb")  # noqa: SIM115 - the child's, closed below
+        # Tied to us: however this ProxyCommand ends, its visitor ends with it.
         proc = subprocess.Popen(
-            [frpc, "-c", str(cfg)], stdin=subprocess.DEVNULL, stdout=log, stderr=log
+            [frpc, "-c", str(cfg)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
         )
         log.close()
         deadline = time.monotonic() + 20
