@@ -160,6 +160,12 @@ class WatchedProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def settle(self, timeout: float = 2.0) -> None:
+        """Give a child that is ending a moment to print its last lines and exit, so that
+        they all count when its failure is classified."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout)
+
     def stop(self, grace: float = 3.0) -> None:
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
-import subprocess
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -80,9 +78,7 @@ class Tunnel(ChildHolder, ABC):
         """Why a tunnel that was up has ended (classified from the child's last lines)."""
         if self.proc is None:
             return TunnelError("tunnel is not running")
-        # Give the child a moment to print its last lines and exit, so they all count.
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.proc.wait(2)
+        self.proc.settle()
         return classify(self.proc.last_lines(30), self.cfg, self.cfg.ssh_relay.key.path.name)
 
     @abstractmethod

@@ -14,14 +14,11 @@ connection, and ``HostKeyAlias`` keeps the runtime's key pinned whatever the nam
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import re
 import socket
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +31,7 @@ from ..proc import WatchedProcess
 from ..state import RuntimeDir
 from .base import Tunnel
 from .cloudflared_log import classify, last_error, short
-from .common import free_port, state_write_error
+from .common import free_port, local_json, state_write_error
 from .websocket import read_banner
 
 log = logging.getLogger(__name__)
@@ -205,19 +202,7 @@ class CloudflaredTunnel(Tunnel):
 
     # -- cloudflared's metrics server ---------------------------------------------------------
     def _metrics(self, path: str) -> tuple[int, Any]:
-        # Never through a proxy: it is our own child on loopback.
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        url = f"http://127.0.0.1:{self.metrics_port}{path}"
-        try:
-            with opener.open(url, timeout=2) as resp:
-                return resp.status, json.loads(resp.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            try:
-                return exc.code, json.loads(exc.read() or b"null")
-            except ValueError:
-                return exc.code, None
-        except (OSError, ValueError):
-            return 0, None
+        return local_json(self.metrics_port, path)
 
     def edge_connections(self) -> int:
         status, body = self._metrics("/ready")
@@ -311,10 +296,7 @@ class CloudflaredTunnel(Tunnel):
     def failure(self) -> TunnelError:
         if self.proc is None:
             return TunnelError("cloudflared is not running")
-        # Let the child print its last words before they are read.
-        deadline = time.monotonic() + 2
-        while self.proc.alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        self.proc.settle()
         lines = self.proc.last_lines(60)
         return classify(lines, self._token_desc()) or TunnelError(
             f"cloudflared ended: {short(last_error(lines))}"

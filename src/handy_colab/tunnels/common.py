@@ -12,12 +12,16 @@ import contextlib
 import fcntl
 import hashlib
 import hmac
+import json
 import os
 import re
 import socket
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..config import RuntimeConfig
 from ..errors import TunnelError
@@ -413,6 +417,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def local_json(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    """(HTTP status, decoded JSON) of a child's API on 127.0.0.1 (metrics, admin); (0, None)
+    when it does not answer. Never through a proxy: an https_proxy/http_proxy set for the
+    notebook must not carry requests to our own children."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers or {})
+    try:
+        with opener.open(req, timeout=2) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read() or b"null")
+        except ValueError:
+            return exc.code, None
+    except (OSError, ValueError):
+        return 0, None
 
 
 def state_write_error(rd: RuntimeDir, program: str, exc: OSError) -> TunnelError:

@@ -22,8 +22,6 @@ import secrets
 import socket
 import ssl
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +33,7 @@ from ..fsutil import atomic_write
 from ..proc import WatchedProcess
 from ..state import RuntimeDir
 from .base import Tunnel
-from .common import free_port, state_write_error, tcp_banner
+from .common import free_port, local_json, state_write_error, tcp_banner
 from .frp_config import FrpConfig, ensure_secret
 from .frp_log import classify
 
@@ -348,15 +346,8 @@ class FrpTunnel(Tunnel):
 
     def proxy_states(self) -> dict[str, tuple[str, str]]:
         """name -> (status, error) from frpc's admin API ({} before the first login)."""
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        req = urllib.request.Request(f"http://127.0.0.1:{self.admin_port}/api/status")
         auth = base64.b64encode(f"handy-colab:{self.admin_password}".encode()).decode()
-        req.add_header("Authorization", f"Basic {auth}")
-        try:
-            with opener.open(req, timeout=2) as resp:
-                data = json.loads(resp.read() or b"{}")
-        except (OSError, ValueError, urllib.error.URLError):
-            return {}
+        _, data = local_json(self.admin_port, "/api/status", {"Authorization": f"Basic {auth}"})
         out: dict[str, tuple[str, str]] = {}
         if isinstance(data, dict):
             for group in data.values():
@@ -368,9 +359,7 @@ class FrpTunnel(Tunnel):
     def failure(self) -> TunnelError:
         if self.proc is None:
             return TunnelError("frpc is not running")
-        deadline = time.monotonic() + 2
-        while self.proc.alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        self.proc.settle()
         lines = self.proc.last_lines(40)
         return classify(lines, self.settings) or TunnelError(
             f"frpc ended: {lines[-1] if lines else 'no output'}"
