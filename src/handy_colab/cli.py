@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 
 from . import __version__
 from .config import BACKENDS, TUNNEL_CHOICES
 from .errors import HandyColabError
+
+# Commands that live wholly in their module: ``add_parser(sub)`` registers the subcommand and
+# sets ``func`` (called with the parsed args, returns the exit code). Import must stay cheap.
+PLUGGED_COMMANDS: tuple[str, ...] = ()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--apply", action="store_true", help="carry out the plan (root, on the relay)")
     rs.add_argument("--sshd-config-dir", help="drop-in folder (default /etc/ssh/sshd_config.d)")
     rs.add_argument("--sshd-config", help="main sshd config (default /etc/ssh/sshd_config)")
+    for mod in PLUGGED_COMMANDS:
+        importlib.import_module(f".commands.{mod}", __package__).add_parser(sub)
     return p
 
 
@@ -110,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
+        func = getattr(args, "func", None)
+        if func is not None:
+            code: int = func(args)
+            return code
         if args.command == "up":
             from .commands.runtime_cmds import cmd_up
 
