@@ -443,6 +443,34 @@ def ssh_command(desc: Descriptor, identity: str | None = None) -> str:
     )
 
 
+def forward_port(name: str) -> int:
+    """`handy-colab forward NAME`'s default local port: fixed per alias, so PyCharm's saved
+    settings stay right across sessions, and several runtimes rarely need --port."""
+    return 20000 + zlib.crc32(name.lower().encode()) % 10000
+
+
+def pycharm_settings(desc: Descriptor, identity: str | None = None) -> dict[str, str]:
+    """What to enter in PyCharm's "SSH interpreter" dialog (no ~/.ssh/config needed: its
+    legacy parser ignores Include).
+
+    Routes with a ProxyCommand go through `handy-colab forward`, a local port that carries
+    each connection to the runtime: "First" is that command.
+    """
+    alias = desc.name.lower()
+    out: dict[str, str] = {}
+    if desc.mode == "public":
+        out["Host"], out["Port"] = desc.host, str(desc.port)
+    else:
+        port = forward_port(alias)
+        out["First"] = f"handy-colab forward {alias} --port {port}"
+        out["Host"], out["Port"] = "127.0.0.1", str(port)
+    out["User"] = desc.user
+    out["Key"] = identity or desc.identity_hint or "your private key for one of the authorized keys"
+    out["Interpreter"] = desc.python
+    out["Remote folder"] = desc.start_dir
+    return out
+
+
 # The ProxyCommand programs as the printed block names them (connect writes full paths).
 _PRINTED_LAUNCHERS = {"cloudflared": "handy-colab proxy --ws", "frp": "handy-colab proxy --frp"}
 
@@ -497,16 +525,18 @@ def render_block(desc: Descriptor, descriptor_path: Path | None, identity: str |
             "run connect again.",
             "",
         ]
-    if desc.mode == "public":
-        pycharm_host = f"host {desc.host}, port {desc.port}"
-    else:
-        pycharm_host = f"host {desc.name} (from ~/.ssh/config: run handy-colab connect first)"
+    pc = pycharm_settings(desc, key)
     lines += [
         "",
-        f"VS Code:  code --remote ssh-remote+{desc.name} {workdir}",
+        f"VS Code:  handy-colab code {desc.name.lower()}   "
+        f"(or: code --remote ssh-remote+{desc.name.lower()} {workdir})",
         "PyCharm:  Settings > Python Interpreter > Add Interpreter > On SSH",
-        f"          {pycharm_host}",
-        f"          user {desc.user}, key {key}",
-        f"          interpreter {desc.python}",
+    ]
+    if "First" in pc:
+        lines.append(f"          first, on the laptop (keep it running): {pc['First']}")
+    lines += [
+        f"          host {pc['Host']}, port {pc['Port']}, user {pc['User']}, key {pc['Key']}",
+        f"          interpreter {pc['Interpreter']}",
+        f"          accept the host key only if it shows {fp}",
     ]
     return "\n".join(lines) + "\n"

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import platforms, runtime
 from .config import Backend
-from .connection import Descriptor, render_block, ssh_command
+from .connection import Descriptor, pycharm_settings, render_block, ssh_command
 from .errors import ConfigError
 from .keys import fingerprint
 from .packages import PackageResult
@@ -97,7 +97,8 @@ class Runtime:
 
     @property
     def vscode_url(self) -> str:
-        return f"vscode://vscode-remote/ssh-remote+{self.name}{self.descriptor.start_dir or '/'}"
+        where = self.descriptor.start_dir or "/"
+        return f"vscode://vscode-remote/ssh-remote+{self.name.lower()}{where}"
 
     @property
     def connect_command(self) -> str:
@@ -105,19 +106,7 @@ class Runtime:
         return f"handy-colab connect '{self.descriptor.to_paste()}'"
 
     def pycharm_settings(self) -> dict[str, str]:
-        d = self.descriptor
-        host = (
-            f"{d.host}:{d.port}"
-            if d.mode == "public"
-            else f"{d.name} (from ~/.ssh/config, after handy-colab connect)"
-        )
-        return {
-            "SSH host": host,
-            "User": d.user,
-            "Key": d.identity_hint or "your private key for one of the authorized keys",
-            "Interpreter": d.python,
-            "Sync folder (remote)": d.start_dir,
-        }
+        return pycharm_settings(self.descriptor)
 
     def text(self) -> str:
         head = f"[{self.platform.label}] server: {self.server}; tunnel: {self.tunnel}" + (

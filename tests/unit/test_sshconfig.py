@@ -175,7 +175,13 @@ def test_merge_known_hosts_empty_file(keys: Any) -> None:
 
 def test_known_hosts_lines(make_descriptor: MakeDesc, keys: Any) -> None:
     pub = S.known_hosts_lines(make_descriptor(mode="public"))
-    assert pub == {"colab": [f"colab {keys.blob('ed25519')}"]}
+    # Pinned by alias (ssh's HostKeyAlias) and by address (sshj, paramiko: no alias).
+    assert pub == {
+        "colab": [f"colab {keys.blob('ed25519')}"],
+        "[public.example.org]:12345": [f"[public.example.org]:12345 {keys.blob('ed25519')}"],
+    }
+    on22 = S.known_hosts_lines(make_descriptor(mode="public", remote_port=22))
+    assert on22["public.example.org"] == [f"public.example.org {keys.blob('ed25519')}"]
     priv = S.known_hosts_lines(make_descriptor(mode="private"))
     assert priv == {
         "colab": [f"colab {keys.blob('ed25519')}"],
@@ -318,13 +324,16 @@ def test_connect_writes_managed_file_include_and_backup(
     assert res.identity is None
     # The managed file holds our marked block, private to the user.
     text = managed.read_text()
-    assert text.startswith("# >>> handy-colab colab >>>\nHost colab\n")
+    assert text.startswith("# >>> handy-colab colab >>>\n# handy-colab descriptor: ")
+    assert "\nHost colab\n" in text
     assert text.endswith("# <<< handy-colab colab <<<\n")
     assert f"UserKnownHostsFile {known}" in text
     assert "StrictHostKeyChecking no" not in text
     assert _mode(managed) == 0o600
-    # known_hosts pins the runtime's key under its alias.
-    assert known.read_text() == f"colab {keys.blob('ed25519')}\n"
+    # known_hosts pins the runtime's key under its alias (and its address, for sshj).
+    assert known.read_text() == (
+        f"colab {keys.blob('ed25519')}\n[public.example.org]:12345 {keys.blob('ed25519')}\n"
+    )
     assert _mode(known) == 0o600
     # Exactly one Include, at the top; the rest of the user's file byte-for-byte.
     new_user = user_cfg.read_text()
@@ -429,8 +438,13 @@ def test_connect_update_host_key_replaces_only_its_line(
 
     kh_after = known.read_text().splitlines()
     assert [ln for ln in kh_after if ln.startswith("colab ")] == [f"colab {keys.blob('ed25519_b')}"]
-    assert [ln for ln in kh_after if not ln.startswith("colab ")] == [
-        ln for ln in kh_before if not ln.startswith("colab ")
+    ours = ("colab ", "[public.example.org]:")
+    assert [ln for ln in kh_after if not ln.startswith(ours)] == [
+        ln for ln in kh_before if not ln.startswith(ours)
+    ]
+    # The address pin moved with the port: the old one is gone, not left to go stale.
+    assert [ln for ln in kh_after if ln.startswith("[public")] == [
+        f"[public.example.org]:23456 {keys.blob('ed25519_b')}"
     ]
     assert f"other {keys.blob('ecdsa')}" in kh_after
     assert f"other-relay {keys.blob('ecdsa')}" in kh_after
@@ -464,7 +478,9 @@ def test_connect_explicit_paths_leave_home_untouched(
     assert res.backups == []
     assert "Host colab" in cfg.read_text()
     assert f"UserKnownHostsFile {kh}" in cfg.read_text()
-    assert kh.read_text() == f"colab {keys.blob('ed25519')}\n"
+    assert kh.read_text() == (
+        f"colab {keys.blob('ed25519')}\n[public.example.org]:12345 {keys.blob('ed25519')}\n"
+    )
 
 
 def test_connect_explicit_paths_without_any_ssh_dir(

@@ -7,6 +7,7 @@ ever gains one ``Include`` line at the top (with a backup taken first).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shlex
@@ -20,6 +21,7 @@ from ..connection import PASTE_PREFIX, Descriptor
 from ..errors import ClientConfigError, ConfigError, HandyColabError
 from ..fsutil import atomic_write, backup, read_text_or_empty
 from ..keys import load_private_key
+from .laptop import DESCRIPTOR_COMMENT, alias_of, save_descriptor, saved_descriptor
 
 BEGIN = "# >>> handy-colab {name} >>>"
 END = "# <<< handy-colab {name} <<<"
@@ -139,8 +141,18 @@ def replace_block(text: str, name: str, block: str) -> str:
     return text + sep + new
 
 
+def address_pattern(host: str, port: int) -> str:
+    """How a known_hosts file names host:port (``[host]:port`` unless port 22)."""
+    return host if port == 22 else f"[{host}]:{port}"
+
+
 def known_hosts_lines(desc: Descriptor) -> dict[str, list[str]]:
     entries = {desc.name: [f"{desc.name} {k}" for k in desc.host_keys]}
+    if desc.mode == "public" and desc.host and desc.port:
+        # Clients that know no HostKeyAlias (PyCharm's sshj, paramiko) look the key up by
+        # the address they connect to.
+        pattern = address_pattern(desc.host, desc.port)
+        entries[pattern] = [f"{pattern} {k}" for k in desc.host_keys]
     if desc.route == "relay" and desc.mode == "private":
         entries[desc.relay_alias] = [f"{desc.relay_alias} {k}" for k in desc.relay_host_keys]
     return entries
@@ -260,7 +272,7 @@ def _prepare_identity(
 
 
 def _frp_profile(
-    desc: Descriptor, folder: Path | None, desc_path: Path | None, key_dir: Path
+    desc: Descriptor, runtime_name: str, folder: Path | None, desc_path: Path | None, key_dir: Path
 ) -> Path | None:
     """frp's private and p2p modes: the visitor needs frps's token and the proxy's secret,
     which only the config folder holds. Copied (0600) beside the pinned known_hosts."""
@@ -281,7 +293,7 @@ def _frp_profile(
     from ..tunnels.frp import read_secret
     from ..tunnels.frp_visitor import write_profile
 
-    settings = load_config(folder, desc.name).frp_settings
+    settings = load_config(folder, runtime_name).frp_settings
     if settings.secret_file is None or not settings.secret_file.is_file():
         raise ClientConfigError(
             f"{folder}: holds no frp secret ({settings.secret_file}). Fix: run `handy-colab up` "
@@ -316,6 +328,9 @@ def connect(
     desc, folder, desc_path = _resolve_source(
         source if pasted else source.expanduser().resolve(), name
     )
+    runtime_name = desc.name
+    # VS Code lowercases an alias it reopens from "Recent": every alias we write is lowercase.
+    desc = dataclasses.replace(desc, name=alias_of(desc.name))
     user_config, managed, default_known = default_paths()
     include_in: Path | None = None
     if ssh_config is not None:
@@ -328,7 +343,13 @@ def connect(
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
         ident = _prepare_identity(identity, desc, folder, known.parent)
         backups: list[Path] = []
-        profile = _frp_profile(desc, folder, desc_path, known.parent)
+        profile = _frp_profile(desc, runtime_name, folder, desc_path, known.parent)
+        pins = known_hosts_lines(desc)
+        before = saved_descriptor(desc.name, known)
+        if before is not None:
+            # An address this runtime had before (a new port, say) is not left pinned.
+            pins |= {k: [] for k in known_hosts_lines(before) if k not in pins}
+        saved = save_descriptor(desc, known)
         block = render_host_blocks(
             desc,
             ident,
@@ -339,13 +360,12 @@ def connect(
             follow=str(desc_path) if desc.mode == "quick" and desc_path else None,
             frp_profile=str(profile) if profile else None,
         )
+        block = f"{DESCRIPTOR_COMMENT}{saved}\n{block}"
         bak = _write_if_changed(
             managed, replace_block(read_text_or_empty(managed), desc.name, block), 0o600
         )
         backups += [bak] if bak else []
-        bak = _write_if_changed(
-            known, merge_known_hosts(read_text_or_empty(known), known_hosts_lines(desc)), 0o600
-        )
+        bak = _write_if_changed(known, merge_known_hosts(read_text_or_empty(known), pins), 0o600)
         backups += [bak] if bak else []
         if include_in is not None:
             bak = ensure_include(include_in, managed)
