@@ -1,29 +1,32 @@
-"""Reach a Unix socket on the relay with stock OpenSSH only.
+"""Reach the runtime's Unix socket on the relay (private mode), with no local socket.
 
 Private mode forwards the runtime to a Unix socket on the relay (``-R /path.sock:...``):
 with ``StreamLocalBindUnlink yes`` a new tunnel replaces the socket of a dead one at once,
 where a TCP listener would stay bound until the relay notices the old session is gone.
-OpenSSH 9.2's ``ssh -W`` cannot open a Unix socket (measured: no channel is opened), so
-this module forwards it to a private local socket with ``ssh -N -L local:remote`` and
-pumps bytes between that socket and stdio (the laptop's ProxyCommand) or reads the SSH
-banner through it (the runtime's end-to-end check).
+OpenSSH 9.2's ``ssh -W`` cannot open a Unix socket (measured: no channel is opened).
+
+- The laptop's ProxyCommand (``main``) opens the socket as a stream-local channel over one
+  SSH connection of its own (asyncssh), with the relay's Host block of our ssh config: no
+  local Unix socket, which Windows' OpenSSH cannot use and which left private folders
+  behind in /tmp when a proxy was killed.
+- The runtime's end-to-end check (``forwarded_port``) uses the OpenSSH tunnel's own ssh:
+  ``-L 127.0.0.1:PORT:socket`` on a loopback port, then reads the banner.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
+from typing import Any
 
 from .errors import TunnelError
 from .proc import die_with_parent, end_process
@@ -31,13 +34,19 @@ from .proc import die_with_parent, end_process
 _CHUNK = 256 * 1024
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 @contextlib.contextmanager
-def forwarded_socket(
+def forwarded_port(
     ssh_prefix: Sequence[str], host: str, remote_path: str, timeout: float
-) -> Iterator[Path]:
-    """Yield a local socket path that reaches ``remote_path`` on ``host``."""
-    tmpdir = Path(tempfile.mkdtemp(prefix="hc-fwd-"))  # 0700: nobody else can use it
-    local = tmpdir / "s"
+) -> Iterator[int]:
+    """Yield a loopback TCP port that reaches ``remote_path`` on ``host`` through ssh -L."""
+    port = _free_port()
     argv = [
         *ssh_prefix,
         "-N",
@@ -48,7 +57,7 @@ def forwarded_socket(
         "-o",
         "ControlMaster=no",
         "-L",
-        f"{local}:{remote_path}",
+        f"127.0.0.1:{port}:{remote_path}",
         host,
     ]
     proc = subprocess.Popen(
@@ -61,7 +70,7 @@ def forwarded_socket(
     )
     try:
         deadline = time.monotonic() + timeout
-        while not local.exists():
+        while not _listening(port, proc.pid):
             if proc.poll() is not None:
                 err = (proc.stderr.read() if proc.stderr else "").strip().splitlines()
                 raise TunnelError(
@@ -72,12 +81,23 @@ def forwarded_socket(
                     f"ssh to {host} did not set up a forward to {remote_path} within {timeout:.0f}s"
                 )
             time.sleep(0.01)
-        yield local
+        yield port
     finally:
         end_process(proc)
         if proc.stderr is not None:
             proc.stderr.close()
-        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _listening(port: int, pid: int) -> bool:
+    """Whether ``port`` is a listening loopback socket (without connecting to it: a connection
+    would open a channel to the runtime)."""
+    want = f"0100007F:{port:04X}"
+    with contextlib.suppress(OSError):
+        for line in open("/proc/net/tcp").read().splitlines()[1:]:  # noqa: SIM115
+            fields = line.split()
+            if fields[1] == want and fields[3] == "0A":
+                return True
+    return False
 
 
 def first_line(sock: socket.socket) -> str:
@@ -92,12 +112,11 @@ def first_line(sock: socket.socket) -> str:
     return data.decode(errors="replace")
 
 
-def read_banner(local: Path, timeout: float) -> str:
-    """The first line the far end of a local socket sends (an SSH server's banner)."""
+def read_banner(port: int, timeout: float) -> str:
+    """The first line the far end of a loopback port sends (an SSH server's banner)."""
     try:
-        with socket.socket(socket.AF_UNIX) as s:
+        with socket.create_connection(("127.0.0.1", port), timeout) as s:
             s.settimeout(timeout)
-            s.connect(str(local))
             return first_line(s)
     except OSError:
         return ""
@@ -131,6 +150,44 @@ def pump(sock: socket.socket, in_fd: int, out_fd: int) -> None:
         pass
 
 
+async def _write(writer: Any, data: bytes) -> None:
+    writer.write(data)
+    await writer.drain()
+
+
+async def _relay_stdio(config: str | None, relay: str, port: int | None, path: str) -> None:
+    """stdin/stdout <-> ``path`` on the relay, over one asyncssh connection."""
+    import asyncssh
+
+    conn = await asyncssh.connect(
+        relay, port=port or (), config=[config] if config else (), connect_timeout=30
+    )
+    async with conn:
+        try:
+            reader, writer = await conn.open_unix_connection(path)
+        except asyncssh.ChannelOpenError as exc:
+            raise TunnelError(
+                f"the relay cannot open {path} ({exc.reason}): the runtime is not connected "
+                f"to it right now"
+            ) from None
+        loop = asyncio.get_running_loop()
+
+        def upstream() -> None:
+            # Blocking reads on a thread: Windows cannot select() on a pipe.
+            with contextlib.suppress(OSError, RuntimeError):
+                while data := os.read(sys.stdin.fileno(), _CHUNK):
+                    asyncio.run_coroutine_threadsafe(_write(writer, data), loop).result()
+                loop.call_soon_threadsafe(writer.write_eof)
+
+        threading.Thread(target=upstream, daemon=True).start()
+        out = sys.stdout.fileno()
+        while data := await reader.read(_CHUNK):
+            view = memoryview(data)
+            while view:
+                view = view[os.write(out, view) :]
+        writer.close()
+
+
 def _exit_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
@@ -147,30 +204,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("relay", help="Host alias, or user@host[:port]")
     p.add_argument("socket_path")
     args = p.parse_args(argv)
-    # ssh ends its ProxyCommand with SIGTERM (or SIGHUP): unwind so the forward is stopped.
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _exit_on_signal)
-    prefix = [shutil.which("ssh") or "ssh"]
-    if args.config:
-        prefix += ["-F", args.config]
-    relay = args.relay
-    host, sep, port = relay.rpartition(":")
-    if "@" in relay and sep and port.isdigit():
-        prefix += ["-p", port]
-        relay = host
+    # ssh ends its ProxyCommand with SIGTERM (or SIGHUP).
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _exit_on_signal)
+    relay, port = args.relay, None
+    host, sep, port_text = relay.rpartition(":")
+    if "@" in relay and sep and port_text.isdigit():
+        relay, port = host, int(port_text)
+    import logging
+
+    # asyncssh logs each connection's steps at INFO: not on ssh's terminal.
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
     try:
-        with (
-            forwarded_socket(prefix, relay, args.socket_path, 30) as local,
-            socket.socket(socket.AF_UNIX) as s,
-        ):
-            s.connect(str(local))
-            pump(s, sys.stdin.fileno(), sys.stdout.fileno())
-            # ssh hangs up on us once the session ended: not while the forward and its
-            # private folder are being removed.
-            for sig in (signal.SIGTERM, signal.SIGHUP):
-                signal.signal(sig, signal.SIG_IGN)
-    except (TunnelError, OSError) as exc:
-        print(f"handy-colab proxy: {exc}", file=sys.stderr)
+        asyncio.run(_relay_stdio(args.config, relay, port, args.socket_path))
+    except Exception as exc:
+        print(f"handy-colab proxy: {exc or type(exc).__name__}", file=sys.stderr)
         return 255
     return 0
 

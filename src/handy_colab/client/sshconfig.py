@@ -166,7 +166,7 @@ def merge_known_hosts(text: str, entries: dict[str, list[str]]) -> str:
     return "\n".join(kept) + "\n"
 
 
-def _write_if_changed(path: Path, new: str, mode: int) -> Path | None:
+def write_if_changed(path: Path, new: str, mode: int) -> Path | None:
     """Atomically write ``new``; back up the previous content first. Returns the backup."""
     # A dotfiles-managed config is often a symlink: update its target, keep the link.
     path = path.resolve() if path.is_symlink() else path
@@ -201,7 +201,7 @@ def ensure_include(user_config: Path, managed: Path) -> Path | None:
         return None
     # It must come first: an Include after a Host line would only apply inside that Host.
     new = f"Include {_q(target)}\n" + ("\n" + text if text else "")
-    return _write_if_changed(user_config, new, 0o600)
+    return write_if_changed(user_config, new, 0o600)
 
 
 @dataclass
@@ -361,11 +361,11 @@ def connect(
             frp_profile=str(profile) if profile else None,
         )
         block = f"{DESCRIPTOR_COMMENT}{saved}\n{block}"
-        bak = _write_if_changed(
+        bak = write_if_changed(
             managed, replace_block(read_text_or_empty(managed), desc.name, block), 0o600
         )
         backups += [bak] if bak else []
-        bak = _write_if_changed(known, merge_known_hosts(read_text_or_empty(known), pins), 0o600)
+        bak = write_if_changed(known, merge_known_hosts(read_text_or_empty(known), pins), 0o600)
         backups += [bak] if bak else []
         if include_in is not None:
             bak = ensure_include(include_in, managed)

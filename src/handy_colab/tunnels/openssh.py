@@ -14,9 +14,9 @@ from ..config import RuntimeConfig
 from ..errors import TunnelError
 from ..fsutil import atomic_write
 from ..state import RuntimeDir
-from ..streamlocal import forwarded_socket, read_banner
-from .base import Tunnel
+from ..streamlocal import forwarded_port, read_banner
 from .common import RELAY_ALIAS, check_public, prepare_relay_files, private_banner_error
+from .relayport import RelayTunnel
 
 _READY = re.compile(r"remote forward success for: listen")
 # Only ssh's own error lines (not its debug chatter) decide a failure.
@@ -39,7 +39,7 @@ def find_ssh() -> str:
     return path
 
 
-class OpenSSHTunnel(Tunnel):
+class OpenSSHTunnel(RelayTunnel):
     kind = "openssh"
     ready = _READY
     fail = _FAIL
@@ -131,8 +131,8 @@ class OpenSSHTunnel(Tunnel):
         relay = self.cfg.ssh_relay
         if self.cfg.mode == "private":
             prefix = [self.ssh, "-F", str(self.rd.tunnel_config)]
-            with forwarded_socket(prefix, RELAY_ALIAS, relay.socket_path, timeout) as local:
-                banner = read_banner(local, timeout)
+            with forwarded_port(prefix, RELAY_ALIAS, relay.socket_path, timeout) as port:
+                banner = read_banner(port, timeout)
             err = private_banner_error(self.cfg, banner)
             if err is not None:
                 raise err
