@@ -56,3 +56,7 @@ class PlatformError(HandyColabError):
 
 class BinaryError(HandyColabError):
     """An external program a route needs (cloudflared) is missing, unverifiable or refused."""
+
+
+class EditorError(HandyColabError):
+    """VS Code (or the OS's link opener) could not be found or started."""
