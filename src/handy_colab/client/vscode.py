@@ -303,9 +303,9 @@ def open_vscode(
     """Open VS Code on ``path`` of the runtime ``alias`` (its ssh Host); return what ran."""
     plan = plan_open(alias, path, os_name=os_name, which=which)
     if plan.via == "none":
-        opener = "open" if os_kind(os_name) == "mac" else "xdg-open"
+        missing = "open" if os_kind(os_name) == "mac" else "xdg-open"
         raise EditorError(
-            f"found neither VS Code's `code` command nor {opener}. Fix: in VS Code run "
+            f"found neither VS Code's `code` command nor {missing}. Fix: in VS Code run "
             f"'Shell Command: Install code command in PATH', or open {plan.link} yourself"
         )
     if plan.via == "startfile":
