@@ -25,6 +25,7 @@ from handy_colab import cli
 from handy_colab.client import jsonc
 from handy_colab.client import sshconfig as S
 from handy_colab.client import vscode as V
+from handy_colab.client.laptop import known_runtimes
 from handy_colab.connection import Descriptor
 from handy_colab.errors import ConfigError, EditorError
 
@@ -472,7 +473,7 @@ def test_cli_unknown_name_lists_the_known_ones(
 def test_cli_without_a_descriptor_copy_asks_for_path(
     connected: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for rt in __import__("handy_colab.client.laptop", fromlist=["x"]).known_runtimes(connected):
+    for rt in known_runtimes(connected):
         assert rt.descriptor_file is not None
         rt.descriptor_file.unlink()
     assert cli.main(["code", "colab", "--ssh-config", str(connected), "--print"]) == 2
