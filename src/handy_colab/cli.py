@@ -79,6 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="cloudflared route: connect through `cloudflared access ssh` instead of "
         "handy-colab's own WebSocket proxy",
     )
+    cn.add_argument(
+        "--os",
+        dest="client_os",
+        choices=["linux", "macos", "windows"],
+        help="write the config for this laptop OS (default: this one); windows: what "
+        "Windows' OpenSSH accepts",
+    )
+    cn.add_argument(
+        "--no-vscode",
+        action="store_true",
+        help="leave VS Code's settings.json alone (default: say the host is Linux there)",
+    )
 
     fs = sub.add_parser(
         "frps-setup", help="relay side: an frps with TLS, a token and a CA for your VPS"
@@ -173,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.known_hosts,
                 args.name,
                 args.cloudflared_access,
+                args.client_os,
+                not args.no_vscode,
             )
         if args.command == "frps-setup":
             from .commands.frps_setup import cmd_frps_setup

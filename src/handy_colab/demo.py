@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import runtime
-from .client.sshconfig import connect
+from .client.connect import connect
 from .connection import Descriptor
 from .errors import HandyColabError
 from .fsutil import atomic_write

@@ -17,6 +17,7 @@ import pytest
 
 from handy_colab import binaries
 from handy_colab.client import sshconfig as S
+from handy_colab.client.connect import connect
 from handy_colab.config import load_config
 from handy_colab.connection import FORMAT, CloudflaredEndpoint, Descriptor, build_descriptor
 from handy_colab.errors import ConfigError
@@ -282,7 +283,7 @@ def test_pasted_line_is_validated_like_a_file(tmp_path: Path, keys: KeyStore) ->
 
 def test_connect_from_a_pasted_line(tmp_path: Path, keys: KeyStore) -> None:
     desc = _desc(tmp_path, keys)
-    res = S.connect(
+    res = connect(
         Path(desc.to_paste()),
         ssh_config=tmp_path / "out" / "config",
         known_hosts=tmp_path / "out" / "known",

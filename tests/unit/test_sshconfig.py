@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from handy_colab.client import sshconfig as S
+from handy_colab.client.connect import connect
 from handy_colab.connection import Descriptor
 from handy_colab.errors import ClientConfigError, ConfigError, HandyColabError
 
@@ -313,7 +314,7 @@ def test_connect_writes_managed_file_include_and_backup(
 ) -> None:
     user_cfg = _user_ssh(home)
 
-    res = S.connect(desc_file)
+    res = connect(desc_file)
 
     managed = home / ".ssh" / "config.d" / "handy-colab"
     known = home / ".ssh" / "handy-colab_known_hosts"
@@ -352,10 +353,10 @@ def test_connect_writes_managed_file_include_and_backup(
 
 def test_connect_twice_changes_nothing(home: Path, desc_file: Path) -> None:
     _user_ssh(home)
-    S.connect(desc_file)
+    connect(desc_file)
     before = _snapshot(home)
 
-    res = S.connect(desc_file)
+    res = connect(desc_file)
 
     assert res.backups == []
     assert _snapshot(home) == before
@@ -366,7 +367,7 @@ def test_connect_twice_changes_nothing(home: Path, desc_file: Path) -> None:
 @needs_ssh
 def test_connect_result_resolves_through_users_config(home: Path, desc_file: Path) -> None:
     user_cfg = _user_ssh(home)
-    S.connect(desc_file)
+    connect(desc_file)
     g = ssh_g(user_cfg, "colab")
     # Our Include comes first, so the user's `Host *` Port/StrictHostKeyChecking do not win.
     assert g["hostname"] == "public.example.org"
@@ -380,7 +381,7 @@ def test_connect_result_resolves_through_users_config(home: Path, desc_file: Pat
 
 
 def test_connect_without_existing_ssh_dir(home: Path, desc_file: Path) -> None:
-    res = S.connect(desc_file)
+    res = connect(desc_file)
     user_cfg = home / ".ssh" / "config"
     assert user_cfg.read_text() == f"Include {home / '.ssh' / 'config.d' / 'handy-colab'}\n"
     assert _mode(user_cfg) == 0o600
@@ -390,7 +391,7 @@ def test_connect_without_existing_ssh_dir(home: Path, desc_file: Path) -> None:
 
 def test_connect_empty_user_config(home: Path, desc_file: Path) -> None:
     user_cfg = _user_ssh(home, content="")
-    res = S.connect(desc_file)
+    res = connect(desc_file)
     assert user_cfg.read_text().splitlines() == [f"Include {res.config_file}"]
 
 
@@ -407,7 +408,7 @@ def test_connect_existing_include_is_not_duplicated(home: Path, desc_file: Path,
     managed = home / ".ssh" / "config.d" / "handy-colab"
     content = "Host x\n  User y\n\n" + line.format(managed=managed) + "\n"
     user_cfg = _user_ssh(home, content=content)
-    res = S.connect(desc_file)
+    res = connect(desc_file)
     assert user_cfg.read_text() == content
     assert not [p for p in res.backups if p.name.startswith("config.")]
 
@@ -420,8 +421,8 @@ def test_connect_update_host_key_replaces_only_its_line(
         tmp_path / "o" / "other.json",
         make_descriptor(name="other", mode="private", host_keys=[keys.blob("ecdsa")]),
     )
-    S.connect(other)
-    S.connect(_write_desc(tmp_path / "a" / "colab.json", make_descriptor()))
+    connect(other)
+    connect(_write_desc(tmp_path / "a" / "colab.json", make_descriptor()))
     known = home / ".ssh" / "handy-colab_known_hosts"
     managed = home / ".ssh" / "config.d" / "handy-colab"
     kh_before = known.read_text().splitlines()
@@ -429,7 +430,7 @@ def test_connect_update_host_key_replaces_only_its_line(
     user_before = (home / ".ssh" / "config").read_text()
     assert f"colab {keys.blob('ed25519')}" in kh_before
 
-    res = S.connect(
+    res = connect(
         _write_desc(
             tmp_path / "b" / "colab.json",
             make_descriptor(host_keys=[keys.blob("ed25519_b")], remote_port=23456),
@@ -469,7 +470,7 @@ def test_connect_explicit_paths_leave_home_untouched(
     cfg = tmp_path / "out" / "ssh_config"
     kh = tmp_path / "out2" / "kh"
 
-    res = S.connect(desc_file, ssh_config=cfg, known_hosts=kh)
+    res = connect(desc_file, ssh_config=cfg, known_hosts=kh)
 
     assert _snapshot(home) == before
     assert res.config_file == cfg
@@ -486,7 +487,7 @@ def test_connect_explicit_paths_leave_home_untouched(
 def test_connect_explicit_paths_without_any_ssh_dir(
     home: Path, desc_file: Path, tmp_path: Path
 ) -> None:
-    S.connect(desc_file, ssh_config=tmp_path / "c", known_hosts=tmp_path / "k")
+    connect(desc_file, ssh_config=tmp_path / "c", known_hosts=tmp_path / "k")
     assert not (home / ".ssh").exists()
 
 
@@ -496,7 +497,7 @@ def test_connect_explicit_config_parses_with_ssh(
 ) -> None:
     desc = _write_desc(tmp_path / "d.json", make_descriptor(mode="private", forwards=[8888]))
     cfg = tmp_path / "ssh_config"
-    S.connect(desc, ssh_config=cfg, known_hosts=tmp_path / "kh")
+    connect(desc, ssh_config=cfg, known_hosts=tmp_path / "kh")
     g = ssh_g(cfg, "colab")
     # connect() points the proxy at the very config file it wrote.
     assert f"-F {cfg} colab-relay /tmp/handy-colab-alice-colab.sock" in g["proxycommand"]
@@ -519,7 +520,7 @@ def test_connect_from_config_folder_copies_identity_0600(
         folder / "connections" / "colab.json", make_descriptor(identity_hint="alice.first.pem")
     )
 
-    res = S.connect(folder)
+    res = connect(folder)
 
     copy = home / ".ssh" / "handy-colab-colab.key"
     assert res.identity == str(copy)
@@ -529,53 +530,53 @@ def test_connect_from_config_folder_copies_identity_0600(
     text = res.config_file.read_text()
     assert f"IdentityFile {copy}" in text and "IdentitiesOnly yes" in text
     # user_config.json as the source means its folder.
-    assert S.connect(folder / "user_config.json").identity == str(copy)
+    assert connect(folder / "user_config.json").identity == str(copy)
 
 
 def test_connect_explicit_private_identity_is_used_in_place(
     home: Path, desc_file: Path, tmp_path: Path, keys: Any
 ) -> None:
     key = keys.copy_private("ed25519", tmp_path / "id_ed25519", mode=0o600)
-    res = S.connect(desc_file, identity=key)
+    res = connect(desc_file, identity=key)
     assert res.identity == str(key.resolve())
     assert not (home / ".ssh" / "handy-colab-colab.key").exists()
 
 
 def test_connect_identity_errors(home: Path, desc_file: Path, tmp_path: Path, keys: Any) -> None:
     with pytest.raises(ClientConfigError) as info:
-        S.connect(desc_file, identity=tmp_path / "missing")
+        connect(desc_file, identity=tmp_path / "missing")
     assert "Fix:" in str(info.value) and "\n" not in str(info.value)
     pub = keys.copy_public("laptop", tmp_path)
     pub.chmod(0o644)
     with pytest.raises(ClientConfigError, match="Fix:"):
-        S.connect(desc_file, identity=pub)
+        connect(desc_file, identity=pub)
 
 
 def test_connect_source_errors(home: Path, tmp_path: Path, make_descriptor: MakeDesc) -> None:
     folder = tmp_path / "cfg"
     folder.mkdir()
     with pytest.raises(ConfigError, match="no connection descriptor"):
-        S.connect(folder)
+        connect(folder)
     _write_desc(folder / "connections" / "a.json", make_descriptor(name="a"))
     _write_desc(folder / "connections" / "b.json", make_descriptor(name="b"))
     with pytest.raises(ConfigError, match=r"several runtimes \(a, b\)"):
-        S.connect(folder)
-    assert S.connect(folder, name="b").name == "b"
+        connect(folder)
+    assert connect(folder, name="b").name == "b"
     with pytest.raises(ConfigError, match="Fix:"):
-        S.connect(folder, name="bad name")
+        connect(folder, name="bad name")
     with pytest.raises(ConfigError, match="Fix:"):
-        S.connect(tmp_path / "nothing.json")
+        connect(tmp_path / "nothing.json")
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"name": "x"}))
     with pytest.raises(ConfigError, match="Fix:"):
-        S.connect(bad)
+        connect(bad)
 
 
 def test_connect_unwritable_target_is_a_clean_error(home: Path, desc_file: Path) -> None:
     blocker = home / "blocker"
     blocker.write_text("a file where a folder should be")
     with pytest.raises(HandyColabError) as info:
-        S.connect(desc_file, ssh_config=blocker / "cfg", known_hosts=home / "kh")
+        connect(desc_file, ssh_config=blocker / "cfg", known_hosts=home / "kh")
     assert "Fix:" in str(info.value)
 
 
@@ -589,9 +590,9 @@ def test_regression_include_not_duplicated_when_home_has_space(
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
     user_cfg = _user_ssh(home)
-    S.connect(desc_file)
+    connect(desc_file)
     once = user_cfg.read_text()
-    res = S.connect(desc_file)
+    res = connect(desc_file)
     assert user_cfg.read_text() == once
     assert res.backups == []
 
@@ -607,7 +608,7 @@ def test_regression_symlinked_user_config_stays_a_symlink(
     link = home / ".ssh" / "config"
     link.symlink_to(target)
 
-    S.connect(desc_file)
+    connect(desc_file)
 
     assert link.is_symlink()
     assert target.read_text().startswith("Include ")
@@ -622,7 +623,7 @@ def test_regression_descriptor_cannot_inject_ssh_directives(
     )
     cfg = tmp_path / "cfg"
     try:
-        S.connect(desc, ssh_config=cfg, known_hosts=tmp_path / "kh")
+        connect(desc, ssh_config=cfg, known_hosts=tmp_path / "kh")
     except ConfigError:
         return
     assert "proxycommand" not in ssh_g(cfg, "colab")

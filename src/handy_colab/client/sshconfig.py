@@ -7,21 +7,18 @@ ever gains one ``Include`` line at the top (with a backup taken first).
 
 from __future__ import annotations
 
-import dataclasses
-import os
+import contextlib
 import re
 import shlex
 import stat
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from ..config import CONFIG_FILE, NAME_RE, SEED_README_CONFIG_FILE
-from ..connection import PASTE_PREFIX, Descriptor
-from ..errors import ClientConfigError, ConfigError, HandyColabError
+from ..connection import Descriptor
+from ..errors import ClientConfigError
 from ..fsutil import atomic_write, backup, read_text_or_empty
-from ..keys import load_private_key
-from .laptop import DESCRIPTOR_COMMENT, alias_of, save_descriptor, saved_descriptor
+from .windows import fwd_slashes, include_line, quoted
 
 BEGIN = "# >>> handy-colab {name} >>>"
 END = "# <<< handy-colab {name} <<<"
@@ -40,11 +37,14 @@ def _q(path: str) -> str:
     return f'"{path}"' if " " in path else path
 
 
-def proxy_command(desc: Descriptor, config_file: str, launcher: str | None = None) -> str:
+def proxy_command(
+    desc: Descriptor, config_file: str, launcher: str | None = None, windows: bool = False
+) -> str:
     """ProxyCommand that reaches the runtime's Unix socket on the relay (private mode)."""
     if launcher is None:
         launcher = f"{_q(sys.executable)} -m handy_colab.streamlocal"
-    return f"{launcher} -F {_q(config_file)} {desc.relay_alias} {desc.socket_path}"
+    cfg = quoted(config_file) if windows else _q(config_file)
+    return f"{launcher} -F {cfg} {desc.relay_alias} {desc.socket_path}"
 
 
 def frp_launcher() -> str:
@@ -66,21 +66,24 @@ def render_host_blocks(
     launcher: str | None = None,
     follow: str | None = None,
     frp_profile: str | None = None,
+    windows: bool = False,
 ) -> str:
     """The Host block(s) for one runtime: the runtime itself, and its relay in private mode.
 
     ``launcher``: the ProxyCommand's program (default: this interpreter's module);
     ``follow``: the descriptor a cloudflared ProxyCommand re-reads at each connection;
-    ``frp_profile``: the visitor profile of frp's private and p2p modes.
+    ``frp_profile``: the visitor profile of frp's private and p2p modes;
+    ``windows``: paths as Windows' OpenSSH reads them (client/windows.py).
     """
+    fmt = quoted if windows else _q
     relay_private = desc.route == "relay" and desc.mode == "private"
     common = [
-        f"    UserKnownHostsFile {_q(known_hosts)}",
+        f"    UserKnownHostsFile {fmt(known_hosts)}",
         "    StrictHostKeyChecking yes",
         "    CheckHostIP no",
         "    UpdateHostKeys no",
     ]
-    ident = [f"    IdentityFile {_q(identity)}", "    IdentitiesOnly yes"] if identity else []
+    ident = [f"    IdentityFile {fmt(identity)}", "    IdentitiesOnly yes"] if identity else []
     out = []
     if relay_private:
         out += [
@@ -106,15 +109,16 @@ def render_host_blocks(
         "    ServerAliveCountMax 4",
     ]
     if relay_private:
-        out.append(f"    ProxyCommand {proxy_command(desc, config_file, launcher)}")
+        out.append(f"    ProxyCommand {proxy_command(desc, config_file, launcher, windows)}")
     elif desc.cloudflared:
         from ..tunnels.cloudflared import proxy_command as ws_proxy_command
 
+        follow = fwd_slashes(follow) if windows and follow else follow
         cmd = ws_proxy_command(desc.hostname, launcher or ws_launcher(), follow)
         out.append(f"    ProxyCommand {cmd}")
     elif desc.route == "frp" and desc.mode != "public":
         profile = frp_profile or f"~/.ssh/handy-colab-{desc.name}.frp.json"
-        out.append(f"    ProxyCommand {launcher or frp_launcher()} {_q(profile)}")
+        out.append(f"    ProxyCommand {launcher or frp_launcher()} {fmt(profile)}")
     out += [f"    LocalForward {p} 127.0.0.1:{p}" for p in desc.forwards]
     text = "\n".join(out) + "\n"
     if any(c in text for c in "\r\0") or any(
@@ -189,194 +193,29 @@ def _include_targets(line: str) -> list[str]:
         return parts[1].split()
 
 
-def ensure_include(user_config: Path, managed: Path) -> Path | None:
-    """Put ``Include <managed>`` at the top of the user's ssh config if absent."""
+def ensure_include(user_config: Path, managed: Path, windows: bool = False) -> Path | None:
+    """Put ``Include <managed>`` at the top of the user's ssh config if absent (on Windows,
+    relative to ~/.ssh: Windows' OpenSSH 7.7 misreads absolute ones)."""
     text = read_text_or_empty(user_config)
     target = str(managed)
     home = str(Path.home())
-    variants = {target}
+    variants = {target, fwd_slashes(target)}
     if target.startswith(home + "/"):
         variants.add("~" + target[len(home) :])
+    with contextlib.suppress(ValueError):
+        variants.add(fwd_slashes(managed.relative_to(user_config.parent)))
     if any(v in _include_targets(line) for line in text.splitlines() for v in variants):
         return None
     # It must come first: an Include after a Host line would only apply inside that Host.
-    new = f"Include {_q(target)}\n" + ("\n" + text if text else "")
+    line = include_line(managed, user_config.parent) if windows else f"Include {_q(target)}"
+    new = f"{line}\n" + ("\n" + text if text else "")
     return write_if_changed(user_config, new, 0o600)
 
 
-@dataclass
-class ConnectResult:
-    name: str
-    config_file: Path
-    known_hosts: Path
-    identity: str | None
-    include_in: Path | None
-    backups: list[Path] = field(default_factory=list)
-    follows: Path | None = None  # the descriptor a quick tunnel's ProxyCommand re-reads
-    quick: bool = False  # a quick tunnel: its hostname changes when it restarts
+def __getattr__(name: str) -> Any:
+    # `connect` moved to client/connect.py; older imports of it from here keep working.
+    if name in ("connect", "ConnectResult"):
+        from . import connect as module
 
-
-def _resolve_source(source: Path, name: str | None) -> tuple[Descriptor, Path | None, Path | None]:
-    """Find the descriptor; also return the config folder (if given one) and the file
-    (None for a pasted hc1: line)."""
-    if str(source).startswith(PASTE_PREFIX):
-        return Descriptor.from_paste(str(source)), None, None
-    if source.is_dir():
-        conn = source / "connections"
-        if name:
-            path = conn / f"{name}.json"
-            return Descriptor.load(path), source, path
-        found = sorted(conn.glob("*.json")) if conn.is_dir() else []
-        if not found:
-            raise ConfigError(
-                f"{conn}: no connection descriptor found. Fix: run `handy-colab up "
-                f"{source}` on the runtime first (it writes connections/NAME.json)"
-            )
-        if len(found) > 1:
-            names = ", ".join(p.stem for p in found)
-            raise ConfigError(f"{conn}: several runtimes ({names}). Fix: pick one with --name")
-        return Descriptor.load(found[0]), source, found[0]
-    if source.is_file() and source.name == CONFIG_FILE:
-        return _resolve_source(source.parent, name)
-    return Descriptor.load(source), None, source
-
-
-def _prepare_identity(
-    identity: Path | None, desc: Descriptor, folder: Path | None, key_dir: Path
-) -> str | None:
-    if identity is None and folder is not None and desc.identity_hint:
-        cand = folder / desc.identity_hint
-        if cand.is_file():
-            identity = cand
-    if identity is None:
-        return None
-    identity = identity.expanduser()
-    if not identity.is_file():
-        raise ClientConfigError(
-            f"{identity}: identity file not found. Fix: pass --identity with "
-            f"the private key that may log into the runtime"
-        )
-    open_perms = stat.S_IMODE(identity.stat().st_mode) & 0o077
-    if open_perms or (folder is not None and identity.parent == folder):
-        # ssh refuses keys readable by others, and a Drive copy may vanish: keep a 0600 copy.
-        key = load_private_key(identity)
-        if key is None:
-            raise ClientConfigError(
-                f"{identity}: not an SSH private key. Fix: pass the private "
-                f"key (not the .pub) with --identity"
-            )
-        dest = key_dir / f"handy-colab-{desc.name}.key"
-        atomic_write(dest, key.data, mode=0o600)
-        return str(dest)
-    return str(identity.resolve())
-
-
-def _frp_profile(
-    desc: Descriptor, runtime_name: str, folder: Path | None, desc_path: Path | None, key_dir: Path
-) -> Path | None:
-    """frp's private and p2p modes: the visitor needs frps's token and the proxy's secret,
-    which only the config folder holds. Copied (0600) beside the pinned known_hosts."""
-    if desc.route != "frp" or desc.mode == "public":
-        return None
-    if folder is None and desc_path is not None:
-        # connections/NAME.json inside a config folder: the folder is two levels up.
-        cand = desc_path.parent.parent
-        if (cand / CONFIG_FILE).is_file() or (cand / SEED_README_CONFIG_FILE).is_file():
-            folder = cand
-    if folder is None:
-        raise ClientConfigError(
-            f"frp {desc.mode} mode needs the proxy's secret, which only the config folder "
-            f"holds. Fix: run connect with the config folder (e.g. the synced Drive folder) "
-            f"instead of the descriptor alone"
-        )
-    from ..config import load_config
-    from ..tunnels.frp import read_secret
-    from ..tunnels.frp_visitor import write_profile
-
-    settings = load_config(folder, runtime_name).frp_settings
-    if settings.secret_file is None or not settings.secret_file.is_file():
-        raise ClientConfigError(
-            f"{folder}: holds no frp secret ({settings.secret_file}). Fix: run `handy-colab up` "
-            f"on the runtime first (it makes the secret), and let the folder sync"
-        )
-    try:
-        token = read_secret(settings.token_file, "token") if settings.token_file else None
-        secret = read_secret(settings.secret_file, "secret")
-    except HandyColabError as exc:
-        raise ClientConfigError(str(exc)) from None
-    ca = settings.ca_file.read_text() if settings.ca_file else None
-    path = key_dir / f"handy-colab-{desc.name}.frp.json"
-    write_profile(path, desc.frp, desc.mode, token, secret, ca)
-    return path
-
-
-def connect(
-    source: Path,
-    *,
-    identity: Path | None = None,
-    ssh_config: Path | None = None,
-    known_hosts: Path | None = None,
-    name: str | None = None,
-    cloudflared_access: bool = False,
-) -> ConnectResult:
-    if name is not None and not NAME_RE.match(name):
-        raise ConfigError(
-            f"--name '{name}' is not a valid runtime name. Fix: use letters, "
-            f"digits, '.', '_' or '-'"
-        )
-    pasted = str(source).startswith(PASTE_PREFIX)
-    desc, folder, desc_path = _resolve_source(
-        source if pasted else source.expanduser().resolve(), name
-    )
-    runtime_name = desc.name
-    # VS Code lowercases an alias it reopens from "Recent": every alias we write is lowercase.
-    desc = dataclasses.replace(desc, name=alias_of(desc.name))
-    user_config, managed, default_known = default_paths()
-    include_in: Path | None = None
-    if ssh_config is not None:
-        managed = ssh_config.expanduser().resolve()
-    else:
-        include_in = user_config
-    known = known_hosts.expanduser().resolve() if known_hosts else default_known
-    try:
-        for d in {managed.parent, known.parent}:
-            d.mkdir(parents=True, exist_ok=True, mode=0o700)
-        ident = _prepare_identity(identity, desc, folder, known.parent)
-        backups: list[Path] = []
-        profile = _frp_profile(desc, runtime_name, folder, desc_path, known.parent)
-        pins = known_hosts_lines(desc)
-        before = saved_descriptor(desc.name, known)
-        if before is not None:
-            # An address this runtime had before (a new port, say) is not left pinned.
-            pins |= {k: [] for k in known_hosts_lines(before) if k not in pins}
-        saved = save_descriptor(desc, known)
-        block = render_host_blocks(
-            desc,
-            ident,
-            str(known),
-            str(managed),
-            launcher=ws_launcher(cloudflared_access) if desc.cloudflared else None,
-            # A quick tunnel's name changes: the ProxyCommand re-reads this file each time.
-            follow=str(desc_path) if desc.mode == "quick" and desc_path else None,
-            frp_profile=str(profile) if profile else None,
-        )
-        block = f"{DESCRIPTOR_COMMENT}{saved}\n{block}"
-        bak = write_if_changed(
-            managed, replace_block(read_text_or_empty(managed), desc.name, block), 0o600
-        )
-        backups += [bak] if bak else []
-        bak = write_if_changed(known, merge_known_hosts(read_text_or_empty(known), pins), 0o600)
-        backups += [bak] if bak else []
-        if include_in is not None:
-            bak = ensure_include(include_in, managed)
-            backups += [bak] if bak else []
-    except OSError as exc:
-        raise ClientConfigError(
-            f"{exc.filename}: cannot write ({exc.strerror}). Fix: check "
-            f"permissions, or pass --ssh-config/--known-hosts elsewhere"
-        ) from None
-    os.chmod(managed, stat.S_IMODE(managed.stat().st_mode) & ~0o022)
-    follows = desc_path if desc.mode == "quick" else None
-    return ConnectResult(
-        desc.name, managed, known, ident, include_in, backups, follows, desc.mode == "quick"
-    )
+        return getattr(module, name)
+    raise AttributeError(name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..client.sshconfig import connect
+from ..client.connect import connect
 
 
 def cmd_connect(
@@ -14,6 +14,8 @@ def cmd_connect(
     known_hosts: str | None,
     name: str | None,
     cloudflared_access: bool = False,
+    client_os: str | None = None,
+    vscode: bool = True,
 ) -> int:
     res = connect(
         Path(source),
@@ -22,6 +24,8 @@ def cmd_connect(
         known_hosts=Path(known_hosts) if known_hosts else None,
         name=name,
         cloudflared_access=cloudflared_access,
+        client_os=client_os,
+        vscode=vscode,
     )
     print(f"Wrote Host '{res.name}' to {res.config_file}")
     print(f"Pinned its host key in {res.known_hosts}")
@@ -39,6 +43,8 @@ def cmd_connect(
             f"keep that file synced (e.g. Google Drive for desktop); from a one-off copy, run "
             f"connect again after the runtime restarts"
         )
+    for note in res.notes:
+        print(note)
     for bak in res.backups:
         print(f"Backup of the previous file: {bak}")
     how = f"ssh -F {res.config_file} {res.name}" if res.include_in is None else f"ssh {res.name}"

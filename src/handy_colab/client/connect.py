@@ -1,0 +1,260 @@
+"""`connect`: the laptop's ssh config for one runtime, from its descriptor.
+
+Writes the runtime's Host block into the managed file, pins its host keys, keeps a copy of
+the descriptor, and puts one ``Include`` line at the top of the user's ``~/.ssh/config``;
+for Windows' OpenSSH (``client_os="windows"``) every path and ProxyCommand as it accepts
+them (client/windows.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import CONFIG_FILE, NAME_RE, SEED_README_CONFIG_FILE
+from ..connection import PASTE_PREFIX, Descriptor
+from ..errors import ClientConfigError, ConfigError, HandyColabError
+from ..fsutil import atomic_write, read_text_or_empty
+from ..keys import load_private_key
+from . import windows as win
+from .laptop import DESCRIPTOR_COMMENT, alias_of, save_descriptor, saved_descriptor
+from .sshconfig import (
+    default_paths,
+    ensure_include,
+    known_hosts_lines,
+    merge_known_hosts,
+    render_host_blocks,
+    replace_block,
+    write_if_changed,
+    ws_launcher,
+)
+
+CLIENT_OSES = ("linux", "macos", "windows")
+
+
+@dataclass
+class ConnectResult:
+    name: str
+    config_file: Path
+    known_hosts: Path
+    identity: str | None
+    include_in: Path | None
+    backups: list[Path] = field(default_factory=list)
+    follows: Path | None = None  # the descriptor a quick tunnel's ProxyCommand re-reads
+    quick: bool = False  # a quick tunnel: its hostname changes when it restarts
+    notes: list[str] = field(default_factory=list)  # things the user should do or know
+
+
+def _resolve_source(source: Path, name: str | None) -> tuple[Descriptor, Path | None, Path | None]:
+    """Find the descriptor; also return the config folder (if given one) and the file
+    (None for a pasted hc1: line)."""
+    if str(source).startswith(PASTE_PREFIX):
+        return Descriptor.from_paste(str(source)), None, None
+    if source.is_dir():
+        conn = source / "connections"
+        if name:
+            path = conn / f"{name}.json"
+            return Descriptor.load(path), source, path
+        found = sorted(conn.glob("*.json")) if conn.is_dir() else []
+        if not found:
+            raise ConfigError(
+                f"{conn}: no connection descriptor found. Fix: run `handy-colab up "
+                f"{source}` on the runtime first (it writes connections/NAME.json)"
+            )
+        if len(found) > 1:
+            names = ", ".join(p.stem for p in found)
+            raise ConfigError(f"{conn}: several runtimes ({names}). Fix: pick one with --name")
+        return Descriptor.load(found[0]), source, found[0]
+    if source.is_file() and source.name == CONFIG_FILE:
+        return _resolve_source(source.parent, name)
+    return Descriptor.load(source), None, source
+
+
+def _prepare_identity(
+    identity: Path | None, desc: Descriptor, folder: Path | None, key_dir: Path
+) -> str | None:
+    if identity is None and folder is not None and desc.identity_hint:
+        cand = folder / desc.identity_hint
+        if cand.is_file():
+            identity = cand
+    if identity is None:
+        return None
+    identity = identity.expanduser()
+    if not identity.is_file():
+        raise ClientConfigError(
+            f"{identity}: identity file not found. Fix: pass --identity with "
+            f"the private key that may log into the runtime"
+        )
+    open_perms = stat.S_IMODE(identity.stat().st_mode) & 0o077
+    if open_perms or (folder is not None and identity.parent == folder):
+        # ssh refuses keys readable by others, and a Drive copy may vanish: keep a 0600 copy.
+        key = load_private_key(identity)
+        if key is None:
+            raise ClientConfigError(
+                f"{identity}: not an SSH private key. Fix: pass the private "
+                f"key (not the .pub) with --identity"
+            )
+        dest = key_dir / f"handy-colab-{desc.name}.key"
+        atomic_write(dest, key.data, mode=0o600)
+        return str(dest)
+    return str(identity.resolve())
+
+
+def _frp_profile(
+    desc: Descriptor, runtime_name: str, folder: Path | None, desc_path: Path | None, key_dir: Path
+) -> Path | None:
+    """frp's private and p2p modes: the visitor needs frps's token and the proxy's secret,
+    which only the config folder holds. Copied (0600) beside the pinned known_hosts."""
+    if desc.route != "frp" or desc.mode == "public":
+        return None
+    if folder is None and desc_path is not None:
+        # connections/NAME.json inside a config folder: the folder is two levels up.
+        cand = desc_path.parent.parent
+        if (cand / CONFIG_FILE).is_file() or (cand / SEED_README_CONFIG_FILE).is_file():
+            folder = cand
+    if folder is None:
+        raise ClientConfigError(
+            f"frp {desc.mode} mode needs the proxy's secret, which only the config folder "
+            f"holds. Fix: run connect with the config folder (e.g. the synced Drive folder) "
+            f"instead of the descriptor alone"
+        )
+    from ..config import load_config
+    from ..tunnels.frp import read_secret
+    from ..tunnels.frp_visitor import write_profile
+
+    settings = load_config(folder, runtime_name).frp_settings
+    if settings.secret_file is None or not settings.secret_file.is_file():
+        raise ClientConfigError(
+            f"{folder}: holds no frp secret ({settings.secret_file}). Fix: run `handy-colab up` "
+            f"on the runtime first (it makes the secret), and let the folder sync"
+        )
+    try:
+        token = read_secret(settings.token_file, "token") if settings.token_file else None
+        secret = read_secret(settings.secret_file, "secret")
+    except HandyColabError as exc:
+        raise ClientConfigError(str(exc)) from None
+    ca = settings.ca_file.read_text() if settings.ca_file else None
+    path = key_dir / f"handy-colab-{desc.name}.frp.json"
+    write_profile(path, desc.frp, desc.mode, token, secret, ca)
+    return path
+
+
+def connect(
+    source: Path,
+    *,
+    identity: Path | None = None,
+    ssh_config: Path | None = None,
+    known_hosts: Path | None = None,
+    name: str | None = None,
+    cloudflared_access: bool = False,
+    client_os: str | None = None,
+    vscode: bool = True,
+) -> ConnectResult:
+    """``client_os``: the laptop's OS the config is for (default: this one); "windows"
+    writes what Windows' OpenSSH accepts, and can be asked for anywhere (to test it).
+    ``vscode``: with the default ssh config, tell VS Code the alias is a Linux host."""
+    if client_os is not None and client_os not in CLIENT_OSES:
+        raise ConfigError(
+            f"--os {client_os!r} is not known. Fix: use one of {', '.join(CLIENT_OSES)}"
+        )
+    windows = client_os == "windows" or (client_os is None and win.is_windows())
+    if name is not None and not NAME_RE.match(name):
+        raise ConfigError(
+            f"--name '{name}' is not a valid runtime name. Fix: use letters, "
+            f"digits, '.', '_' or '-'"
+        )
+    pasted = str(source).startswith(PASTE_PREFIX)
+    desc, folder, desc_path = _resolve_source(
+        source if pasted else source.expanduser().resolve(), name
+    )
+    runtime_name = desc.name
+    # VS Code lowercases an alias it reopens from "Recent": every alias we write is lowercase.
+    desc = dataclasses.replace(desc, name=alias_of(desc.name))
+    user_config, managed, default_known = default_paths()
+    include_in: Path | None = None
+    if ssh_config is not None:
+        managed = ssh_config.expanduser().resolve()
+    else:
+        include_in = user_config
+    known = known_hosts.expanduser().resolve() if known_hosts else default_known
+    try:
+        for d in {managed.parent, known.parent}:
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ident = _prepare_identity(identity, desc, folder, known.parent)
+        backups: list[Path] = []
+        profile = _frp_profile(desc, runtime_name, folder, desc_path, known.parent)
+        pins = known_hosts_lines(desc)
+        before = saved_descriptor(desc.name, known)
+        if before is not None:
+            # An address this runtime had before (a new port, say) is not left pinned.
+            pins |= {k: [] for k in known_hosts_lines(before) if k not in pins}
+        saved = save_descriptor(desc, known)
+        block = render_host_blocks(
+            desc,
+            ident,
+            str(known),
+            str(managed),
+            launcher=_launcher(desc, cloudflared_access, windows),
+            # A quick tunnel's name changes: the ProxyCommand re-reads this file each time.
+            follow=str(desc_path) if desc.mode == "quick" and desc_path else None,
+            frp_profile=str(profile) if profile else None,
+            windows=windows,
+        )
+        block = f"{DESCRIPTOR_COMMENT}{saved}\n{block}"
+        bak = write_if_changed(
+            managed, replace_block(read_text_or_empty(managed), desc.name, block), 0o600
+        )
+        backups += [bak] if bak else []
+        bak = write_if_changed(known, merge_known_hosts(read_text_or_empty(known), pins), 0o600)
+        backups += [bak] if bak else []
+        if include_in is not None:
+            bak = ensure_include(include_in, managed, windows)
+            backups += [bak] if bak else []
+    except OSError as exc:
+        raise ClientConfigError(
+            f"{exc.filename}: cannot write ({exc.strerror}). Fix: check "
+            f"permissions, or pass --ssh-config/--known-hosts elsewhere"
+        ) from None
+    os.chmod(managed, stat.S_IMODE(managed.stat().st_mode) & ~0o022)
+    follows = desc_path if desc.mode == "quick" else None
+    notes = _windows_key_notes(ident) if windows and ident else []
+    if vscode and include_in is not None:
+        # Only with the default ssh config: that is the one VS Code reads.
+        from .vscode import remember_platform
+
+        platform = remember_platform([desc.name])
+        if platform.vscode_found:
+            notes += [f"VS Code: {m}" for m in platform.messages]
+            backups += [c.backup for c in platform.changes if c.backup is not None]
+    return ConnectResult(
+        desc.name, managed, known, ident, include_in, backups, follows, desc.mode == "quick", notes
+    )
+
+
+def _launcher(desc: Descriptor, cloudflared_access: bool, windows: bool) -> str | None:
+    """The ProxyCommand's program: on Windows the installed handy-colab.exe, quoted, with
+    forward slashes; elsewhere this very interpreter's module (None: the default)."""
+    if windows:
+        if desc.cloudflared:
+            return win.launcher("ws-access" if cloudflared_access else "ws")
+        return win.launcher("frp" if desc.route == "frp" else "relay")
+    return ws_launcher(cloudflared_access) if desc.cloudflared else None
+
+
+def _windows_key_notes(identity: str) -> list[str]:
+    """Windows' ssh refuses a key others may read: check it there, say the fix anywhere."""
+    if win.is_windows():
+        others = win.key_permission_problem(identity)
+        if others is None:
+            return []
+        return [
+            f"{identity} is readable by {others}: Windows' ssh will refuse it. Fix: "
+            f"{win.icacls_fix(identity)}"
+        ]
+    return [
+        f"On Windows, if ssh says UNPROTECTED PRIVATE KEY FILE for {identity}, make it "
+        f"private: {win.icacls_fix(identity)}"
+    ]
