@@ -127,6 +127,10 @@ def _request(args: argparse.Namespace, ask: _Asker) -> InitRequest:
     def path(flag: str) -> Callable[[str], Path]:
         return lambda v: chk.check_file(v, flag)
 
+    def any_port(v: str) -> int:
+        # 0: the relay picks a free port (config.md), so runtimes need not agree on ports.
+        return chk.check_port(v, "--remote-port", allow_zero=True)
+
     def user(v: str) -> str:
         return chk.check_user(v, "--relay-user")
 
@@ -165,7 +169,7 @@ def _request(args: argparse.Namespace, ask: _Asker) -> InitRequest:
             or "public"
         )
         if req.mode == "public":
-            req.remote_port = ask(args.remote_port, "Port the relay exposes", port("--remote-port"))
+            req.remote_port = ask(args.remote_port, "Port the relay exposes (0: any)", any_port)
         elif args.socket_path:
             req.socket_path = chk.check_socket_path(args.socket_path)
         key = ask(
@@ -310,7 +314,9 @@ def _route_words(req: InitRequest) -> str:
     if req.route == "cloudflared":
         return "a cloudflared quick tunnel: no account, no server"
     if req.route == "relay":
-        where = f"port {req.remote_port}" if req.mode == "public" else "a socket (private mode)"
+        where = f"port {req.remote_port}" if req.remote_port else "a port the relay picks"
+        if req.mode != "public":
+            where = "a socket (private mode)"
         return f"your OpenSSH relay {req.relay_host}, {where}"
     if req.route == "frp":
         return f"your frps {req.frp_server}, {req.frp_mode} mode"
