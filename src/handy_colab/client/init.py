@@ -259,9 +259,6 @@ def _check_folder(folder: Path) -> None:
 def write_init(plan: InitPlan) -> InitResult:
     """Make the keys, write the folder, and check it loads; on failure undo the writes."""
     laptop = plan.laptop_key
-    if laptop.made:
-        laptop = make_laptop_key(laptop.private)
-        plan.files[LAPTOP_PUB] = (laptop.public_line.encode() + b"\n", 0o644)
     folder = plan.folder
     made_dirs: list[Path] = []
     written: list[Path] = []
@@ -270,10 +267,14 @@ def write_init(plan: InitPlan) -> InitResult:
     try:
         for parent in reversed([folder, *folder.parents]):
             if not parent.exists():
-                parent.mkdir(mode=0o700)
+                # DIR itself is private (it may hold the relay's key); its parents as usual.
+                parent.mkdir(mode=0o700 if parent == folder else 0o777)
                 made_dirs.append(parent)
         if folder in made_dirs:
             os.chmod(folder, 0o700)  # mkdir's mode went through the umask
+        if laptop.made:  # only once the folder exists: a run that cannot write makes no key
+            laptop = make_laptop_key(laptop.private)
+            plan.files[LAPTOP_PUB] = (laptop.public_line.encode() + b"\n", 0o644)
         if plan.replaces is not None and plan.replaces.exists():
             kept_backup = backup(plan.replaces)
         if plan.make_relay_key:
