@@ -339,7 +339,12 @@ def _parse_relay(
             '"relay": {"host": "relay.example.org"} '
             '(or the seed\'s "tunnel_options": {"service_url": ...})',
         )
-    remote_port = relay_f.port("remote_port") or seed.port("service_port")
+    # 0: the relay picks a free port (public mode; tunnels/relayport.py), so several
+    # runtimes can share one relay account without agreeing on ports. The seed's
+    # service_port stays 1-65535 (its frp reading takes it as frps's port).
+    remote_port = relay_f.port("remote_port", allow_zero=True)
+    if remote_port is None:
+        remote_port = seed.port("service_port")
     # Private mode forwards to a Unix socket: no port on the relay is needed.
     if remote_port is None and mode == "private":
         remote_port = 0

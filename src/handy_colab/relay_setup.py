@@ -74,8 +74,8 @@ class Setting:
     def effective(self) -> str:
         """The line ``sshd -T`` prints when the setting is in force."""
         value = self.value
-        if self.keyword == "PermitListen" and value.isdigit():
-            value = f"*:{value}"  # a bare port means any listen host
+        if self.keyword == "PermitListen" and (value.isdigit() or value == "*"):
+            value = f"*:{value}"  # a bare port (or *) means any listen host
         return f"{self.keyword.lower()} {value}"
 
 
@@ -86,7 +86,7 @@ class RelayPlan:
     mode: Mode
     runtime_key: PublicKey
     laptop_keys: tuple[PublicKey, ...]
-    remote_port: int | None  # public mode
+    remote_port: int | None  # public mode; 0: the relay allocates one per runtime
     socket_path: str | None  # private mode
     settings: tuple[Setting, ...]
     authorized_keys: tuple[str, ...]
@@ -107,8 +107,18 @@ class RelayPlan:
         """Home of a new account (an existing one keeps its own)."""
         return f"/home/{self.account}"
 
+    @property
+    def where(self) -> str:
+        if self.mode == "private":
+            return f"Unix socket {self.socket_path} on the relay"
+        if self.remote_port == 0:
+            return "a port the relay allocates for each runtime"
+        return f"port {self.remote_port} exposed by the relay"
+
     def dropin(self) -> str:
         where = f"port {self.remote_port}" if self.mode == "public" else self.socket_path
+        if self.remote_port == 0:
+            where = "relay-allocated ports"
         out = [
             f"# Written by `handy-colab relay-setup` for runtime '{self.name}' ({self.mode} "
             f"mode, {where}).",
@@ -220,13 +230,16 @@ def make_plan(
                 "public mode needs --remote-port. Fix: pass the port the runtime forwards "
                 "(its relay.remote_port, or the seed's service_port), e.g. --remote-port 2222"
             )
-        if not 1024 <= remote_port <= 65535:
+        if remote_port != 0 and not 1024 <= remote_port <= 65535:
             raise ConfigError(
                 f"--remote-port {remote_port} cannot be used: only root may listen below 1024. "
-                f"Fix: choose a port from 1024 to 65535"
+                f"Fix: choose a port from 1024 to 65535, or 0 (the relay picks one)"
             )
         settings = _public_settings(remote_port)
-        options = f'restrict,port-forwarding,permitlisten="{remote_port}"'
+        # "*": permitlisten cannot say "port 0"; OpenSSH's sshd only ever lets a normal
+        # account listen on ports from 1024 up.
+        listen = "*" if remote_port == 0 else str(remote_port)
+        options = f'restrict,port-forwarding,permitlisten="{listen}"'
         sock = None
     else:
         if remote_port is not None:
@@ -315,10 +328,19 @@ _LOCKDOWN = (
 
 
 def _public_settings(port: int) -> tuple[Setting, ...]:
+    listen = (
+        Setting(
+            "PermitListen",
+            "*",
+            "-R may listen on any free port from 1024 up (remote_port 0: the relay picks it)",
+        )
+        if port == 0
+        else Setting("PermitListen", str(port), "-R may listen on this port only (any address)")
+    )
     return (
         *_HEAD,
         Setting("AllowTcpForwarding", "remote", "-R only: no -L, -D or -W through the relay"),
-        Setting("PermitListen", str(port), "-R may listen on this port only (any address)"),
+        listen,
         Setting("GatewayPorts", "yes", "the port listens on all addresses, for the laptop"),
         Setting("PermitOpen", "none", "no connection out of the relay"),
         Setting(
@@ -368,7 +390,18 @@ def _notes(
         f"One runtime per account: relay-setup for another --name with --account {account} "
         f"replaces this drop-in (its authorized_keys lines stay, marked {MARK}NAME).",
     ]
-    if mode == "public":
+    if mode == "public" and port == 0:
+        notes = [
+            "Several runtimes may share this account and key: each gets its own port from "
+            "the relay, asks for the same one again when it reconnects, and publishes it in "
+            "its descriptor (connections/NAME.json).",
+            "Open the relay's ephemeral ports in its firewall (Linux: "
+            "net.ipv4.ip_local_port_range, 32768-60999 by default): the relay picks from them.",
+            f'Runtime config: "relay": {{"user": "{account}", "remote_port": 0}}.',
+            f"The key may listen on any free port from 1024 up as {account}, not just one: "
+            f"the price of relay-allocated ports.",
+        ]
+    elif mode == "public":
         notes += [
             f"Open TCP port {port} in the relay's firewall: the laptop connects to relay:{port}.",
             f'Runtime config: "relay": {{"user": "{account}", "remote_port": {port}}}.',
@@ -397,14 +430,9 @@ def _notes(
 
 def render(plan: RelayPlan, sshd_config_dir: Path = DEFAULT_SSHD_CONFIG_DIR) -> str:
     """The plan as text for people: what to run and write on the relay, and why."""
-    where = (
-        f"port {plan.remote_port} exposed by the relay"
-        if plan.mode == "public"
-        else f"Unix socket {plan.socket_path} on the relay"
-    )
     out = [
         f"Relay plan: account '{plan.account}' for runtime '{plan.name}', {plan.mode} mode "
-        f"({where}).",
+        f"({plan.where}).",
         "",
         "1. The account (no shell, password field '*': no password, yet not locked for sshd):",
         *(f"   {c}" for c in plan.account_commands),

@@ -176,7 +176,8 @@ class Supervisor:
         self._host_key_line = host_key_line
         info = read_info(self.rd)
         desc = build_descriptor(
-            self.cfg,
+            # The tunnel's config carries the port a relay allocated (remote_port 0).
+            self.tunnel.cfg,
             host_key_line,
             str(info.get("python") or ""),
             str(info.get("cwd") or ""),

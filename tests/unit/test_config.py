@@ -322,7 +322,7 @@ ERROR_CASES = [
     ("port-true", _relay(port=True), ["rsa_pem"], [CFG, "'relay.port'", "True"]),
     ("port-float", _relay(port=22.5), ["rsa_pem"], [CFG, "'relay.port'", "22.5"]),
     ("port-negative", _relay(port=-1), ["rsa_pem"], [CFG, "'relay.port'"]),
-    ("remote-port-zero", _relay(remote_port=0), ["rsa_pem"], [CFG, "'relay.remote_port'"]),
+    ("remote-port-negative", _relay(remote_port=-1), ["rsa_pem"], [CFG, "'relay.remote_port'"]),
     (
         "seed-port-abc",
         {"tunnel_options": {"service_url": "h", "service_port": "abc"}},

@@ -268,20 +268,28 @@ async def tunnel(s: ClientSettings, say: Say) -> int:
         return EXIT_DROPPED
     async with conn:
         say(f"Authenticated to {s.host} port {s.port} as {s.user} using publickey.")
+        listen = s.listen
         try:
             if s.mode == "private":
                 await conn.forward_remote_path_to_port(s.socket_path, "127.0.0.1", s.local_port)
             else:
-                await conn.forward_remote_port(
+                listener = await conn.forward_remote_port(
                     s.listen_host, s.listen_port, "127.0.0.1", s.local_port
                 )
+                if s.listen_port == 0:
+                    # ssh's own line for a relay-allocated port, which the supervisor reads.
+                    listen = f"port {listener.get_port()}"
+                    say(
+                        f"Allocated port {listener.get_port()} for remote forward to "
+                        f"127.0.0.1:{s.local_port}"
+                    )
         except asyncssh.ChannelListenError:
             say(f"Error: remote port forwarding failed for listen {s.listen}")
             return EXIT_DROPPED
         except (asyncssh.Error, OSError) as exc:
             say(drop_reason(s, exc))
             return EXIT_DROPPED
-        say(f"{READY_PREFIX} {s.listen}, connect 127.0.0.1:{s.local_port}")
+        say(f"{READY_PREFIX} {listen}, connect 127.0.0.1:{s.local_port}")
         await conn.wait_closed()
         say(drop_reason(s, client.lost))
     return EXIT_DROPPED

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import re
 import sys
@@ -25,7 +26,6 @@ from ..errors import TunnelError
 from ..fsutil import atomic_write
 from ..state import RuntimeDir
 from .asyncssh_client import READY_PREFIX, ClientSettings, Failed, open_relay, openssh_bind_host
-from .base import Tunnel
 from .common import (
     RELAY_ALIAS,
     check_public,
@@ -33,6 +33,7 @@ from .common import (
     private_banner_error,
     state_write_error,
 )
+from .relayport import RelayTunnel
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ MODULE = "handy_colab.tunnels.asyncssh_client"
 _READY = re.compile("^" + re.escape(READY_PREFIX))
 
 
-class EmbeddedTunnel(Tunnel):
+class EmbeddedTunnel(RelayTunnel):
     kind = "embedded"
     # No fail pattern: the client always exits after saying why, so "exited" is the failure
     # signal and every line it printed is there for classify().
@@ -54,10 +55,23 @@ class EmbeddedTunnel(Tunnel):
         self._check_key()
         try:
             known, strict = prepare_relay_files(cfg, rd)
-            self.settings = self._settings(str(known), strict)
-            atomic_write(self.settings_path, self.settings.to_json(), mode=0o600)
         except OSError as exc:
             raise state_write_error(rd, "the tunnel", exc) from None
+        self.settings = self._settings(str(known), strict)
+        self._write_settings()
+
+    def _write_settings(self) -> None:
+        try:
+            atomic_write(self.settings_path, self.settings.to_json(), mode=0o600)
+        except OSError as exc:
+            raise state_write_error(self.rd, "the tunnel", exc) from None
+
+    def request_changed(self) -> None:
+        # The child reads the port to ask the relay for from this file at each start.
+        self.settings = dataclasses.replace(
+            self.settings, listen_port=self.cfg.ssh_relay.remote_port
+        )
+        self._write_settings()
 
     def _check_key(self) -> None:
         # Refuse now, once, a key asyncssh cannot use, rather than fail every reconnect.
