@@ -76,3 +76,33 @@ for frp_bin in frps frpc; do
     exit 1
   fi
 done
+
+# sshj-client.jar: sshj, the SSH library JetBrains IDEs bundle, doing what PyCharm's SSH
+# interpreter does (tests/peers/sshj, a Maven project; needs Java >= 17, Maven and Maven
+# Central). Rebuilt only when the pom or a source changed (the stamp is their hash).
+sshj_src=$peers/sshj
+sshj_jar=$out/sshj-client.jar
+sshj_hash=$(cd "$sshj_src" && find pom.xml src -type f | LC_ALL=C sort | xargs cat | sha256sum | cut -d' ' -f1)
+if [ -f "$sshj_jar" ] && [ "$(cat "$out/.sshj-client.stamp" 2>/dev/null)" = "$sshj_hash" ]; then
+  :
+elif ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
+  # Only the PyCharm tests need it; under CI=true they fail and say that it is missing.
+  echo "build-test-peers: no java/mvn: sshj-client.jar (the PyCharm tests) not built" >&2
+else
+  start=$SECONDS
+  # Maven writes target/ beside the pom: build a copy, so the checkout stays clean.
+  work=$(mktemp -d)
+  cp -r "$sshj_src/pom.xml" "$sshj_src/src" "$work/"
+  if ! (cd "$work" && mvn -q -B -Dstyle.color=never package); then
+    rm -rf "$work"
+    echo "build-test-peers: building sshj-client.jar failed" >&2
+    exit 1
+  fi
+  tmp=$(mktemp "$out/.sshj-client.XXXXXX")
+  cp "$work/target/sshj-client.jar" "$tmp"
+  rm -rf "$work"
+  chmod 0644 "$tmp"
+  mv -f "$tmp" "$sshj_jar"
+  printf '%s\n' "$sshj_hash" >"$out/.sshj-client.stamp"
+  echo "build-test-peers: built sshj-client.jar -> $sshj_jar ($((SECONDS - start))s)"
+fi
