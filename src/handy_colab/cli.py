@@ -13,7 +13,7 @@ from .errors import HandyColabError
 
 # Commands that live wholly in their module: ``add_parser(sub)`` registers the subcommand and
 # sets ``func`` (called with the parsed args, returns the exit code). Import must stay cheap.
-PLUGGED_COMMANDS: tuple[str, ...] = ("forward", "code", "init")
+PLUGGED_COMMANDS: tuple[str, ...] = ("forward", "code", "init", "listing")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,7 +122,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _proxy(rest: list[str]) -> int:
+    """ProxyCommand: its own options (``-F``, ``--ws``...) are not the CLI's to parse."""
+    if rest[:1] == ["--ws"]:
+        from .tunnels.websocket import main as ws_main
+
+        return ws_main(rest[1:])
+    if rest[:1] == ["--frp"]:
+        from .tunnels.frp_visitor import main as frp_main
+
+        return frp_main(rest[1:])
+    from .streamlocal import main as proxy_main
+
+    return proxy_main(rest)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["proxy"] and argv[1:2] not in (["-h"], ["--help"]):
+        # argparse's REMAINDER drops a leading option such as private mode's `-F FILE`.
+        return _proxy(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
@@ -158,17 +177,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return cmd_logs(args.name, args.lines)
         if args.command == "proxy":
-            if args.rest[:1] == ["--ws"]:
-                from .tunnels.websocket import main as ws_main
-
-                return ws_main(args.rest[1:])
-            if args.rest[:1] == ["--frp"]:
-                from .tunnels.frp_visitor import main as frp_main
-
-                return frp_main(args.rest[1:])
-            from .streamlocal import main as proxy_main
-
-            return proxy_main(args.rest)
+            return _proxy(args.rest)
         if args.command == "demo":
             from .demo import run_demo
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,6 +204,16 @@ def connect(
             frp_profile=str(profile) if profile else None,
             windows=windows,
         )
+        if runtime_name != desc.name:
+            # OpenSSH matches Host patterns case-sensitively: the name the runtime prints
+            # works too, beside the lowercase alias VS Code reopens.
+            block = re.sub(
+                rf"^Host {re.escape(desc.name)}$",
+                f"Host {desc.name} {runtime_name}",
+                block,
+                count=1,
+                flags=re.M,
+            )
         block = f"{DESCRIPTOR_COMMENT}{saved}\n{block}"
         bak = write_if_changed(
             managed, replace_block(read_text_or_empty(managed), desc.name, block), 0o600

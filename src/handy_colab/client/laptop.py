@@ -74,7 +74,7 @@ def _block_options(body: str, alias: str) -> dict[str, str]:
             continue
         key, _, value = line.partition(" ")
         if key.lower() == "host":
-            current = value.strip()
+            current = value.split()[0] if value.split() else None
             continue
         if current == alias and key.lower() not in options:
             value = value.strip()
