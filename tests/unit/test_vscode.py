@@ -23,8 +23,8 @@ import pytest
 
 from handy_colab import cli
 from handy_colab.client import jsonc
-from handy_colab.client import sshconfig as S
 from handy_colab.client import vscode as V
+from handy_colab.client.connect import connect
 from handy_colab.client.laptop import known_runtimes
 from handy_colab.connection import Descriptor
 from handy_colab.errors import ConfigError, EditorError
@@ -421,7 +421,7 @@ def connected(tmp_path: Path, make_descriptor: Callable[..., Descriptor]) -> Pat
     desc_file = tmp_path / "colab.json"
     desc_file.write_text(make_descriptor(workdir="/content").to_json())
     cfg = tmp_path / "ssh" / "handy-colab"
-    S.connect(desc_file, ssh_config=cfg, known_hosts=tmp_path / "ssh" / "known_hosts")
+    connect(desc_file, ssh_config=cfg, known_hosts=tmp_path / "ssh" / "known_hosts")
     return cfg
 
 

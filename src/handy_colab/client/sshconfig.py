@@ -13,7 +13,6 @@ import shlex
 import stat
 import sys
 from pathlib import Path
-from typing import Any
 
 from ..connection import Descriptor
 from ..errors import ClientConfigError
@@ -210,12 +209,3 @@ def ensure_include(user_config: Path, managed: Path, windows: bool = False) -> P
     line = include_line(managed, user_config.parent) if windows else f"Include {_q(target)}"
     new = f"{line}\n" + ("\n" + text if text else "")
     return write_if_changed(user_config, new, 0o600)
-
-
-def __getattr__(name: str) -> Any:
-    # `connect` moved to client/connect.py; older imports of it from here keep working.
-    if name in ("connect", "ConnectResult"):
-        from . import connect as module
-
-        return getattr(module, name)
-    raise AttributeError(name)
