@@ -125,17 +125,17 @@ def tree_hashes(root: Path) -> dict[str, str]:
 
 def embedded_server_algorithms() -> dict[str, list[str]]:
     """What the embedded server (server/asyncssh_server.py) offers: asyncssh's defaults but
-    its own cipher list, no GSS key exchange (it sets no gss_host) and an ed25519 host key."""
+    its own cipher and MAC lists, no GSS key exchange (it sets no gss_host) and an ed25519
+    host key."""
     import asyncssh.kex
-    import asyncssh.mac
 
-    from handy_colab.server.asyncssh_server import _CIPHERS
+    from handy_colab.server.asyncssh_server import _CIPHERS, _MACS
 
     return {
         "kex": [a.decode() for a in asyncssh.kex.get_default_kex_algs() if b"gss" not in a],
         "hostkey": ["ssh-ed25519"],
         "cipher": list(_CIPHERS),
-        "mac": [a.decode() for a in asyncssh.mac.get_default_mac_algs()],
+        "mac": list(_MACS),
     }
 
 

@@ -71,6 +71,18 @@ _CIPHERS = (
     "aes192-ctr",
     "aes256-ctr",
 )
+# asyncssh's default MACs less SHA-1 (and ssh.com's variants): what OpenSSH 9.x offers first
+# stays (umac, hmac-sha2 etm); a client that would take hmac-sha1 first (sshj) gets sha2.
+_MACS = (
+    "umac-64-etm@openssh.com",
+    "umac-128-etm@openssh.com",
+    "hmac-sha2-256-etm@openssh.com",
+    "hmac-sha2-512-etm@openssh.com",
+    "umac-64@openssh.com",
+    "umac-128@openssh.com",
+    "hmac-sha2-256",
+    "hmac-sha2-512",
+)
 
 # RFC 4254 8: opcode -> (index in the termios attribute list, flag) and control characters.
 # The character size and parity modes (90-93) mean nothing on a pseudo-terminal.
@@ -770,6 +782,7 @@ async def serve(settings: Settings) -> int:
             password_auth=False,
             kbdint_auth=False,
             encryption_algs=list(_CIPHERS),
+            mac_algs=list(_MACS),
             keepalive_interval=15,
             keepalive_count_max=4,
             login_timeout=60,
