@@ -166,9 +166,11 @@ async def _relay_stdio(config: str | None, relay: str, port: int | None, path: s
     """stdin/stdout <-> ``path`` on the relay, over one asyncssh connection."""
     import asyncssh
 
+    user, _, host = relay.rpartition("@")
     conn = await asyncssh.connect(
-        relay,
+        host,
         port=port or (),
+        username=user or (),
         config=[config] if config else (),
         connect_timeout=30,
         # AES-GCM first: one call into OpenSSL per packet, where asyncssh's chacha20-poly1305
