@@ -32,9 +32,10 @@ def two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Runtime, Pat
     rt = make_runtime(tmp_path_factory.mktemp("laptop"), "private")
     try:
         folder = rt.folder.parent / "kaggle_data"
-        write_private_folder(
-            folder, rt.relay_key, rt.laptop_key, rt.relay_host_key, rt.rig.relay_socket + "2"
-        )
+        socket2 = rt.rig.relay_socket + "2"
+        # The relay's sshd leaves the socket file behind; the rig removes only its own one.
+        rt.rig.cleanups.append(lambda: Path(socket2).unlink(missing_ok=True))
+        write_private_folder(folder, rt.relay_key, rt.laptop_key, rt.relay_host_key, socket2)
         cfg = json.loads((folder / "user_config.json").read_text())
         cfg["name"] = SECOND
         (folder / "user_config.json").write_text(json.dumps(cfg))

@@ -5,8 +5,10 @@ frpc's configs, and frpc's recorded failure lines as one-line errors."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from handy_colab.client import sshconfig as S
 from handy_colab.config import load_config
 from handy_colab.connection import Descriptor, FrpEndpoint, build_descriptor
 from handy_colab.errors import ConfigError
+from handy_colab.tunnels import frp_visitor
 from handy_colab.tunnels.frp_config import FrpConfig
 from handy_colab.tunnels.frp_log import classify
 from handy_colab.tunnels.frp_visitor import visitor_config
@@ -240,3 +243,22 @@ def test_frpc_lines(line: str, needle: str, permanent: bool) -> None:
     assert err is not None and needle in str(err) and err.permanent == permanent
     assert "Fix:" in str(err) and "\n" not in str(err)
     assert classify(["[I] login to server success"], SETTINGS) is None
+
+
+def test_visitor_sweeps_folders_of_killed_visitors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A visitor killed outright leaves its folder (frpc.toml with the secret, 0600): the next
+    visitor removes the folders whose proxy is gone, and only those."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = tmp_path / f"hc-frpv-{gone.pid}-abc"
+    alive = tmp_path / f"hc-frpv-{os.getpid()}-def"
+    other = tmp_path / "hc-frpv-notapid"
+    for d in (dead, alive, other):
+        d.mkdir()
+        (d / "frpc.toml").write_text("secret")
+    frp_visitor._sweep_stale_workdirs()
+    assert not dead.exists()
+    assert alive.exists() and other.exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import shutil
 import signal
 import socket
@@ -24,7 +25,7 @@ from typing import Any
 
 from ..errors import ClientConfigError, HandyColabError
 from ..fsutil import atomic_write
-from ..proc import die_with_parent, end_process
+from ..proc import die_with_parent, end_process, pid_alive
 from ..streamlocal import pump
 from .common import free_port
 from .frp_config import FrpConfig
@@ -100,6 +101,21 @@ def _frpc() -> str:
     return str(Installer(FRPC).resolve().path)
 
 
+_WORKDIR_PREFIX = "hc-frpv-"
+
+
+def _sweep_stale_workdirs() -> None:
+    """Remove the folders of visitors that were killed outright (SIGKILL runs no cleanup):
+    each folder's name carries its proxy's pid. POSIX only (Windows' os.kill terminates)."""
+    if os.name != "posix":
+        return
+    for d in Path(tempfile.gettempdir()).glob(f"{_WORKDIR_PREFIX}*-*"):
+        pid = d.name[len(_WORKDIR_PREFIX) :].split("-", 1)[0]
+        with contextlib.suppress(OSError):
+            if pid.isdigit() and d.stat().st_uid == os.getuid() and not pid_alive(int(pid)):
+                shutil.rmtree(d, ignore_errors=True)
+
+
 def _exit_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
@@ -120,7 +136,8 @@ def run(profile: Path) -> int:
             f"`handy-colab connect` again from the config folder"
         ) from None
     frpc = _frpc()
-    workdir = Path(tempfile.mkdtemp(prefix="hc-frpv-"))  # 0700
+    _sweep_stale_workdirs()
+    workdir = Path(tempfile.mkdtemp(prefix=f"{_WORKDIR_PREFIX}{os.getpid()}-"))  # 0700
     proc: subprocess.Popen[bytes] | None = None
     try:
         port = free_port()
