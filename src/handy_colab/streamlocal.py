@@ -186,6 +186,14 @@ async def _relay_stdio(config: str | None, relay: str, port: int | None, path: s
                 f"to it right now"
             ) from None
         loop = asyncio.get_running_loop()
+        main_task = asyncio.current_task()
+        parent = os.getppid()
+        for name in ("SIGTERM", "SIGHUP"):
+            # ssh ends its ProxyCommand with SIGHUP (or SIGTERM): unwind inside the loop
+            # rather than raising out of whatever it is doing.
+            with contextlib.suppress(NotImplementedError, AttributeError, RuntimeError):
+                if main_task is not None:
+                    loop.add_signal_handler(getattr(signal, name), main_task.cancel)
 
         def upstream() -> None:
             # Blocking reads on a thread: Windows cannot select() on a pipe.
@@ -193,6 +201,9 @@ async def _relay_stdio(config: str | None, relay: str, port: int | None, path: s
                 while data := os.read(sys.stdin.fileno(), _CHUNK):
                     asyncio.run_coroutine_threadsafe(_write(writer, data), loop).result()
                 loop.call_soon_threadsafe(writer.write_eof)
+                if os.getppid() != parent and main_task is not None:
+                    # ssh is gone: nobody will read what the runtime still sends.
+                    loop.call_soon_threadsafe(main_task.cancel)
 
         threading.Thread(target=upstream, daemon=True).start()
         out = sys.stdout.fileno()
@@ -231,12 +242,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # asyncssh logs each connection's steps at INFO: not on ssh's terminal.
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    # Linux: a proxy whose ssh was killed gets SIGTERM instead of outliving it.
+    die_with_parent()
+    code = 0
     try:
         asyncio.run(_relay_stdio(args.config, relay, port, args.socket_path))
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
     except Exception as exc:
         print(f"handy-colab proxy: {exc or type(exc).__name__}", file=sys.stderr)
-        return 255
-    return 0
+        code = 255
+    sys.stderr.flush()
+    # A ProxyCommand must never outlive its session: no finalizer, and no thread still
+    # blocked on stdin, may hold the process once the connection is closed.
+    os._exit(code)
 
 
 if __name__ == "__main__":
