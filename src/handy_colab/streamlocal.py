@@ -242,8 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # asyncssh logs each connection's steps at INFO: not on ssh's terminal.
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
-    # Linux: a proxy whose ssh was killed gets SIGTERM instead of outliving it.
-    die_with_parent()
+    # No parent-death signal here: `ssh -f` forks and its first process exits while the
+    # session goes on. An orphaned proxy notices its ssh is gone at stdin's EOF instead.
     code = 0
     try:
         asyncio.run(_relay_stdio(args.config, relay, port, args.socket_path))
