@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..proc import die_with_parent, end_process
+from ..tunnels.common import tcp_banner
 from .laptop import KnownRuntime, known_runtimes, proxy_argv
 
 PROBE_TIMEOUT = 2.0
@@ -30,18 +30,6 @@ class Listed:
     reachable: bool
     detail: str  # the banner, or why not
     seconds: float
-
-
-def _banner_via_socket(host: str, port: int, timeout: float) -> str:
-    with socket.create_connection((host, port), timeout) as s:
-        s.settimeout(timeout)
-        data = b""
-        while b"\n" not in data and len(data) < 256:
-            chunk = s.recv(256)
-            if not chunk:
-                break
-            data += chunk
-    return data.decode(errors="replace").strip()
 
 
 def _banner_via_proxy(argv: list[str], timeout: float) -> str:
@@ -87,7 +75,8 @@ def probe(rt: KnownRuntime, timeout: float = PROBE_TIMEOUT) -> Listed:
         argv = proxy_argv(rt)
         if argv is None:
             host = rt.options.get("hostname", rt.alias)
-            banner = _banner_via_socket(host, int(rt.options.get("port", "22")), timeout)
+            connected, text = tcp_banner(host, int(rt.options.get("port", "22")), timeout)
+            banner = text.strip() if connected else f"!{text}"
         else:
             banner = _banner_via_proxy(argv, timeout)
     except (OSError, ValueError) as exc:
