@@ -382,6 +382,8 @@ class Bench:
         self.prefixes.append(rt.rig.prefix)
         log(f"{mode}: rig {rt.rig.prefix} built")
         self.result["time_to_ready"][mode] = self.time_to_ready(rt)
+        if self.args.ready_only:
+            return
         # The runtime of the last ready run stays up for the throughput part.
         ours = Route(
             "ours",
@@ -519,7 +521,7 @@ def markdown(result: dict[str, Any]) -> str:
         "| mode | op | ours | baseline | ours/baseline |",
         "|---|---|---|---|---|",
     ]
-    for mode, ops in result["throughput"].items():
+    for mode, ops in result["throughput"].items():  # empty with --ready-only
         for op in OPS:
             o, b = ops[op]["ours"]["mib_s"], ops[op]["baseline"]["mib_s"]
             lines.append(
@@ -551,6 +553,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=5, help="time-to-ready runs per mode")
     ap.add_argument("--reps", type=int, default=3, help="throughput repetitions per side")
     ap.add_argument("--modes", default=",".join(MODES), help="comma-separated subset")
+    ap.add_argument(
+        "--ready-only", action="store_true", help="measure time to ready only (no throughput)"
+    )
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "core.json")
     args = ap.parse_args(argv)
     missing = prerequisites()
@@ -570,7 +575,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
 
     def body() -> None:
-        bench.make_payload()
+        if not args.ready_only:
+            bench.make_payload()
         for mode in modes:
             bench.run_mode(mode)
 

@@ -7,6 +7,7 @@ import fcntl
 import json
 import logging
 import os
+import select
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ from .connection import Descriptor, write_descriptor
 from .errors import HandyColabError, StateError
 from .proc import group_and_descendants, kill_tree, pid_alive
 from .server.session import SessionEnv, capture, write_session
-from .state import RuntimeDir, list_runtimes
+from .state import READY_FD_ENV, RuntimeDir, list_runtimes
 
 if TYPE_CHECKING:
     from .packages import PackageResult, Progress
@@ -216,6 +217,9 @@ def _start(
     rd.write_state({"name": cfg.name, "phase": "starting", "pid": 0, "pgid": 0})
     run_id = uuid.uuid4().hex
     out = open(rd.path / "supervisor.out", "ab")  # noqa: SIM115 - handed to the child
+    # The supervisor writes a byte here when its phase becomes ready or failed, so `up`
+    # returns the moment the check has passed instead of at its next look at state.json.
+    ready_r, ready_w = os.pipe()
     try:
         child = subprocess.Popen(
             [
@@ -239,12 +243,20 @@ def _start(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
+            pass_fds=(ready_w,),
             cwd="/",
-            env=_child_env(),
+            env={**_child_env(), READY_FD_ENV: str(ready_w)},
         )
+    except BaseException:
+        os.close(ready_r)
+        raise
     finally:
         out.close()
-    st = _wait_ready(rd, run_id, child, timeout)
+        os.close(ready_w)
+    try:
+        st = _wait_ready(rd, run_id, child, timeout, ready_r)
+    finally:
+        os.close(ready_r)
     desc, path = _descriptor_from_state(cfg, st)
     return UpResult(cfg, desc, path, False, st, sess)
 
@@ -258,7 +270,11 @@ def _child_env() -> dict[str, str]:
 
 
 def _wait_ready(
-    rd: RuntimeDir, run_id: str, child: subprocess.Popen[bytes], timeout: float
+    rd: RuntimeDir,
+    run_id: str,
+    child: subprocess.Popen[bytes],
+    timeout: float,
+    ready_fd: int | None = None,
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
@@ -289,7 +305,14 @@ def _wait_ready(
                 f"within {timeout:.0f}s ({last or 'no error reported'}); "
                 f"stopped it. Fix: see `handy-colab logs {rd.name}`"
             )
-        time.sleep(0.05)
+        if ready_fd is None:
+            time.sleep(0.05)
+            continue
+        # The state file stays the record; the pipe only says when to read it again. At
+        # its EOF (the supervisor is gone, or closed it) polling goes on as before.
+        readable, _, _ = select.select([ready_fd], [], [], 0.05)
+        if readable and not os.read(ready_fd, 64):
+            ready_fd = None
 
 
 def _tail(path: Path, n: int) -> str:

@@ -8,6 +8,7 @@ Its only channel to the outside is ``state.json`` (atomic writes) and its rotate
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import logging
 import logging.handlers
@@ -33,8 +34,9 @@ from .errors import HandyColabError, TunnelError
 from .keys import ensure_host_key
 from .server.base import Server
 from .server.session import read_info
-from .state import RuntimeDir
+from .state import READY_FD_ENV, RuntimeDir
 from .tunnels.base import Tunnel
+from .tunnels.relayport import RelayTunnel
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +71,10 @@ class Supervisor:
         server_kind: Backend | None = None,
         tunnel_kind: str | None = None,
         start_timeout: float = 25.0,
+        ready_fd: int | None = None,
     ) -> None:
         self.cfg = cfg
+        self.ready_fd = ready_fd
         self.rd = rd
         self.run_id = run_id
         # The command line's choice wins over the config's; "auto" decides from this machine.
@@ -158,16 +162,58 @@ class Supervisor:
         self.server = make_server(self.server_choice.kind, self.cfg, self.rd, host_key)
         self.server.on_exit = self.wake.set
         self.server.prepare()
-        self.server.start()
-        self._set("server", state="up", pid=self.server.pid, port=self.server.port)
+        # prepare() fixed the server's port, which is all the tunnel needs to be opened.
         self.tunnel = make_tunnel(self.tunnel_choice.kind, self.cfg, self.rd, self.server.port)
         self.tunnel.on_exit = self.wake.set
         self._set("tunnel", endpoint=self.tunnel.endpoint)
-        self.tunnel.start(timeout=self.start_timeout)
+        if isinstance(self.tunnel, RelayTunnel):
+            # A relay forward only asks the relay to listen: it can be opened while the
+            # server starts, and the log-in to the relay is the longest step of `up`.
+            self._start_both(self.server, self.tunnel)
+        else:
+            # Other routes read the server's banner while they start: it must listen first.
+            self.server.start()
+            self._set("server", state="up", pid=self.server.pid, port=self.server.port)
+            self.tunnel.start(timeout=self.start_timeout)
         self.tunnel.check(timeout=10)
         self._set("tunnel", state="up", pid=self.tunnel.pid)
         self._publish(host_key.public_line)
         self._set(None, phase="ready", error=None)
+        self._tell_up()
+
+    def _start_both(self, server: Server, tunnel: Tunnel) -> None:
+        """Start the server here and open the tunnel in a thread at the same time."""
+        failed: list[BaseException] = []
+
+        def open_tunnel() -> None:
+            try:
+                tunnel.start(timeout=self.start_timeout)
+            except BaseException as exc:  # handed to the caller's thread below
+                failed.append(exc)
+
+        opener = threading.Thread(target=open_tunnel, name="tunnel-start", daemon=True)
+        opener.start()
+        try:
+            server.start()
+        except BaseException:
+            # The server's error is the one to report; stopping the tunnel ends its wait.
+            tunnel.stop()
+            opener.join()
+            raise
+        self._set("server", state="up", pid=server.pid, port=server.port)
+        opener.join()
+        if failed:
+            raise failed[0]
+
+    def _tell_up(self) -> None:
+        """Wake the `up` that started us (it waits on a pipe, see runtime._start)."""
+        if self.ready_fd is None:
+            return
+        with contextlib.suppress(OSError):  # `up` gave up and is gone: nothing to tell
+            os.write(self.ready_fd, b"r")
+        with contextlib.suppress(OSError):
+            os.close(self.ready_fd)
+        self.ready_fd = None
 
     def _publish(self, host_key_line: str) -> None:
         """Write the descriptor for the laptop: once, and again whenever the tunnel's address
@@ -347,6 +393,19 @@ class Supervisor:
         self._set("server", state="stopped", pid=None)
 
 
+def _ready_fd() -> int | None:
+    """The pipe `up` waits on, if it gave one; kept from our own children."""
+    value = os.environ.pop(READY_FD_ENV, "")
+    if not value.isdigit():
+        return None
+    fd = int(value)
+    try:
+        os.set_inheritable(fd, False)
+    except OSError:
+        return None
+    return fd
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="handy_colab.supervisor")
     parser.add_argument("--folder", required=True)
@@ -357,11 +416,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start-timeout", type=float, default=25.0)
     args = parser.parse_args(argv)
     os.umask(0o077)
+    ready_fd = _ready_fd()
     rd = RuntimeDir.for_name(args.name).ensure()
     setup_logging(rd)
     try:
         cfg = load_config(Path(args.folder), args.name, route_of_tunnel(args.tunnel))
-        sup = Supervisor(cfg, rd, args.run_id, args.server, args.tunnel, args.start_timeout)
+        sup = Supervisor(
+            cfg, rd, args.run_id, args.server, args.tunnel, args.start_timeout, ready_fd
+        )
     except HandyColabError as exc:
         rd.write_state(
             {
