@@ -32,6 +32,7 @@ from .config import (
 from .connection import build_descriptor, write_descriptor
 from .errors import HandyColabError, TunnelError
 from .keys import ensure_host_key
+from .launch import GO
 from .server.base import Server
 from .server.session import read_info
 from .state import READY_FD_ENV, RuntimeDir
@@ -393,6 +394,16 @@ class Supervisor:
         self._set("server", state="stopped", pid=None)
 
 
+def _age() -> float:
+    """Seconds since this process was started (0.0 where /proc cannot say)."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def _ready_fd() -> int | None:
     """The pipe `up` waits on, if it gave one; kept from our own children."""
     value = os.environ.pop(READY_FD_ENV, "")
@@ -406,28 +417,68 @@ def _ready_fd() -> int | None:
     return fd
 
 
+def _wait_go(spawn_out: Path) -> str | None:
+    """Block until `up` says go (return the runtime's name) or does not want us (None).
+
+    Until then nothing is started or written: see launch.py.
+    """
+    line = sys.stdin.buffer.readline()
+    # Our children must not inherit `up`'s end of the pipe.
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    word, _, name = line.decode(errors="replace").strip().partition(" ")
+    if word != GO or not name:
+        with contextlib.suppress(OSError):
+            spawn_out.unlink()
+        return None
+    return name
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="handy_colab.supervisor")
     parser.add_argument("--folder", required=True)
-    parser.add_argument("--name", required=True)
+    parser.add_argument("--name")
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--server", choices=BACKENDS)
     parser.add_argument("--tunnel", choices=TUNNEL_CHOICES)
     parser.add_argument("--start-timeout", type=float, default=25.0)
+    parser.add_argument("--wait-go", metavar="SPAWN_OUT", type=Path)
     args = parser.parse_args(argv)
+    if args.name is None and args.wait_go is None:
+        parser.error("--name is needed without --wait-go")
     os.umask(0o077)
     ready_fd = _ready_fd()
-    rd = RuntimeDir.for_name(args.name).ensure()
-    setup_logging(rd)
+    age = _age()
+    route = route_of_tunnel(args.tunnel)
+    cfg: RuntimeConfig | None = None
+    error: HandyColabError | None = None
+    # Read while `up` still works on its side (the point of being launched early).
     try:
-        cfg = load_config(Path(args.folder), args.name, route_of_tunnel(args.tunnel))
+        cfg = load_config(Path(args.folder), args.name, route)
+    except HandyColabError as exc:
+        error = exc
+    name: str = args.name or ""
+    if args.wait_go is not None:
+        told = _wait_go(args.wait_go)
+        if told is None:
+            return 0
+        name = told
+    rd = RuntimeDir.for_name(name).ensure()
+    setup_logging(rd)
+    log.info("supervisor %d up %.2fs after its exec (interpreter and imports)", os.getpid(), age)
+    try:
+        if error is not None:
+            raise error
+        if cfg is None or cfg.name != name:
+            cfg = load_config(Path(args.folder), name, route)
         sup = Supervisor(
             cfg, rd, args.run_id, args.server, args.tunnel, args.start_timeout, ready_fd
         )
     except HandyColabError as exc:
         rd.write_state(
             {
-                "name": args.name,
+                "name": name,
                 "run_id": args.run_id,
                 "pid": os.getpid(),
                 "pgid": os.getpgid(0),
