@@ -8,7 +8,8 @@ runtime that already runs; the new process does its own reading meanwhile and th
 with nothing started and nothing written, for one line on its stdin:
 
 * ``go NAME``: `up` decided to start this runtime; the supervisor takes over.
-* end of input (no line, or `up` died): it is not wanted; it exits without a trace.
+* end of input (`up` died): it is not wanted; it exits without a trace. When `up` itself
+  finds it is not needed (the runtime runs already, or the config is refused) it kills it.
 
 Its output goes to a file of its own until then (the runtime's name, and so its state
 folder, is known only once the config is read), which `go` moves to the state folder as
@@ -112,15 +113,24 @@ class Launch:
         self.launched = True
 
     def cancel(self) -> None:
-        """Not needed after all (or `up` failed first): end of input tells it to exit."""
+        """Not needed after all (or `up` failed first): it goes now, with `up`.
+
+        It has started nothing and written nothing but its output file, so it is killed
+        rather than left to notice the end of its input once its imports are done: `up`
+        returns with no process of its left behind.
+        """
         if self.launched:
             return
+        self.launched = True  # nothing more to do either way
         with contextlib.suppress(OSError):
             self._stdin().close()
         with contextlib.suppress(OSError):
+            self.child.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.child.wait(5)
+        with contextlib.suppress(OSError):
             self.out.unlink()
         self._close_ready()
-        self.launched = True  # nothing more to do either way
 
     def wait_ready(self, rd: RuntimeDir, timeout: float) -> dict[str, Any]:
         """The supervisor's state once it is ready; raise with its reason if it is not."""
