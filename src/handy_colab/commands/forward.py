@@ -24,7 +24,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..client.forward import serve
     from ..client.laptop import find_runtime
-    from ..connection import forward_port
+    from ..client.pycharm import forward_port
 
     rt = find_runtime(args.name, Path(args.ssh_config) if args.ssh_config else None)
     port = args.port if args.port is not None else forward_port(rt.alias)
