@@ -63,6 +63,7 @@ def test_the_graph_sees_the_known_edges() -> None:
     assert "handy_colab.descriptor" in GRAPH["handy_colab.client.sshconfig"]
     assert "handy_colab.descriptor" in GRAPH["handy_colab.connection"]
     assert "handy_colab.client.pycharm" in GRAPH["handy_colab.commands.forward"]  # deferred
+    assert "handy_colab.tunnels.frp_common" in GRAPH["handy_colab.tunnels.frp_visitor"]
 
 
 def test_no_import_circles() -> None:
