@@ -140,7 +140,7 @@ def load_config(
         raise top.error(
             "mode",
             f"'{mode}' is not a known access mode",
-            'use "public" (the relay exposes the port) or "private" (ProxyJump)',
+            'use "public" (the relay exposes the port) or "private" (a socket on the relay)',
         )
 
     # The route: frp with an frp section; a relay when the config names one (the seed's
