@@ -13,6 +13,8 @@ from .sshconfig import known_hosts_lines, render_host_blocks
 
 
 def ssh_command(desc: Descriptor, identity: str | None = None) -> str:
+    """The one ssh command that reaches the runtime with no config written (the block's "by
+    hand" line): the route's ProxyCommand, or straight to the public address."""
     ident = f"-i {identity} " if identity else ""
     if desc.cloudflared:
         return (
