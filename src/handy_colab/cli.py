@@ -1,4 +1,7 @@
-"""Command line: parse, dispatch, and turn a HandyColabError into one line and an exit code."""
+"""Command line: parse, dispatch, and turn a HandyColabError into one line and an exit code.
+
+The help users see is DESCRIPTION, EPILOG and each command's own text, never this docstring.
+"""
 
 from __future__ import annotations
 
@@ -16,13 +19,63 @@ from .errors import HandyColabError
 PLUGGED_COMMANDS: tuple[str, ...] = ("forward", "code", "init", "listing")
 
 
+DESCRIPTION = """\
+Make a notebook runtime (Colab, Kaggle, any machine behind NAT) an SSH host: `ssh NAME`,
+scp, rsync, VS Code and PyCharm reach it from your laptop.
+
+On the runtime, `up` starts an SSH server and a tunnel out to you: an SSH relay of yours
+(ssh -R), a Cloudflare Tunnel (no account needed) or your frps. On the laptop, `connect`
+writes the ssh config for it, with the runtime's host key pinned."""
+
+EPILOG = """\
+Example (first run):
+  laptop:   handy-colab init colab_data        # writes a config folder; copy it to Drive
+  runtime:  handy-colab up /content/drive/MyDrive/colab_data
+  laptop:   handy-colab connect 'hc1:...'      # the line `up` printed
+            ssh colab
+
+Run `handy-colab COMMAND --help` for a command's options and an example."""
+
+
+def _command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    purpose: str,
+    description: str,
+    example: str,
+) -> argparse.ArgumentParser:
+    """A subcommand whose help says what it is for and shows it in use."""
+    return sub.add_parser(
+        name,
+        help=purpose,
+        description=description,
+        epilog=example,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="handy-colab", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="handy-colab",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--version", action="version", version=f"handy-colab {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    up = sub.add_parser("up", help="runtime side: start sshd and the tunnel from a config folder")
+    up = _command(
+        sub,
+        "up",
+        "runtime side: start the SSH server and the tunnel from a config folder",
+        "Start an SSH server on the runtime and the tunnel that lets the laptop reach it, as\n"
+        "the config folder says; print how to connect (one `hc1:` line to paste into\n"
+        "`handy-colab connect`) and keep both running in the background, reconnecting\n"
+        "as needed, until `handy-colab down`.",
+        "Example:\n  handy-colab up /content/drive/MyDrive/colab_data\n"
+        "  handy-colab up colab_data --tunnel cloudflared --foreground",
+    )
     up.add_argument("folder", metavar="DIR", help="config folder (user_config.json + keys)")
     up.add_argument("--name", help="runtime name (the ssh Host alias); default from the config")
     up.add_argument(
@@ -42,33 +95,90 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--tunnel",
         choices=TUNNEL_CHOICES,
-        help="the route: a relay with OpenSSH's ssh or the embedded client, or cloudflared "
-        "(default: config, else auto)",
+        help="the route: a relay with OpenSSH's ssh or the embedded client, cloudflared or "
+        "frp (default: config, else auto)",
     )
 
-    st = sub.add_parser("status", help="health of the runtime(s); exit 0 only when healthy")
-    st.add_argument("name", nargs="?")
-    st.add_argument("--json", action="store_true")
+    st = _command(
+        sub,
+        "status",
+        "runtime side: health of the runtime(s); exit 0 only when healthy",
+        "Show the SSH server, the tunnel, reconnects and the last error of a runtime `up`\n"
+        "started on this machine (all of them without NAME). Exits 0 only when healthy.",
+        "Example:\n  handy-colab status colab\n  handy-colab status --json",
+    )
+    st.add_argument("name", nargs="?", metavar="NAME", help="the runtime (default: all)")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
 
-    dn = sub.add_parser("down", help="stop the runtime(s) and everything they started")
-    dn.add_argument("name", nargs="?")
+    dn = _command(
+        sub,
+        "down",
+        "runtime side: stop the runtime(s) and everything they started",
+        "Stop a runtime `up` started on this machine (all of them without NAME): the tunnel,\n"
+        "the SSH server and its open sessions.",
+        "Example:\n  handy-colab down colab",
+    )
+    dn.add_argument("name", nargs="?", metavar="NAME", help="the runtime (default: all)")
 
-    lg = sub.add_parser("logs", help="the supervisor's log")
-    lg.add_argument("name", nargs="?")
-    lg.add_argument("-n", "--lines", type=int, default=200)
+    lg = _command(
+        sub,
+        "logs",
+        "runtime side: the runtime's log (what up did, reconnects, errors)",
+        "Print the end of the log of a runtime `up` started on this machine.",
+        "Example:\n  handy-colab logs colab -n 50",
+    )
+    lg.add_argument("name", nargs="?", metavar="NAME", help="the runtime (default: the only one)")
+    lg.add_argument("-n", "--lines", type=int, default=200, help="how many lines (default 200)")
 
-    px = sub.add_parser(
+    # Only `proxy -h` reaches this parser: main() hands every other `proxy ...` to _proxy.
+    px = _command(
+        sub,
         "proxy",
-        add_help=False,
-        help="ProxyCommand: private mode (stdio to the relay's socket), or --ws HOST for a "
-        "Cloudflare Tunnel",
+        "laptop side: the ssh ProxyCommand `connect` writes (not run by hand)",
+        "The ProxyCommand of routes where the runtime has no address of its own: ssh starts\n"
+        "it for each connection and talks to the runtime through its stdin/stdout. `connect`\n"
+        "writes it into the ssh config (as this command, or the same code by module path).\n"
+        "Three forms:\n\n"
+        "  handy-colab proxy [-F CONFIG] RELAY SOCKET\n"
+        "      relay route, private mode: logs into the relay (RELAY: a Host alias of CONFIG,\n"
+        "      or USER@HOST[:PORT]) and opens the runtime's Unix socket SOCKET there as a\n"
+        "      direct-streamlocal channel of that SSH connection\n"
+        "  handy-colab proxy --ws [--descriptor FILE] [--cloudflared-access] HOSTNAME\n"
+        "      cloudflared route: SSH over the tunnel's WebSocket, wss://HOSTNAME/\n"
+        "  handy-colab proxy --frp PROFILE\n"
+        "      frp route, private and p2p modes: frpc as a visitor, from the profile\n"
+        "      `connect` wrote beside the pinned host keys",
+        "Example (the by-hand command `up` prints, private mode):\n"
+        "  ssh -o 'ProxyCommand=handy-colab proxy me@relay.example.org:22 "
+        "/tmp/handy-colab-me-colab.sock' \\\n"
+        "      -o HostKeyAlias=colab root@colab",
     )
-    px.add_argument("rest", nargs=argparse.REMAINDER)
+    px.add_argument("rest", nargs=argparse.REMAINDER, help="the form's arguments (see above)")
 
-    sub.add_parser("demo", help="run the whole path locally (relay on loopback), then clean up")
+    _command(
+        sub,
+        "demo",
+        "try it: the whole path on this machine (a relay on loopback), then clean up",
+        "Start a throwaway relay on loopback, bring a runtime up from a temporary config\n"
+        "folder, connect to it with ssh as the laptop would, print the result and remove\n"
+        "everything it made. Needs nothing but handy-colab.",
+        "Example:\n  handy-colab demo",
+    )
 
-    cn = sub.add_parser("connect", help="laptop side: write ~/.ssh config for a runtime")
-    cn.add_argument("source", metavar="SOURCE", help="connections/NAME.json or the config folder")
+    cn = _command(
+        sub,
+        "connect",
+        "laptop side: write the ssh config for a runtime, host key pinned",
+        "Set up `ssh NAME` for a runtime: its Host block goes into ~/.ssh/config.d/handy-colab\n"
+        "(included from ~/.ssh/config, which gains that one line) and its host keys into\n"
+        "~/.ssh/handy-colab_known_hosts. SOURCE is the `hc1:` line `up` printed, the\n"
+        "runtime's connections/NAME.json, or the whole config folder (e.g. synced by Drive).",
+        "Example:\n  handy-colab connect 'hc1:...'\n"
+        "  handy-colab connect ~/GoogleDrive/colab_data --identity ~/.ssh/id_ed25519",
+    )
+    cn.add_argument(
+        "source", metavar="SOURCE", help="the hc1: line, connections/NAME.json or the folder"
+    )
     cn.add_argument("--identity", metavar="KEY", help="private key that logs into the runtime")
     cn.add_argument("--ssh-config", metavar="FILE", help="write the Host block here instead")
     cn.add_argument("--known-hosts", metavar="FILE", help="pin host keys here instead")
@@ -92,8 +202,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="leave VS Code's settings.json alone (default: say the host is Linux there)",
     )
 
-    fs = sub.add_parser(
-        "frps-setup", help="relay side: an frps with TLS, a token and a CA for your VPS"
+    fs = _command(
+        sub,
+        "frps-setup",
+        "relay side: an frps with TLS, a token and a CA for your VPS",
+        "Make the VPS side of the frp route: frps's config with TLS, a generated token, a CA\n"
+        "and certificate for --server-name, and the ports runtimes may expose. Writes them\n"
+        "into --out (no root needed), or with --apply installs them with a systemd unit.\n"
+        "The files the runtime needs (frps_ca.pem, frp_token) go into its config folder.",
+        "Example:\n  handy-colab frps-setup --server-name vps.example.org --out ./frps\n"
+        "  sudo handy-colab frps-setup --server-name vps.example.org --apply",
     )
     fs.add_argument("--server-name", required=True, help="the VPS's DNS name or IP address")
     fs.add_argument("--bind-port", type=int, default=7000, help="frps's port (default 7000)")
@@ -102,8 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
     fs.add_argument("--out", help="write the files into this folder (no root needed)")
     fs.add_argument("--apply", action="store_true", help="write to /etc and a systemd unit (root)")
 
-    rs = sub.add_parser(
-        "relay-setup", help="relay side: print (or --apply, as root) a locked-down relay account"
+    rs = _command(
+        sub,
+        "relay-setup",
+        "relay side: print (or --apply, as root) a locked-down relay account",
+        "Say what an OpenSSH server needs to be the relay route's relay: an account whose key\n"
+        "may only forward the runtime's one port (public mode) or Unix socket (private mode),\n"
+        "and nothing else. Prints the plan; with --apply, run as root on the relay, carries it\n"
+        "out.",
+        "Example:\n  handy-colab relay-setup --key relay_key.pub --remote-port 2222\n"
+        "  sudo handy-colab relay-setup --key relay_key.pub --remote-port 2222 --apply",
     )
     rs.add_argument("--key", required=True, help="the runtime's relay public key: .pub or line")
     rs.add_argument("--account", default="handy-colab", help="account on the relay")

@@ -9,59 +9,61 @@ The seed format (handy-google-colab) keeps working unchanged::
 with the keys found in the folder by content: the private key logs into the relay as the
 user named by its file name up to the first dot (``<user>.<config>.pem``), on port 22, and
 the public key(s) may log into the runtime. See docs/config.md for the superset.
+
+This module reads and validates the folder (``load_config``); the dataclasses it returns and
+the shared names are in configmodel.py, the relay section in configrelay.py, typed JSON
+access in configfields.py. Every name stays importable from here.
 """
 
 from __future__ import annotations
 
-import getpass
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from .configfields import Fields, as_port, parse_config_text, typename
-from .errors import ConfigError, KeyFileError
-from .keys import (
-    HOST_KEY_DIR,
-    FolderKeys,
-    PrivateKey,
-    PublicKey,
-    load_private_key,
-    load_public_keys,
-    parse_public_key_line,
-    scan_folder,
-)
-from .tunnels.cloudflared_config import CloudflaredConfig, parse_cloudflared
-from .tunnels.frp_config import FrpConfig, frp_from_seed, parse_frp
-
-CONFIG_FILE = "user_config.json"
-# The seed's README told users to upload the config under this name (its code read the other).
-SEED_README_CONFIG_FILE = "mapping_config.json"
-CONNECTIONS_DIR = "connections"
-RELAY_KNOWN_HOSTS = "relay_known_hosts"
-DEFAULT_NAME = "colab"
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-# A relay socket path: it lands in ssh_config (ProxyCommand), sshd_config (PermitOpen [..]) and
-# a quoted authorized_keys option, so only characters none of them would split or interpret.
-SOCKET_PATH_RE = re.compile(r"^/[A-Za-z0-9._/+-]{1,200}$")
-# Files the tool itself keeps in the folder; never mistaken for user keys.
-_OWN_FILES = {
+from .configmodel import (
+    BACKENDS,
     CONFIG_FILE,
-    SEED_README_CONFIG_FILE,
-    RELAY_KNOWN_HOSTS,
     CONNECTIONS_DIR,
-    HOST_KEY_DIR,
-}
+    DEFAULT_NAME,
+    NAME_RE,
+    OWN_FILES,
+    RELAY_KNOWN_HOSTS,
+    ROUTES,
+    SEED_README_CONFIG_FILE,
+    SOCKET_PATH_RE,
+    TUNNEL_CHOICES,
+    Backend,
+    Mode,
+    RelayConfig,
+    Route,
+    RuntimeConfig,
+    route_of_tunnel,
+)
+from .configrelay import parse_relay
+from .errors import ConfigError
+from .keys import PrivateKey, PublicKey, load_public_keys, parse_public_key_line, scan_folder
+from .tunnels.cloudflared_config import parse_cloudflared
+from .tunnels.frp_config import frp_from_seed, parse_frp
 
-Mode = Literal["public", "private"]
-# Which implementation runs a part: "auto" picks OpenSSH where it is usable, else embedded.
-Backend = Literal["auto", "openssh", "embedded"]
-BACKENDS = ("auto", "openssh", "embedded")
-# How the laptop reaches the runtime: an SSH relay (`ssh -R`), or Cloudflare's edge.
-Route = Literal["relay", "cloudflared", "frp"]
-ROUTES = ("relay", "cloudflared", "frp")
-# What `up --tunnel` takes: the relay route's two clients, or the cloudflared route.
-TUNNEL_CHOICES = ("auto", "openssh", "embedded", "cloudflared", "frp")
+__all__ = [
+    "BACKENDS",
+    "CONFIG_FILE",
+    "CONNECTIONS_DIR",
+    "DEFAULT_NAME",
+    "NAME_RE",
+    "RELAY_KNOWN_HOSTS",
+    "ROUTES",
+    "SEED_README_CONFIG_FILE",
+    "SOCKET_PATH_RE",
+    "TUNNEL_CHOICES",
+    "Backend",
+    "Mode",
+    "RelayConfig",
+    "Route",
+    "RuntimeConfig",
+    "load_config",
+    "route_of_tunnel",
+]
 
 _TOP_FIELDS = {
     "tunnel_options",
@@ -91,83 +93,6 @@ _RELAY_FIELDS = {
     "client",
 }
 _SERVER_FIELDS = {"port", "authorized_keys", "kind", "workdir"}
-
-
-@dataclass(frozen=True)
-class RelayConfig:
-    host: str
-    port: int
-    user: str
-    remote_port: int
-    key: PrivateKey
-    host_key: str | None  # pinned "type base64"; None = record on first use
-    public_host: str  # where the laptop connects in public mode
-    bind_address: str | None
-    jump_user: str  # account the laptop uses to reach the socket in private mode
-    socket_path: str  # private mode: the Unix socket on the relay
-
-
-@dataclass(frozen=True)
-class RuntimeConfig:
-    folder: Path
-    name: str
-    mode: Mode
-    relay: RelayConfig | None  # None: the config names no relay
-    server_port: int  # 0 = pick a free port on 127.0.0.1
-    authorized_keys: tuple[PublicKey, ...]
-    forwards: tuple[int, ...]
-    python_packages: tuple[str, ...] = ()
-    os_packages: tuple[str, ...] = ()
-    login_user: str = field(default_factory=getpass.getuser)
-    server_kind: Backend = "auto"
-    tunnel_kind: Backend = "auto"  # the reverse-tunnel client (config field relay.client)
-    workdir: str | None = None  # where sessions start; None = the notebook's directory
-    route: Route = "relay"
-    cloudflared: CloudflaredConfig = field(default_factory=CloudflaredConfig)
-    frp: FrpConfig | None = None  # the config's frp section
-    frp_seed: FrpConfig | None = None  # the seed's tunnel_options read as frp (FRPTunnel)
-    notices: tuple[str, ...] = ()  # one-line remarks for `up` to show (not errors)
-
-    @property
-    def frp_settings(self) -> FrpConfig:
-        """The frp route's settings; a clear error when the config has none."""
-        found = self.frp or self.frp_seed
-        if found is None:
-            raise ConfigError(
-                f'{self.folder / CONFIG_FILE}: has no "frp" section, so the frp route '
-                f"cannot run. Fix: add one (see docs/frp.md)"
-            )
-        return found
-
-    @property
-    def ssh_relay(self) -> RelayConfig:
-        """The relay, for the relay route's code; a clear error when the config has none."""
-        if self.relay is None:
-            raise ConfigError(
-                f"{self.folder / CONFIG_FILE}: names no relay, so the relay route (ssh -R) "
-                f'cannot run. Fix: add a "relay" section (see docs/config.md), or use the '
-                f"cloudflared route (up --tunnel cloudflared)"
-            )
-        return self.relay
-
-    @property
-    def relay_known_hosts(self) -> Path:
-        return self.folder / RELAY_KNOWN_HOSTS
-
-    @property
-    def connections_dir(self) -> Path:
-        return self.folder / CONNECTIONS_DIR
-
-
-def route_of_tunnel(tunnel: str | None) -> Route | None:
-    """The route an ``up --tunnel`` choice implies (None: the config decides)."""
-    routes: dict[str, Route] = {
-        "frp": "frp",
-        "cloudflared": "cloudflared",
-        "openssh": "relay",
-        "embedded": "relay",
-    }
-    return routes.get(tunnel or "")
 
 
 def load_config(
@@ -215,7 +140,7 @@ def load_config(
         raise top.error(
             "mode",
             f"'{mode}' is not a known access mode",
-            'use "public" (the relay exposes the port) or "private" (ProxyJump)',
+            'use "public" (the relay exposes the port) or "private" (a socket on the relay)',
         )
 
     # The route: frp with an frp section; a relay when the config names one (the seed's
@@ -236,12 +161,12 @@ def load_config(
             "applies to the relay route only",
             "leave it out for a cloudflared tunnel (or add a relay section)",
         )
-    scan = scan_folder(folder, skip=_OWN_FILES)
+    scan = scan_folder(folder, skip=OWN_FILES)
     frp = parse_frp(folder, top, run_name)
     # The seed's FRPTunnel read tunnel_options as an frps address: kept for `--tunnel frp`.
     frp_seed = frp_from_seed(seed, run_name) if frp is None else None
     relay = (
-        _parse_relay(folder, relay_f, seed, scan, mode, run_name)
+        parse_relay(folder, relay_f, seed, scan, mode, run_name)
         if (relay_named or chosen == "relay") and not (chosen == "frp" and frp_seed)
         else None
     )
@@ -306,82 +231,6 @@ def load_config(
     )
 
 
-def _parse_relay(
-    folder: Path, relay_f: Fields, seed: Fields, scan: FolderKeys, mode: str, run_name: str
-) -> RelayConfig:
-    # Keys: by content, as the seed did; the superset may name them explicitly.
-    key_name = relay_f.str_("key")
-    if key_name is not None:
-        relay_key = _named_private_key(folder, key_name, relay_f)
-    else:
-        if not scan.private:
-            if scan.encrypted_errors:
-                raise scan.encrypted_errors[0]
-            raise ConfigError(
-                f"{folder}: no private key found for logging into the relay. Fix: "
-                f"put the relay's private key file (e.g. <user>.first.pem) in "
-                f"the folder, or name it in {CONFIG_FILE} field 'relay.key'"
-            )
-        if len(scan.private) > 1:
-            names = ", ".join(k.path.name for k in scan.private)
-            raise relay_f.error(
-                "key",
-                f"is not set and the folder holds several private keys ({names})",
-                f'name the relay key, e.g. "key": "{scan.private[0].path.name}"',
-            )
-        relay_key = scan.private[0]
-
-    host = relay_f.str_("host") or seed.str_("service_url")
-    if host is None:
-        raise relay_f.error(
-            "host",
-            "is missing",
-            '"relay": {"host": "relay.example.org"} '
-            '(or the seed\'s "tunnel_options": {"service_url": ...})',
-        )
-    # 0: the relay picks a free port (public mode; tunnels/relayport.py), so several
-    # runtimes can share one relay account without agreeing on ports. The seed's
-    # service_port stays 1-65535 (its frp reading takes it as frps's port).
-    remote_port = relay_f.port("remote_port", allow_zero=True)
-    if remote_port is None:
-        remote_port = seed.port("service_port")
-    # Private mode forwards to a Unix socket: no port on the relay is needed.
-    if remote_port is None and mode == "private":
-        remote_port = 0
-    if remote_port is None:
-        raise relay_f.error(
-            "remote_port",
-            "is missing",
-            "set the port the relay forwards, e.g. "
-            '"relay": {"remote_port": 2222} (or the seed\'s service_port)',
-        )
-    user = relay_f.str_("user") or relay_key.path.name.split(".", 1)[0]
-    host_key = relay_f.str_("host_key")
-    if host_key is not None:
-        parsed = parse_public_key_line(host_key, "config")
-        if parsed is None:
-            raise relay_f.error(
-                "host_key",
-                "is not an SSH public key",
-                'paste the relay\'s key as "ssh-ed25519 AAAA..." (from `ssh-keyscan HOST`)',
-            )
-        host_key = parsed.blob
-    bind = relay_f.str_("bind_address")
-
-    return RelayConfig(
-        host=host,
-        port=relay_f.port("port", 22) or 22,
-        user=user,
-        remote_port=remote_port,
-        key=relay_key,
-        host_key=host_key,
-        public_host=relay_f.str_("public_host") or host,
-        bind_address=bind,
-        jump_user=relay_f.str_("jump_user") or user,
-        socket_path=_socket_path(relay_f, user, run_name),
-    )
-
-
 def _config_path(folder: Path) -> tuple[Path, list[str]]:
     """user_config.json, or the seed README's mapping_config.json (with a note when both)."""
     main, alt = folder / CONFIG_FILE, folder / SEED_README_CONFIG_FILE
@@ -403,38 +252,6 @@ def _backend(fields: Fields, key: str, what: str) -> Backend:
             'use "auto" (OpenSSH where usable, else embedded), "openssh" or "embedded"',
         )
     return value  # type: ignore[return-value]
-
-
-def _socket_path(relay_f: Fields, user: str, name: str) -> str:
-    path = relay_f.str_("socket_path") or f"/tmp/handy-colab-{user}-{name}.sock"
-    if not SOCKET_PATH_RE.match(path):
-        raise relay_f.error(
-            "socket_path",
-            f"'{path}' is not an absolute path of letters, digits and '._/+-'",
-            'use e.g. "/tmp/handy-colab-me-colab.sock"',
-        )
-    return path
-
-
-def _named_private_key(folder: Path, key_name: str, relay_f: Fields) -> PrivateKey:
-    path = (folder / key_name).expanduser()
-    if not path.is_file():
-        raise relay_f.error(
-            "key",
-            f"names {path}, which does not exist",
-            "give the file name of the relay's private key in the folder",
-        )
-    try:
-        key = load_private_key(path)
-    except KeyFileError:
-        raise
-    if key is None:
-        raise relay_f.error(
-            "key",
-            f"names {path}, which is not an SSH private key",
-            "point it at the private key file (not the .pub)",
-        )
-    return key
 
 
 def _authorized_keys(

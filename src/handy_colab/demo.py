@@ -27,7 +27,7 @@ from pathlib import Path
 
 from . import runtime
 from .client.connect import connect
-from .connection import Descriptor
+from .descriptor import Descriptor
 from .errors import HandyColabError
 from .fsutil import atomic_write
 from .keys import _generate_ed25519

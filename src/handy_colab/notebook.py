@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from . import platforms, runtime
+from .client.block import render_block, ssh_command
+from .client.pycharm import pycharm_settings
 from .config import Backend
-from .connection import Descriptor, pycharm_settings, render_block, ssh_command
+from .descriptor import Descriptor
 from .errors import ConfigError
 from .keys import fingerprint
 from .packages import PackageResult

@@ -26,7 +26,8 @@ from typing import Any
 
 import pytest
 
-from handy_colab.connection import Descriptor, pycharm_settings
+from handy_colab.client.pycharm import pycharm_settings
+from handy_colab.descriptor import Descriptor
 from tests import sshj
 from tests.e2e.conftest import Runtime, finish, make_runtime, need, need_rig
 from tests.rig import keygen, wait_until

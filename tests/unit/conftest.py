@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from handy_colab.connection import Descriptor
+from handy_colab.descriptor import Descriptor
 
 SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
 

@@ -1,4 +1,5 @@
-"""connection.Descriptor: JSON round trip and refusal of bad descriptors."""
+"""The descriptor (descriptor.py), built on the runtime (connection.py) and printed
+(client/block.py): JSON round trip and refusal of bad descriptors."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from typing import Any
 import pytest
 
 from handy_colab import connection
+from handy_colab.client.block import render_block, ssh_command
 from handy_colab.config import load_config
-from handy_colab.connection import FORMAT, RELAY_FORMAT, Descriptor
+from handy_colab.descriptor import FORMAT, RELAY_FORMAT, Descriptor
 from handy_colab.errors import ConfigError
 
 MakeDesc = Callable[..., Descriptor]
@@ -173,12 +175,9 @@ def test_relay_host_keys_from_config_pin(seed_folder: Path, keys: Any) -> None:
 
 
 def test_ssh_command(make_descriptor: MakeDesc) -> None:
-    assert connection.ssh_command(make_descriptor()) == "ssh -p 12345 root@public.example.org"
-    assert (
-        connection.ssh_command(make_descriptor(remote_port=22), "/k")
-        == "ssh -i /k root@public.example.org"
-    )
-    assert connection.ssh_command(make_descriptor(mode="private")) == (
+    assert ssh_command(make_descriptor()) == "ssh -p 12345 root@public.example.org"
+    assert ssh_command(make_descriptor(remote_port=22), "/k") == "ssh -i /k root@public.example.org"
+    assert ssh_command(make_descriptor(mode="private")) == (
         "ssh -o 'ProxyCommand=handy-colab proxy alice@relay.example.org:2200 "
         "/tmp/handy-colab-alice-colab.sock' -o HostKeyAlias=colab root@colab"
     )
@@ -190,7 +189,7 @@ def test_render_block_mentions_fingerprint_and_never_disables_checking(
     from handy_colab.keys import fingerprint
 
     for mode in ("public", "private"):
-        text = connection.render_block(make_descriptor(mode=mode), None, None)
+        text = render_block(make_descriptor(mode=mode), None, None)
         assert fingerprint(keys.blob("ed25519")) in text
         assert "StrictHostKeyChecking yes" in text
         assert "StrictHostKeyChecking no" not in text

@@ -16,7 +16,7 @@ import pytest
 
 from handy_colab.client import sshconfig as S
 from handy_colab.client.connect import connect
-from handy_colab.connection import Descriptor
+from handy_colab.descriptor import Descriptor
 from handy_colab.errors import ClientConfigError, ConfigError, HandyColabError
 
 MakeDesc = Callable[..., Descriptor]

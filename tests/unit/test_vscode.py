@@ -26,7 +26,7 @@ from handy_colab.client import jsonc
 from handy_colab.client import vscode as V
 from handy_colab.client.connect import connect
 from handy_colab.client.laptop import known_runtimes
-from handy_colab.connection import Descriptor
+from handy_colab.descriptor import Descriptor
 from handy_colab.errors import ConfigError, EditorError
 
 KEY = V.KEY

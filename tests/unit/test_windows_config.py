@@ -18,7 +18,7 @@ import pytest
 from handy_colab.cli import main
 from handy_colab.client import windows as win
 from handy_colab.client.connect import connect
-from handy_colab.connection import Descriptor
+from handy_colab.descriptor import Descriptor
 from handy_colab.errors import ConfigError
 
 MakeDesc = Callable[..., Descriptor]

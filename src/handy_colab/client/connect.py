@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import CONFIG_FILE, NAME_RE, SEED_README_CONFIG_FILE
-from ..connection import PASTE_PREFIX, Descriptor
+from ..descriptor import PASTE_PREFIX, Descriptor
 from ..errors import ClientConfigError, ConfigError, HandyColabError
 from ..fsutil import atomic_write, read_text_or_empty
 from ..keys import load_private_key

@@ -13,7 +13,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..connection import Descriptor
+from ..descriptor import Descriptor
 from ..errors import ClientConfigError, HandyColabError
 from ..fsutil import atomic_write, read_text_or_empty
 

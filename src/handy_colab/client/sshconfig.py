@@ -14,7 +14,7 @@ import stat
 import sys
 from pathlib import Path
 
-from ..connection import Descriptor
+from ..descriptor import Descriptor
 from ..errors import ClientConfigError
 from ..fsutil import atomic_write, backup, read_text_or_empty
 from .windows import fwd_slashes, include_line, quoted
@@ -39,7 +39,9 @@ def _q(path: str) -> str:
 def proxy_command(
     desc: Descriptor, config_file: str, launcher: str | None = None, windows: bool = False
 ) -> str:
-    """ProxyCommand that reaches the runtime's Unix socket on the relay (private mode)."""
+    """Private mode's ProxyCommand: it logs into the relay (the relay's Host block in
+    ``config_file``) and opens the runtime's Unix socket there as a direct-streamlocal
+    channel, piping it to stdio (streamlocal.py)."""
     if launcher is None:
         launcher = f"{_q(sys.executable)} -m handy_colab.streamlocal"
     cfg = quoted(config_file) if windows else _q(config_file)
@@ -55,6 +57,13 @@ def ws_launcher(cloudflared_access: bool = False) -> str:
     """How connect's ProxyCommand starts the WebSocket proxy (this very interpreter)."""
     extra = " --cloudflared-access" if cloudflared_access else ""
     return f"{_q(sys.executable)} -m handy_colab.tunnels.websocket{extra}"
+
+
+def ws_proxy_command(hostname: str, launcher: str, descriptor: str | None = None) -> str:
+    """The cloudflared route's ProxyCommand: opens wss://HOSTNAME/ (no cloudflared on the
+    laptop); with ``descriptor``, it re-reads the hostname there at each connection."""
+    follow = f' --descriptor "{descriptor}"' if descriptor else ""
+    return f"{launcher}{follow} {hostname}"
 
 
 def render_host_blocks(
@@ -110,8 +119,6 @@ def render_host_blocks(
     if relay_private:
         out.append(f"    ProxyCommand {proxy_command(desc, config_file, launcher, windows)}")
     elif desc.cloudflared:
-        from ..tunnels.cloudflared import proxy_command as ws_proxy_command
-
         follow = fwd_slashes(follow) if windows and follow else follow
         cmd = ws_proxy_command(desc.hostname, launcher or ws_launcher(), follow)
         out.append(f"    ProxyCommand {cmd}")

@@ -10,6 +10,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser(
         "code",
         help="laptop side: open VS Code on a runtime (Remote-SSH), in its notebook directory",
+        description="Open VS Code's Remote-SSH window on a runtime `connect` set up, in the "
+        "notebook's\ndirectory (or PATH), having told VS Code the host runs Linux.",
+        epilog="Example:\n  handy-colab code colab\n  handy-colab code colab /content/project "
+        "--print    # only show the command and link",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("name", metavar="NAME", help="the runtime, as `connect` named it")
     p.add_argument(

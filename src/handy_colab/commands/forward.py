@@ -12,8 +12,16 @@ from typing import Any
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "forward",
-        help="laptop side: a local port that reaches a runtime (for PyCharm and other IDEs "
-        "that cannot use ~/.ssh/config); e.g. handy-colab forward colab",
+        help="laptop side: a local port that reaches a runtime, for PyCharm and other IDEs "
+        "that cannot use ~/.ssh/config",
+        description="Listen on a local port and carry each connection to a runtime `connect` "
+        "set up (through\nits ProxyCommand, or straight to its public address), with its host "
+        "key pinned for\n[127.0.0.1]:PORT too. Point the IDE's SSH settings at 127.0.0.1 and "
+        "that port; keep it\nrunning. The default port is fixed per runtime name, so saved IDE "
+        "settings stay right.",
+        epilog="Example:\n  handy-colab forward colab            # then PyCharm: host "
+        "127.0.0.1, the port it prints",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("name", help="the runtime's alias, as `connect` wrote it")
     p.add_argument("--port", type=int, help="local port (default: fixed per runtime name)")
@@ -24,7 +32,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..client.forward import serve
     from ..client.laptop import find_runtime
-    from ..connection import forward_port
+    from ..client.pycharm import forward_port
 
     rt = find_runtime(args.name, Path(args.ssh_config) if args.ssh_config else None)
     port = args.port if args.port is not None else forward_port(rt.alias)

@@ -28,8 +28,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p = sub.add_parser(
         "init",
         help="laptop side, first run: use (or make) your SSH key and write a config folder",
-        description="Write a config folder for `handy-colab up` and say what to do next. "
-        "Asks in a terminal; with --yes (or no terminal) it takes flags and defaults only.",
+        description="Write a config folder for `handy-colab up` (your public key, the route's "
+        "settings and\nkeys) and say what to do next. Asks in a terminal; with --yes (or no "
+        "terminal) it\ntakes flags and defaults only. Copy the folder to the runtime, e.g. to "
+        "Google Drive.",
+        epilog="Example:\n  handy-colab init                        # asks; a cloudflared "
+        "quick tunnel by default\n  handy-colab init cfg --route relay --relay-host "
+        "vps.example.org --remote-port 2222 --yes",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("folder", nargs="?", metavar="DIR", help="folder to write (default colab_data)")
     p.add_argument("--route", help=_ROUTE_HELP)

@@ -12,8 +12,13 @@ from typing import Any
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "list",
-        help="every runtime `connect` set up on this laptop (reachable or not), and those "
-        "running here; e.g. handy-colab list",
+        help="laptop side: every runtime `connect` set up here (reachable or not), and those "
+        "running here",
+        description="List the runtimes `connect` set up on this laptop, each probed for its SSH "
+        "banner\n(reachable or not, and how long it took), and the runtimes `up` runs on this "
+        "machine.",
+        epilog="Example:\n  handy-colab list\n  handy-colab list --json --timeout 5",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--ssh-config", metavar="FILE", help="the file connect wrote (if not default)")
     p.add_argument("--timeout", type=float, default=2.0, help="seconds per probe (default 2)")

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import runtime
+from ..client.block import render_block
 from ..config import Backend
-from ..connection import render_block
 from ..server.session import read_info
 from ..state import RuntimeDir
 

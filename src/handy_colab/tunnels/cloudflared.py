@@ -313,9 +313,3 @@ class CloudflaredTunnel(Tunnel):
             f"{timeout:.0f}s (last: {short(last_error(lines))}). Fix: allow outbound TCP and "
             f"UDP port 7844 from the runtime"
         )
-
-
-def proxy_command(hostname: str, launcher: str, descriptor: str | None = None) -> str:
-    """The laptop's ProxyCommand: opens wss://HOSTNAME/ (no cloudflared on the laptop)."""
-    follow = f' --descriptor "{descriptor}"' if descriptor else ""
-    return f"{launcher}{follow} {hostname}"

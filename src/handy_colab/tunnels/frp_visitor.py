@@ -43,7 +43,7 @@ def write_profile(
 
 def visitor_config(p: dict[str, Any], workdir: Path, port: int) -> str:
     """frpc's config for the visitor(s): stcp, or xtcp with the stcp visitor as fallback."""
-    from .frp import common_lines, toml_str
+    from .frp_common import common_lines, toml_str
 
     ca = None
     if p.get("ca_pem"):
@@ -96,7 +96,7 @@ def visitor_config(p: dict[str, Any], workdir: Path, port: int) -> str:
 
 def _frpc() -> str:
     from ..binaries import Installer
-    from .frp import FRPC
+    from .frp_common import FRPC
 
     return str(Installer(FRPC).resolve().path)
 

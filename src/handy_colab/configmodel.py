@@ -1,0 +1,120 @@
+"""The validated config: names, limits and the dataclasses config.py's loader returns."""
+
+from __future__ import annotations
+
+import getpass
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from .errors import ConfigError
+from .keys import HOST_KEY_DIR, PrivateKey, PublicKey
+from .tunnels.cloudflared_config import CloudflaredConfig
+from .tunnels.frp_config import FrpConfig
+
+CONFIG_FILE = "user_config.json"
+# The seed's README told users to upload the config under this name (its code read the other).
+SEED_README_CONFIG_FILE = "mapping_config.json"
+CONNECTIONS_DIR = "connections"
+RELAY_KNOWN_HOSTS = "relay_known_hosts"
+DEFAULT_NAME = "colab"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+# A relay socket path: it lands in ssh_config (ProxyCommand), sshd_config (PermitOpen [..]) and
+# a quoted authorized_keys option, so only characters none of them would split or interpret.
+SOCKET_PATH_RE = re.compile(r"^/[A-Za-z0-9._/+-]{1,200}$")
+# Files the tool itself keeps in the folder; never mistaken for user keys.
+OWN_FILES = {
+    CONFIG_FILE,
+    SEED_README_CONFIG_FILE,
+    RELAY_KNOWN_HOSTS,
+    CONNECTIONS_DIR,
+    HOST_KEY_DIR,
+}
+
+Mode = Literal["public", "private"]
+# Which implementation runs a part: "auto" picks OpenSSH where it is usable, else embedded.
+Backend = Literal["auto", "openssh", "embedded"]
+BACKENDS = ("auto", "openssh", "embedded")
+# How the laptop reaches the runtime: an SSH relay (`ssh -R`), or Cloudflare's edge.
+Route = Literal["relay", "cloudflared", "frp"]
+ROUTES = ("relay", "cloudflared", "frp")
+# What `up --tunnel` takes: the relay route's two clients, or the cloudflared route.
+TUNNEL_CHOICES = ("auto", "openssh", "embedded", "cloudflared", "frp")
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    host: str
+    port: int
+    user: str
+    remote_port: int
+    key: PrivateKey
+    host_key: str | None  # pinned "type base64"; None = record on first use
+    public_host: str  # where the laptop connects in public mode
+    bind_address: str | None
+    jump_user: str  # account the laptop uses to reach the socket in private mode
+    socket_path: str  # private mode: the Unix socket on the relay
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    folder: Path
+    name: str
+    mode: Mode
+    relay: RelayConfig | None  # None: the config names no relay
+    server_port: int  # 0 = pick a free port on 127.0.0.1
+    authorized_keys: tuple[PublicKey, ...]
+    forwards: tuple[int, ...]
+    python_packages: tuple[str, ...] = ()
+    os_packages: tuple[str, ...] = ()
+    login_user: str = field(default_factory=getpass.getuser)
+    server_kind: Backend = "auto"
+    tunnel_kind: Backend = "auto"  # the reverse-tunnel client (config field relay.client)
+    workdir: str | None = None  # where sessions start; None = the notebook's directory
+    route: Route = "relay"
+    cloudflared: CloudflaredConfig = field(default_factory=CloudflaredConfig)
+    frp: FrpConfig | None = None  # the config's frp section
+    frp_seed: FrpConfig | None = None  # the seed's tunnel_options read as frp (FRPTunnel)
+    notices: tuple[str, ...] = ()  # one-line remarks for `up` to show (not errors)
+
+    @property
+    def frp_settings(self) -> FrpConfig:
+        """The frp route's settings; a clear error when the config has none."""
+        found = self.frp or self.frp_seed
+        if found is None:
+            raise ConfigError(
+                f'{self.folder / CONFIG_FILE}: has no "frp" section, so the frp route '
+                f"cannot run. Fix: add one (see docs/frp.md)"
+            )
+        return found
+
+    @property
+    def ssh_relay(self) -> RelayConfig:
+        """The relay, for the relay route's code; a clear error when the config has none."""
+        if self.relay is None:
+            raise ConfigError(
+                f"{self.folder / CONFIG_FILE}: names no relay, so the relay route (ssh -R) "
+                f'cannot run. Fix: add a "relay" section (see docs/config.md), or use the '
+                f"cloudflared route (up --tunnel cloudflared)"
+            )
+        return self.relay
+
+    @property
+    def relay_known_hosts(self) -> Path:
+        return self.folder / RELAY_KNOWN_HOSTS
+
+    @property
+    def connections_dir(self) -> Path:
+        return self.folder / CONNECTIONS_DIR
+
+
+def route_of_tunnel(tunnel: str | None) -> Route | None:
+    """The route an ``up --tunnel`` choice implies (None: the config decides)."""
+    routes: dict[str, Route] = {
+        "frp": "frp",
+        "cloudflared": "cloudflared",
+        "openssh": "relay",
+        "embedded": "relay",
+    }
+    return routes.get(tunnel or "")

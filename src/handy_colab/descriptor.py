@@ -1,0 +1,304 @@
+"""The descriptor: what the laptop needs to reach a runtime, as a file or one pasted line.
+
+``up`` writes it to ``DIR/connections/NAME.json`` (connection.py builds it) and prints it as an
+``hc1:`` line; ``connect`` reads either back, validating every field, since they end up in the
+laptop's ssh config and known_hosts. It holds no secret: host keys are public and the identity
+is only named, never copied into it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import zlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .configfields import as_port
+from .configmodel import NAME_RE, SOCKET_PATH_RE
+from .errors import ConfigError
+from .keys import parse_public_key_line
+from .tunnels.cloudflared_config import valid_hostname
+
+# Format 1: the relay route. Format 2 adds the cloudflared route; relay descriptors are still
+# written as format 1, so laptops with an older handy-colab keep reading them.
+FORMAT = 2
+RELAY_FORMAT = 1
+# `handy-colab connect 'hc1:...'`: the descriptor itself, compressed, in one pasteable line.
+PASTE_PREFIX = "hc1:"
+_PASTE_MAX = 64 * 1024
+# Host names, IPv4/IPv6 literals and user names; nothing ssh_config would split or interpret.
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_.:%@+-][A-Za-z0-9_.:%@+\[\]-]{0,252}$")
+
+
+@dataclass
+class Descriptor:
+    name: str
+    # relay route: "public" | "private"; cloudflared: "quick" | "named"; frp: + "p2p"
+    mode: str
+    user: str  # login user on the runtime
+    host_keys: list[str]  # the runtime's host keys, "type base64"
+    relay_host: str = ""
+    relay_port: int = 0
+    relay_user: str = ""  # private mode: the relay account the laptop's proxy logs into
+    relay_host_keys: list[str] = field(default_factory=list)
+    public_host: str = ""
+    remote_port: int = 0
+    python: str = ""  # the interpreter sessions get first on PATH (the notebook's)
+    home: str = ""
+    workdir: str = ""  # where sessions start (the notebook's directory)
+    forwards: list[int] = field(default_factory=list)
+    identity_hint: str = ""  # file name of the key in the config folder, if any
+    socket_path: str = ""  # private mode: the runtime's Unix socket on the relay
+    route: str = "relay"  # "relay" | "cloudflared" | "frp"
+    hostname: str = ""  # cloudflared: the tunnel's public hostname (a quick one changes)
+    # frp: server, port, proxy, server_name, verified, stun (no secrets: those stay in the
+    # config folder, which `connect` reads for the private modes)
+    frp: dict[str, Any] = field(default_factory=dict)
+    format: int = RELAY_FORMAT
+
+    @property
+    def cloudflared(self) -> bool:
+        return self.route == "cloudflared"
+
+    @property
+    def via_proxy_command(self) -> bool:
+        """ssh reaches the runtime through a ProxyCommand (no HostName/Port to give)."""
+        return self.mode != "public"
+
+    # Where ssh connects for the runtime itself.
+    @property
+    def host(self) -> str:
+        if self.cloudflared:
+            return self.hostname
+        return self.public_host if self.mode == "public" else "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return 443 if self.cloudflared else self.remote_port
+
+    @property
+    def reach(self) -> str:
+        """How the laptop reaches the runtime, in words."""
+        if self.cloudflared:
+            return f"through Cloudflare ({self.mode} tunnel https://{self.hostname})"
+        if self.route == "frp":
+            return (
+                f"through frps {self.frp.get('server')}:{self.frp.get('port')} ({self.mode} mode)"
+            )
+        return f"through the relay ({self.mode} mode)"
+
+    @property
+    def start_dir(self) -> str:
+        """Where sessions start: the notebook's directory (older descriptors: the home)."""
+        return self.workdir or self.home
+
+    @property
+    def relay_alias(self) -> str:
+        return f"{self.name}-relay"
+
+    def to_paste(self) -> str:
+        """The descriptor as one line to paste into `handy-colab connect` (no secrets in it)."""
+        raw = json.dumps(json.loads(self.to_json()), separators=(",", ":"), sort_keys=True)
+        packed = base64.urlsafe_b64encode(zlib.compress(raw.encode(), 9)).decode().rstrip("=")
+        return PASTE_PREFIX + packed
+
+    @classmethod
+    def from_paste(cls, text: str) -> Descriptor:
+        """A pasted ``hc1:...`` line, validated exactly as a descriptor file is."""
+        where = "the pasted hc1: line"
+        body = text.strip()[len(PASTE_PREFIX) :]
+        try:
+            packed = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+            inflate = zlib.decompressobj()
+            # Bounded: a crafted line must not inflate into gigabytes.
+            raw = inflate.decompress(packed, _PASTE_MAX)
+            if inflate.unconsumed_tail:
+                raise ValueError("too long")
+            data = json.loads(raw)
+        except (ValueError, zlib.error) as exc:
+            raise ConfigError(
+                f"{where} is damaged ({exc}). Fix: copy the whole line again from the runtime's "
+                f"output (it starts with {PASTE_PREFIX})"
+            ) from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where} holds no descriptor. Fix: copy the whole line again")
+        return cls.from_dict(data, where)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        if self.route == "relay":
+            # Exactly the format-1 fields: older laptops refuse none of them.
+            for fld in ("route", "hostname", "frp"):
+                data.pop(fld)
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str) -> Descriptor:
+        """Validate every field: they end up in the laptop's ssh config and known_hosts."""
+
+        def bad(fld: str, problem: str) -> ConfigError:
+            return ConfigError(
+                f"{source}: field '{fld}' {problem}. Fix: use the "
+                f"connections/NAME.json written by `handy-colab up`, unedited"
+            )
+
+        fmt = data.get("format", FORMAT)
+        if isinstance(fmt, bool) or not isinstance(fmt, int):
+            raise bad("format", "must be a number")
+        if fmt > FORMAT:
+            raise ConfigError(
+                f"{source}: descriptor format {fmt} is newer than this "
+                f"handy-colab understands. Fix: upgrade handy-colab on the laptop"
+            )
+        route = data.get("route", "relay")
+        if route not in ("relay", "cloudflared", "frp"):
+            raise bad("route", f"must be relay, cloudflared or frp, not {route!r}")
+        relay_route = route == "relay"
+        tokens = ("name", "mode", "user") + (
+            ("relay_host", "relay_user", "public_host") if relay_route else ()
+        )
+        for fld in tokens:
+            value = data.get(fld)
+            # A space, newline or quote here would let a descriptor add ssh directives.
+            if not isinstance(value, str) or not _TOKEN_RE.match(value):
+                raise bad(fld, f"is missing or not a plain host/user token ({value!r})")
+        if not NAME_RE.match(data["name"]):
+            raise bad("name", "is not a valid runtime name")
+        modes = {
+            "relay": ("public", "private"),
+            "cloudflared": ("quick", "named"),
+            "frp": ("public", "private", "p2p"),
+        }[route]
+        if data["mode"] not in modes:
+            raise bad("mode", f"must be {' or '.join(modes)}, not {data['mode']!r}")
+        hostname = ""
+        frp: dict[str, Any] = {}
+        if relay_route:
+            _check_relay_fields(data, bad)
+        elif route == "frp":
+            frp = _check_frp_fields(data, bad)
+        else:
+            raw_host = data.get("hostname")
+            checked = valid_hostname(raw_host) if isinstance(raw_host, str) else None
+            if checked is None or checked != raw_host:
+                raise bad("hostname", f"must be a DNS host name ({raw_host!r:.60})")
+            hostname = checked
+        fwd = data.get("forwards", [])
+        if not isinstance(fwd, list) or any(as_port(p, strict=True) is None for p in fwd):
+            raise bad("forwards", "must be a list of port numbers")
+        keys: dict[str, list[str]] = {}
+        key_fields = (("host_keys", True), ("relay_host_keys", False))
+        for fld, required in key_fields if relay_route else key_fields[:1]:
+            value = data.get(fld, [])
+            if not isinstance(value, list) or (required and not value):
+                raise bad(fld, "must list public host keys")
+            keys[fld] = []
+            for entry in value:
+                parsed = (
+                    parse_public_key_line(entry, source)
+                    if isinstance(entry, str)
+                    and "\n" not in entry
+                    and "\r" not in entry
+                    and len(entry.split()) in (2, 3)
+                    else None
+                )
+                if parsed is None:
+                    raise bad(fld, f"holds something that is not a public key ({entry!r:.40})")
+                keys[fld].append(parsed.blob)
+        for fld in ("python", "home", "workdir", "identity_hint"):
+            value = data.get(fld, "")
+            if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
+                raise bad(fld, "must be a one-line string")
+        common = {
+            "name": data["name"],
+            "mode": data["mode"],
+            "user": data["user"],
+            "host_keys": keys["host_keys"],
+            "python": data.get("python", ""),
+            "home": data.get("home", ""),
+            "workdir": data.get("workdir", ""),
+            "forwards": list(fwd),
+            "identity_hint": data.get("identity_hint", ""),
+            "format": fmt,
+        }
+        if route == "cloudflared":
+            return cls(**common, route="cloudflared", hostname=hostname)
+        if route == "frp":
+            public = data["mode"] == "public"
+            return cls(
+                **common,
+                route="frp",
+                frp=frp,
+                public_host=frp["server"] if public else "",
+                remote_port=data["remote_port"] if public else 0,
+            )
+        return cls(
+            **common,
+            relay_host=data["relay_host"],
+            relay_port=data["relay_port"],
+            relay_user=data["relay_user"],
+            relay_host_keys=keys["relay_host_keys"],
+            public_host=data["public_host"],
+            remote_port=data["remote_port"],
+            socket_path=data.get("socket_path", "") or "",
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> Descriptor:
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(
+                f"{path}: descriptor not found. Fix: run `handy-colab up` on the "
+                f"runtime first; it writes connections/NAME.json"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"{path}: cannot read the descriptor ({exc}). Fix: copy it again "
+                f"from the runtime's config folder"
+            ) from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: not a descriptor object. Fix: use connections/NAME.json")
+        return cls.from_dict(data, str(path))
+
+
+def _check_relay_fields(data: dict[str, Any], bad: Callable[[str, str], ConfigError]) -> None:
+    """The relay route's ports and socket path (the token fields are checked by the caller)."""
+    for fld in ("relay_port", "remote_port"):
+        value = data.get(fld)
+        zero_ok = fld == "remote_port" and data["mode"] == "private"
+        if as_port(value, allow_zero=zero_ok, strict=True) is None:
+            raise bad(fld, f"must be a port number, not {value!r}")
+    sock = data.get("socket_path", "")
+    if data["mode"] == "private" and (not isinstance(sock, str) or not SOCKET_PATH_RE.match(sock)):
+        raise bad("socket_path", f"must be an absolute path without spaces ({sock!r})")
+
+
+_HOSTPORT_RE = re.compile(r"^[A-Za-z0-9._-]{1,253}:[0-9]{1,5}$")
+
+
+def _check_frp_fields(
+    data: dict[str, Any], bad: Callable[[str, str], ConfigError]
+) -> dict[str, Any]:
+    """The frp route's fields: they become ssh config (public mode) and the laptop's visitor."""
+    frp = data.get("frp")
+    if not isinstance(frp, dict):
+        raise bad("frp", "must be an object")
+    for key in ("server", "server_name"):
+        if not isinstance(frp.get(key), str) or not _TOKEN_RE.match(frp[key]):
+            raise bad(f"frp.{key}", f"is not a plain host name ({frp.get(key)!r:.60})")
+    if as_port(frp.get("port"), strict=True) is None:
+        raise bad("frp.port", f"must be a port number, not {frp.get('port')!r}")
+    if not isinstance(frp.get("proxy"), str) or not NAME_RE.match(frp["proxy"]):
+        raise bad("frp.proxy", f"is not a valid proxy name ({frp.get('proxy')!r:.60})")
+    if not isinstance(frp.get("stun"), str) or not _HOSTPORT_RE.match(frp["stun"]):
+        raise bad("frp.stun", f"is not HOST:PORT ({frp.get('stun')!r:.60})")
+    if not isinstance(frp.get("verified"), bool):
+        raise bad("frp.verified", "must be true or false")
+    if data["mode"] == "public" and as_port(data.get("remote_port"), strict=True) is None:
+        raise bad("remote_port", f"must be a port number, not {data.get('remote_port')!r}")
+    return {k: frp[k] for k in ("server", "port", "proxy", "server_name", "verified", "stun")}
