@@ -20,20 +20,40 @@ def _module_name(path: Path) -> str:
 MODULES = {_module_name(p): p for p in ROOT.rglob("*.py")}
 
 
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node, less the bodies of ``if TYPE_CHECKING:`` (annotations only, never run)."""
+    out: list[ast.AST] = []
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        out.append(node)
+        if isinstance(node, ast.If) and ast.unparse(node.test) in (
+            "TYPE_CHECKING",
+            "typing.TYPE_CHECKING",
+        ):
+            todo.extend(node.orelse)
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+    return out
+
+
 def _imports(name: str) -> set[str]:
-    """Every handy_colab module ``name`` imports, inside functions too: an import deferred to
-    call time still ties the two modules together."""
+    """Every handy_colab module ``name`` imports when it runs, inside functions too: an import
+    deferred to call time still ties the two modules together."""
     path = MODULES[name]
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in _runtime_nodes(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
-            candidates = [target, *(f"{target}.{a.name}" for a in node.names)]
+            subs = [f"{target}.{a.name}" for a in node.names]
+            # `from . import colab` needs the package's submodule, not what its __init__
+            # gathers (it may be the very module being imported).
+            candidates = subs if all(m in MODULES for m in subs) else [target, *subs]
         elif isinstance(node, ast.Import):
             candidates = [a.name for a in node.names]
         else:
@@ -64,6 +84,12 @@ def test_the_graph_sees_the_known_edges() -> None:
     assert "handy_colab.descriptor" in GRAPH["handy_colab.connection"]
     assert "handy_colab.client.pycharm" in GRAPH["handy_colab.commands.forward"]  # deferred
     assert "handy_colab.tunnels.frp_common" in GRAPH["handy_colab.tunnels.frp_visitor"]
+    assert "handy_colab.platforms.colab" in GRAPH["handy_colab.platforms.detection"]
+    assert "handy_colab.platforms" not in GRAPH["handy_colab.platforms.detection"]
+    # Annotation-only imports are no edge: the embedded server's connection and daemon name
+    # each other's types, one of them at run time.
+    assert "handy_colab.server.connection" in GRAPH["handy_colab.server.daemon"]
+    assert "handy_colab.server.daemon" not in GRAPH["handy_colab.server.connection"]
 
 
 def test_no_import_circles() -> None:
