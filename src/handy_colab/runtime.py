@@ -146,7 +146,7 @@ def up(
             res = UpResult(cfg, desc, path, True, st, sess)
         else:
             _fetch_binaries(cfg, tunnel, progress)
-            res = _start(cfg, rd, st, timeout, server, tunnel, sess)
+            res = _start(cfg, rd, st, timeout, server, tunnel, sess, progress)
     if install and (cfg.python_packages or cfg.os_packages):
         from .packages import install_packages
 
@@ -206,6 +206,7 @@ def _start(
     server: Backend | None,
     tunnel: str | None,
     sess: SessionEnv,
+    progress: Progress | None = None,
 ) -> UpResult:
     if st is not None:
         # A supervisor that is alive but not ready (stuck, or started from another
@@ -244,7 +245,7 @@ def _start(
         )
     finally:
         out.close()
-    st = _wait_ready(rd, run_id, child, timeout)
+    st = _wait_ready(rd, run_id, child, timeout, progress)
     desc, path = _descriptor_from_state(cfg, st)
     return UpResult(cfg, desc, path, False, st, sess)
 
@@ -258,12 +259,22 @@ def _child_env() -> dict[str, str]:
 
 
 def _wait_ready(
-    rd: RuntimeDir, run_id: str, child: subprocess.Popen[bytes], timeout: float
+    rd: RuntimeDir,
+    run_id: str,
+    child: subprocess.Popen[bytes],
+    timeout: float,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
+    told = False
     while True:
         st = rd.read_state()
         if st and st.get("run_id") == run_id:
+            tun = st.get("tunnel") or {}
+            if not told and progress is not None and tun.get("state") == "waiting":
+                # e.g. the relay still holds the port of this runtime's previous VM
+                progress(f"{tun.get('last_error')}")
+                told = True
             if st.get("phase") == "ready":
                 return st
             if st.get("phase") == "failed":

@@ -41,6 +41,10 @@ _REFUSED = re.compile(r"remote port forwarding failed for listen port (\d+)")
 # seconds; a program that took the port keeps it, so waiting longer would only prolong the
 # outage.
 STICKY_GRACE = 40.0
+# How often `up` asks again for a fixed port that a previous runtime's tunnel still holds on
+# the relay. Asking is an `ssh -R` (the relay's sshd tries to bind): it sends nothing to the
+# stale listener, so it cannot keep it alive the way a connection to it would.
+PORT_WAIT_RETRY = 1.0
 
 
 def allocated_port(lines: Iterable[str]) -> int | None:
@@ -112,7 +116,7 @@ class RelayTunnel(Tunnel):
 
     def start(self, timeout: float) -> None:
         if not self.allocating:
-            super().start(timeout)
+            self._start_fixed(timeout)
             return
         deadline = time.monotonic() + timeout
         try:
@@ -128,6 +132,58 @@ class RelayTunnel(Tunnel):
             self._start_asking(max(1.0, deadline - time.monotonic()))
         self._first_start = False
         self._refused_since = None
+
+    def _start_fixed(self, timeout: float) -> None:
+        """A fixed port (or a socket). On the first start (`up`, maybe on a new VM while
+        the relay still holds the old one's listener) a refused port is asked for again until
+        ``timeout``, saying so through ``on_wait`` (and ``on_wait("")`` once granted); later
+        starts are the supervisor's reconnects, which retry on their own."""
+        asked = self.cfg.ssh_relay.remote_port
+        if self.cfg.mode != "public" or not self._first_start:
+            super().start(timeout)
+            return
+        deadline = time.monotonic() + timeout
+        waiting_since: float | None = None
+        while True:
+            attempt = time.monotonic()
+            self._refused = None  # a start that times out says nothing of the port
+            try:
+                super().start(max(1.0, deadline - attempt))
+                break
+            except TunnelError:
+                if self._refused != asked:
+                    raise
+                now = time.monotonic()
+                if waiting_since is None:
+                    waiting_since = now
+                    log.warning("relay refused port %d; waiting for it to let go", asked)
+                if now + PORT_WAIT_RETRY >= deadline:
+                    raise self._held_error(asked, now - waiting_since) from None
+                if self.on_wait is not None:
+                    self.on_wait(
+                        f"waiting for the relay to release port {asked} (held by a previous "
+                        f"runtime's tunnel it has not dropped yet, or by another program); "
+                        f"asking again every {PORT_WAIT_RETRY:.0f}s for up to "
+                        f"{deadline - now:.0f}s more"
+                    )
+                time.sleep(max(0.0, PORT_WAIT_RETRY - (now - attempt)))
+        self._first_start = False
+        if waiting_since is not None:
+            log.info("relay let go of port %d after %.1fs", asked, time.monotonic() - waiting_since)
+            if self.on_wait is not None:
+                self.on_wait("")
+
+    def _held_error(self, port: int, waited: float) -> TunnelError:
+        relay = self.cfg.ssh_relay
+        return TunnelError(
+            f"relay {relay.host} still refuses port {port} after {waited:.0f}s of asking: a "
+            f"previous runtime's tunnel holds it (the relay keeps a vanished client's port "
+            f"until its keepalive gives up: hours when its sshd sets no "
+            f"ClientAliveInterval), or another program does. Fix: run `handy-colab "
+            f"relay-setup` on the relay (ClientAliveInterval 5 / ClientAliveCountMax 2 free "
+            f"a dead tunnel's port within ~30 s) and run `up` again, or choose another "
+            f"'relay.remote_port'"
+        )
 
     def _start_asking(self, timeout: float) -> None:
         asked = self.cfg.ssh_relay.remote_port
@@ -189,7 +245,9 @@ class RelayTunnel(Tunnel):
 
     def failure(self) -> TunnelError:
         err = super().failure()
-        self._refused = refused_port(self.last_lines(30)) if self.allocating else None
+        self._refused = refused_port(self.last_lines(30))
+        if not self.allocating:
+            return err
         relay = self.cfg.ssh_relay
         if self._refused == 0:
             return TunnelError(
