@@ -405,7 +405,7 @@ class Supervisor:
                 log.warning("reconnect failed (%s); next try in %.1fs", exc, delay)
                 self._set("tunnel", state="down", last_error=str(exc), next_try=time.time() + delay)
                 self.tunnel.stop()
-                self.stop_event.wait(delay)
+                self._pause(delay)
                 continue
             self._failed_checks = 0
             self._set(
@@ -421,6 +421,17 @@ class Supervisor:
             self._set(None, phase="ready")
             log.info("tunnel re-opened (reconnect #%d)", self.state["tunnel"]["reconnects"])
             return
+
+    def _pause(self, seconds: float) -> None:
+        """Wait between reconnect attempts, still restarting sshd the moment it dies."""
+        deadline = time.monotonic() + seconds
+        while not self.stop_event.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if self.wake.wait(left):
+                self.wake.clear()
+                self._tend_server()
 
     def shutdown(self) -> None:
         if self.tunnel is not None:

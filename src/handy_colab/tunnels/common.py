@@ -8,10 +8,14 @@ client runs.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
 import os
 import re
+import shutil
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -301,3 +305,55 @@ def private_banner_error(cfg: RuntimeConfig, banner: str) -> TunnelError | None:
         f"answer with the runtime's SSH banner (got {banner[:40]!r}). Fix: allow "
         f"'AllowStreamLocalForwarding yes' for {relay.user} on the relay"
     )
+
+
+def _proc_addr(text: str) -> tuple[str, int]:
+    """("ip", port) from /proc/net/tcp{,6}'s "HEX:HEX" (addresses in host byte order words)."""
+    addr, port = text.split(":")
+    raw = bytes.fromhex(addr)
+    # Each 32-bit word is in the kernel's (little-endian here) byte order.
+    fixed = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return str(ipaddress.ip_address(fixed)), int(port, 16)
+
+
+def relay_connection(pid: int, relay_port: int) -> tuple[str, int, str, int] | None:
+    """(local ip, local port, relay ip, relay port) of process ``pid``'s established TCP
+    connection to ``relay_port``, read from /proc (None: not found)."""
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError, ValueError, IndexError), open(table) as fh:
+            for line in list(fh)[1:]:
+                f = line.split()
+                if f[9] in inodes and f[3] == "01":
+                    local, remote = _proc_addr(f[1]), _proc_addr(f[2])
+                    if remote[1] == relay_port:
+                        return (*local, *remote)
+    return None
+
+
+def reset_connection(conn: tuple[str, int, str, int]) -> bool:
+    """Abort a dead tunnel's TCP connection if the kernel still holds it (SOCK_DESTROY via
+    ``ss -K``): the kernel then sends an RST at once, where the FIN of an ssh that ended
+    during an outage waits for TCP's next (backed-off) retransmission. The relay drops the
+    session, and its listener, the moment it gets the RST. True when a socket was aborted;
+    False where that is not allowed (needs CAP_NET_ADMIN) or nothing was left."""
+    ss = shutil.which("ss") or next(
+        (p for p in ("/usr/sbin/ss", "/sbin/ss", "/usr/bin/ss") if os.path.exists(p)), None
+    )
+    if ss is None:
+        return False
+    lip, lport, rip, rport = conn
+    argv = [ss, "-K", "-tnH", "state", "all", "src", lip, "dst", rip]
+    argv += ["(", "sport", "=", f":{lport}", "and", "dport", "=", f":{rport}", ")"]
+    try:
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    # ss lists what it aborted; with no permission it lists nothing (or fails).
+    return res.returncode == 0 and bool(res.stdout.strip())

@@ -27,7 +27,7 @@ from ..config import RuntimeConfig
 from ..connection import Descriptor
 from ..errors import HandyColabError, TunnelError
 from .base import Tunnel
-from .common import tcp_banner
+from .common import relay_connection, reset_connection, tcp_banner
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,8 @@ class RelayTunnel(Tunnel):
         self._first_start = True
         self._refused: int | None = None  # the port the last failed start was refused
         self._refused_since: float | None = None
+        # The TCP connection of the tunnel last up (public mode), to abort once it is dead.
+        self._conn: tuple[str, int, str, int] | None = None
         if self.allocating:
             prev = previous_port(cfg)
             if prev is not None:
@@ -115,6 +117,30 @@ class RelayTunnel(Tunnel):
             self.request_changed()
 
     def start(self, timeout: float) -> None:
+        try:
+            self._start(timeout)
+        except TunnelError as err:
+            raise self._after_refusal(err) from None
+        if self.cfg.mode == "public" and self.pid is not None:
+            self._conn = relay_connection(self.pid, self.cfg.ssh_relay.port)
+
+    def _after_refusal(self, err: TunnelError) -> TunnelError:
+        """The relay refused our port: if our own previous connection holds it (its ssh ended
+        during an outage, and the kernel still retransmits its FIN on a backed-off timer),
+        abort that connection so the relay lets go now, and ask again soon."""
+        conn, self._conn = self._conn, None
+        if conn is None or self._refused != self.cfg.ssh_relay.remote_port:
+            return err
+        if not reset_connection(conn):
+            return err
+        log.info(
+            "reset the previous tunnel connection %s:%d -> %s:%d so the relay frees port %d",
+            *conn,
+            self._refused,
+        )
+        return TunnelError(str(err), permanent=err.permanent, retry_after=0.3)
+
+    def _start(self, timeout: float) -> None:
         if not self.allocating:
             self._start_fixed(timeout)
             return

@@ -1,0 +1,212 @@
+"""The supervisor never blocks, and tells a slow check from a broken tunnel.
+
+In the NAT rig with a stock OpenSSH relay:
+
+- eight busy sessions while every end-to-end check is made slow by real network delay
+  (tc netem on the check's own connection) cause no reconnect, and the sessions complete;
+- a child that dies while a check is still running is restarted at once, before that check
+  ends (the check's verdict, about a tunnel that is gone, is ignored);
+- a replaced runtime (the relay still holds the old VM's listener) makes `up` wait, say what
+  it waits for, and take the port once the relay lets go; with too short a timeout it fails
+  naming the relay's keepalives as the fix.
+
+The frozen tunnel that must still be caught is test_recovery.py's
+test_frozen_tunnel_found_by_health_check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import REMOTE_PORT, Runtime
+from tests.e2e.test_recovery import _tunnel_sport, status
+from tests.rig import wait_until
+
+# Longer than the supervisor's HEALTH_TIMEOUT (8 s): every check through the relay's port
+# times out while it is in place.
+CHECK_DELAY_S = 12
+
+
+def logs(rt: Runtime, n: int = 2000) -> str:
+    out: str = rt.rig.handy("rt", "logs", "-n", str(n)).stdout
+    return out
+
+
+def _tc(rt: Runtime, *args: str) -> None:
+    rt.rig.run("rt", ["tc", *args], check=True)
+
+
+@contextlib.contextmanager
+def slow_checks(rt: Runtime) -> Iterator[None]:
+    """Delay, by CHECK_DELAY_S, only the runtime's packets to the relay's forwarded port: the
+    public-mode check's connection (the tunnel's own connection to port 22 and the laptop's
+    sessions are untouched). Four prio bands, everything else mapped to band 2."""
+    _tc(rt, "qdisc", "add", "dev", "eth0", "root", "handle", "1:", "prio", "bands", "4",
+        "priomap", *["1"] * 16)  # fmt: skip
+    try:
+        _tc(rt, "qdisc", "add", "dev", "eth0", "parent", "1:4", "handle", "40:", "netem",
+            "delay", f"{CHECK_DELAY_S}s")  # fmt: skip
+        _tc(rt, "filter", "add", "dev", "eth0", "parent", "1:0", "protocol", "ip", "u32",
+            "match", "ip", "dport", str(REMOTE_PORT), "0xffff", "flowid", "1:4")  # fmt: skip
+        yield
+    finally:
+        rt.rig.run("rt", ["tc", "qdisc", "del", "dev", "eth0", "root"])
+
+
+def test_busy_sessions_and_slow_checks_cause_no_reconnect(runtime: Runtime) -> None:
+    rt = runtime
+    if rt.mode != "public":
+        pytest.skip(
+            "private mode's check rides the tunnel's own connection: no delay can slow it "
+            "alone without slowing the sessions too"
+        )
+    before = status(rt)["tunnel"]
+    offset = len(logs(rt).splitlines())
+    streams = 8
+    # Long enough for at least two checks at the 10 s cadence (each then takes its 8 s
+    # timeout): two counted failures in a row would force a reconnect.
+    seconds = 45
+    results: list[Any] = [None] * streams
+
+    def one(i: int) -> None:
+        # Data flows the whole time: the laptop counts what it got.
+        cmd = f"{' '.join(rt.ssh_base())} colab 'timeout {seconds} cat /dev/zero; true' | wc -c"
+        results[i] = rt.rig.run("laptop", ["bash", "-o", "pipefail", "-c", cmd], timeout=120)
+
+    with slow_checks(rt):
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(streams)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    for res in results:
+        assert res.returncode == 0, res.stderr
+        assert int(res.stdout.split()[0]) > 1024 * 1024, res.stdout
+    new = "\n".join(logs(rt).splitlines()[offset:])
+    # The checks really were slow (timed out) during the load, and none of them counted.
+    busy = re.findall(r"check #\d+ timed out, but the tunnel read (\d+) KiB", new)
+    assert len(busy) >= 2, new
+    after = status(rt)["tunnel"]
+    assert after["reconnects"] == before["reconnects"], new
+    assert after["state"] == "up" and not after.get("checks_failed"), after
+    assert "end-to-end check" not in str(after.get("last_error") or ""), after
+    assert rt.ssh("true").returncode == 0
+
+
+def _check_running(rt: Runtime) -> bool:
+    return bool(status(rt)["tunnel"].get("check_running_since"))
+
+
+def test_child_death_during_a_check_is_acted_on_at_once(runtime: Runtime) -> None:
+    """The tunnel's ssh is frozen, so the check hangs (until its 8 s timeout); meanwhile the
+    runtime's sshd and then the frozen ssh are killed: both come back before that check ends."""
+    rt = runtime
+    st = status(rt)
+    before_server, before_tunnel = st["server"], st["tunnel"]
+    offset = len(logs(rt).splitlines())
+    os.kill(before_tunnel["pid"], signal.SIGSTOP)
+    try:
+        assert wait_until(lambda: _check_running(rt), 30, interval=0.2), status(rt)
+        started = status(rt)["tunnel"]["check_running_since"]
+        os.kill(before_server["pid"], signal.SIGKILL)
+        # Restarted while that same check is still running.
+        assert wait_until(
+            lambda: status(rt)["server"]["restarts"] > before_server["restarts"], 10, 0.1
+        ), status(rt)
+        assert status(rt)["tunnel"]["check_running_since"] == started, status(rt)
+        os.kill(before_tunnel["pid"], signal.SIGKILL)
+        assert wait_until(
+            lambda: status(rt)["tunnel"]["reconnects"] > before_tunnel["reconnects"], 30, 0.1
+        ), status(rt)
+        # Re-opened while that same check is still running, too.
+        assert status(rt)["tunnel"]["check_running_since"] == started, status(rt)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # SIGKILL ends a stopped process too
+            os.kill(before_tunnel["pid"], signal.SIGKILL)
+    assert wait_until(lambda: not _check_running(rt), 30), status(rt)
+    new = "\n".join(logs(rt).splitlines()[offset:])
+    reopened = new.find("tunnel re-opened")
+    ignored = re.search(r"end-to-end check #\d+ ignored: the tunnel was restarted", new)
+    assert reopened >= 0 and ignored is not None, new
+    # The reconnect came first: it did not wait for the running check.
+    assert reopened < ignored.start(), new
+    # The dead tunnel's check never counted as a failure.
+    assert "end-to-end check failed" not in new, new
+    assert wait_until(lambda: status(rt)["healthy"], 20), status(rt)
+    assert rt.ssh("true").returncode == 0
+
+
+def _vanish(rt: Runtime) -> list[list[str]]:
+    """The runtime's VM is recycled: its processes die and the relay hears nothing (no FIN,
+    no RST), so it keeps the old tunnel's listener until its own keepalive gives up."""
+    st = status(rt)
+    sport = _tunnel_sport(rt, st["tunnel"]["pid"])
+    rules = [["OUTPUT", "--sport"], ["INPUT", "--dport"]]
+    for chain, opt in rules:
+        rt.rig.run(
+            "rt", ["iptables", "-I", chain, "-p", "tcp", opt, str(sport), "-j", "DROP"], check=True
+        )
+    os.killpg(int(st["pgid"]), signal.SIGKILL)
+    assert wait_until(lambda: rt.rig.handy("rt", "status").returncode != 0, 10)
+    return [["iptables", "-D", chain, "-p", "tcp", opt, str(sport), "-j", "DROP"]
+            for chain, opt in rules]  # fmt: skip
+
+
+def test_replaced_runtime_up_waits_for_the_relay(runtime: Runtime) -> None:
+    rt = runtime
+    cleanup = _vanish(rt)
+    try:
+        if rt.mode == "private":
+            # The socket is replaced at once (StreamLocalBindUnlink): nothing to wait for.
+            res = rt.up()
+            assert res.returncode == 0, res.stderr
+            assert "waiting for the relay" not in res.stdout + res.stderr
+            assert rt.ssh("true").returncode == 0
+            return
+        # Too short a timeout: fails, naming what holds the port and the keepalive fix.
+        res = rt.rig.handy("rt", "up", str(rt.folder), "--timeout", "15", timeout=60)
+        assert res.returncode != 0
+        assert f"still refuses port {REMOTE_PORT}" in res.stderr, res.stderr
+        assert "relay-setup" in res.stderr and "ClientAliveInterval" in res.stderr, res.stderr
+        assert "waiting for the relay to release port" in res.stdout, res.stdout
+
+        # Long enough: waits (and says so in status), then takes the port. Nothing here
+        # connects to the relay's port until then: that would keep the stale listener alive.
+        out: dict[str, Any] = {}
+        t = threading.Thread(
+            target=lambda: out.update(
+                res=rt.rig.handy("rt", "up", str(rt.folder), "--timeout", "150", timeout=200)
+            )
+        )
+        t.start()
+        seen: list[str] = []
+
+        def waiting() -> bool:
+            st = json.loads(rt.rig.handy("rt", "status", "--json").stdout or "{}")
+            tun = st.get("tunnel") or {}
+            if tun.get("state") == "waiting":
+                seen.append(str(tun.get("last_error")))
+            return bool(seen)
+
+        assert wait_until(waiting, 30, interval=0.5)
+        assert f"waiting for the relay to release port {REMOTE_PORT}" in seen[0], seen
+        t.join(200)
+        res = out["res"]
+        assert res.returncode == 0, res.stderr
+        assert f"waiting for the relay to release port {REMOTE_PORT}" in res.stdout
+        st = status(rt)
+        assert st["healthy"] and st["tunnel"]["endpoint"].endswith(f":{REMOTE_PORT}"), st
+        assert rt.ssh("true").returncode == 0
+        assert "relay let go of port" in logs(rt)
+    finally:
+        for argv in cleanup:
+            rt.rig.run("rt", argv)
