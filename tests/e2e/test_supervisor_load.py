@@ -2,8 +2,8 @@
 
 In the NAT rig with a stock OpenSSH relay:
 
-- eight busy sessions while every end-to-end check is made slow by real network delay
-  (tc netem on the check's own connection) cause no reconnect, and the sessions complete;
+- eight busy sessions while every end-to-end check is made slow by a real slow hop on the
+  check's own connection cause no reconnect, and the sessions complete;
 - a child that dies while a check is still running is restarted at once, before that check
   ends (the check's verdict, about a tunnel that is gone, is ignored);
 - a replaced runtime (the relay still holds the old VM's listener) makes `up` wait, say what
@@ -21,6 +21,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -29,7 +30,7 @@ import pytest
 
 from tests.e2e.conftest import REMOTE_PORT, Runtime
 from tests.e2e.test_recovery import _tunnel_sport, status
-from tests.rig import wait_until
+from tests.rig import RELAY_IP, RUNTIME_IP, wait_until
 
 # Longer than the supervisor's HEALTH_TIMEOUT (8 s): every check through the relay's port
 # times out while it is in place.
@@ -41,25 +42,46 @@ def logs(rt: Runtime, n: int = 2000) -> str:
     return out
 
 
-def _tc(rt: Runtime, *args: str) -> None:
-    rt.rig.run("rt", ["tc", *args], check=True)
+# A slow middlebox: holds each connection silent for `delay` seconds, then closes it.
+_SLOW_HOP = """
+import socket, sys, threading, time
+lst = socket.socket()
+lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+lst.bind(("0.0.0.0", int(sys.argv[1])))
+lst.listen(64)
+print("ready", flush=True)
+def hold(conn):
+    time.sleep(float(sys.argv[2]))
+    conn.close()
+while True:
+    conn, _ = lst.accept()
+    threading.Thread(target=hold, args=(conn,), daemon=True).start()
+"""
+SLOW_HOP_PORT = 2399
 
 
 @contextlib.contextmanager
 def slow_checks(rt: Runtime) -> Iterator[None]:
-    """Delay, by CHECK_DELAY_S, only the runtime's packets to the relay's forwarded port: the
-    public-mode check's connection (the tunnel's own connection to port 22 and the laptop's
-    sessions are untouched). Four prio bands, everything else mapped to band 2."""
-    _tc(rt, "qdisc", "add", "dev", "eth0", "root", "handle", "1:", "prio", "bands", "4",
-        "priomap", *["1"] * 16)  # fmt: skip
+    """Route only the runtime's own connections to the relay's forwarded port (the public
+    check's) through a hop that answers nothing for CHECK_DELAY_S. The tunnel's connection to
+    the relay's port 22 and the laptop's sessions are untouched. (This kernel has no
+    netem/prio qdisc, so the delay is a real slow hop rather than tc.)"""
+    hop = rt.rig.popen(
+        "rt",
+        ["python3", "-c", _SLOW_HOP, str(SLOW_HOP_PORT), str(CHECK_DELAY_S)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    rule = ["OUTPUT", "-p", "tcp", "-d", RELAY_IP, "--dport", str(REMOTE_PORT), "-j", "DNAT"]
+    rule += ["--to-destination", f"{RUNTIME_IP}:{SLOW_HOP_PORT}"]
     try:
-        _tc(rt, "qdisc", "add", "dev", "eth0", "parent", "1:4", "handle", "40:", "netem",
-            "delay", f"{CHECK_DELAY_S}s")  # fmt: skip
-        _tc(rt, "filter", "add", "dev", "eth0", "parent", "1:0", "protocol", "ip", "u32",
-            "match", "ip", "dport", str(REMOTE_PORT), "0xffff", "flowid", "1:4")  # fmt: skip
+        assert hop.stdout is not None and hop.stdout.readline().strip() == "ready"
+        rt.rig.run("rt", ["iptables", "-t", "nat", "-I", *rule], check=True)
         yield
     finally:
-        rt.rig.run("rt", ["tc", "qdisc", "del", "dev", "eth0", "root"])
+        rt.rig.run("rt", ["iptables", "-t", "nat", "-D", *rule])
+        hop.kill()
+        hop.wait()
 
 
 def test_busy_sessions_and_slow_checks_cause_no_reconnect(runtime: Runtime) -> None:
