@@ -22,7 +22,13 @@ import pytest
 from handy_colab.config import load_config
 from handy_colab.errors import TunnelError
 from handy_colab.proc import WatchedProcess
-from handy_colab.tunnels.common import CheckTimeout, check_public, probe_banner
+from handy_colab.tunnels.common import (
+    CheckTimeout,
+    check_public,
+    probe_banner,
+    relay_connection,
+    reset_connection,
+)
 from tests.unit.conftest import KeyStore
 from tests.unit.test_relay_port import ScriptedRelay, _relay_folder
 
@@ -129,3 +135,29 @@ def test_traffic_is_what_the_client_read(tmp_path: Path, keys: KeyStore) -> None
         assert t.traffic() == frozen
     finally:
         t.stop()
+
+
+def test_a_dead_tunnels_connection_is_found_and_aborted(
+    server: tuple[socket.socket, list[socket.socket]],
+) -> None:
+    """The tuple comes from /proc; the abort is a real SOCK_DESTROY: the far end (the relay,
+    in real life) gets an RST at once, not the FIN TCP would retransmit later."""
+    lst, accepted = server
+    port = lst.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    far, _ = lst.accept()
+    accepted.append(far)
+    try:
+        conn = relay_connection(os.getpid(), port)
+        assert conn == ("127.0.0.1", client.getsockname()[1], "127.0.0.1", port)
+        if os.geteuid() != 0:
+            assert reset_connection(conn) is False  # no CAP_NET_ADMIN: nothing happens
+            return
+        assert reset_connection(conn) is True
+        far.settimeout(5)
+        with pytest.raises(ConnectionResetError):
+            far.recv(1)
+        assert relay_connection(os.getpid(), port) is None
+        assert reset_connection(conn) is False  # nothing left to abort
+    finally:
+        client.close()

@@ -45,6 +45,10 @@ STICKY_GRACE = 40.0
 # the relay. Asking is an `ssh -R` (the relay's sshd tries to bind): it sends nothing to the
 # stale listener, so it cannot keep it alive the way a connection to it would.
 PORT_WAIT_RETRY = 1.0
+# For how long a reconnect refused its port asks again every PORT_WAIT_RETRY (then the
+# supervisor's usual back-off, up to 5 s, spares the relay's auth log on a stock sshd that
+# holds a dead listener for hours).
+HELD_FAST_RETRY = 60.0
 
 
 def allocated_port(lines: Iterable[str]) -> int | None:
@@ -102,6 +106,7 @@ class RelayTunnel(Tunnel):
         self._refused_since: float | None = None
         # The TCP connection of the tunnel last up (public mode), to abort once it is dead.
         self._conn: tuple[str, int, str, int] | None = None
+        self._held_since: float | None = None  # our port refused since (reconnects)
         if self.allocating:
             prev = previous_port(cfg)
             if prev is not None:
@@ -121,24 +126,32 @@ class RelayTunnel(Tunnel):
             self._start(timeout)
         except TunnelError as err:
             raise self._after_refusal(err) from None
+        self._held_since = None
         if self.cfg.mode == "public" and self.pid is not None:
             self._conn = relay_connection(self.pid, self.cfg.ssh_relay.port)
 
     def _after_refusal(self, err: TunnelError) -> TunnelError:
         """The relay refused our port: if our own previous connection holds it (its ssh ended
         during an outage, and the kernel still retransmits its FIN on a backed-off timer),
-        abort that connection so the relay lets go now, and ask again soon."""
+        abort that connection so the relay lets go now. Either way ask again soon (1 s)
+        for a while: the port comes free the moment the relay lets go, and an `ssh -R`
+        sends nothing to the stale listener."""
         conn, self._conn = self._conn, None
-        if conn is None or self._refused != self.cfg.ssh_relay.remote_port:
+        if self._refused is None or self._refused != self.cfg.ssh_relay.remote_port:
             return err
-        if not reset_connection(conn):
-            return err
-        log.info(
-            "reset the previous tunnel connection %s:%d -> %s:%d so the relay frees port %d",
-            *conn,
-            self._refused,
-        )
-        return TunnelError(str(err), permanent=err.permanent, retry_after=0.3)
+        now = time.monotonic()
+        if self._held_since is None:
+            self._held_since = now
+        if conn is not None and reset_connection(conn):
+            log.info(
+                "reset the previous tunnel connection %s:%d -> %s:%d so the relay frees port %d",
+                *conn,
+                self._refused,
+            )
+            return TunnelError(str(err), permanent=err.permanent, retry_after=0.3)
+        if now - self._held_since < HELD_FAST_RETRY:
+            return TunnelError(str(err), permanent=err.permanent, retry_after=PORT_WAIT_RETRY)
+        return err
 
     def _start(self, timeout: float) -> None:
         if not self.allocating:
