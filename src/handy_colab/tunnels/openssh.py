@@ -186,7 +186,9 @@ class OpenSSHTunnel(RelayTunnel):
         return subprocess.run(
             [
                 *(self.ssh, "-F", str(self.rd.tunnel_config), "-S", str(self.control)),
-                *("-O", op, "-L", spec, RELAY_ALIAS),
+                # The config says ControlMaster yes (for the tunnel): with it, ssh would
+                # ignore -O and log in afresh instead of asking the running master.
+                *("-o", "ControlMaster=no", "-O", op, "-L", spec, RELAY_ALIAS),
             ],
             stdin=subprocess.DEVNULL,
             capture_output=True,
