@@ -197,7 +197,7 @@ def test_replaced_runtime_up_waits_for_the_relay(runtime: Runtime) -> None:
         # Too short a timeout: fails, naming what holds the port and the keepalive fix.
         res = rt.rig.handy("rt", "up", str(rt.folder), "--timeout", "15", timeout=60)
         assert res.returncode != 0
-        assert f"still refuses port {REMOTE_PORT}" in res.stderr, res.stderr
+        assert f"refused to listen on port {REMOTE_PORT} throughout" in res.stderr, res.stderr
         assert "relay-setup" in res.stderr and "ClientAliveInterval" in res.stderr, res.stderr
         assert "waiting for the relay to release port" in res.stdout, res.stdout
 

@@ -197,7 +197,7 @@ class RelayTunnel(Tunnel):
                     waiting_since = now
                     log.warning("relay refused port %d; waiting for it to let go", asked)
                 if now + PORT_WAIT_RETRY >= deadline:
-                    raise self._held_error(asked, now - waiting_since) from None
+                    raise self._held_error(asked, timeout) from None
                 if self.on_wait is not None:
                     self.on_wait(
                         f"waiting for the relay to release port {asked} (held by a previous "
@@ -213,15 +213,17 @@ class RelayTunnel(Tunnel):
                 self.on_wait("")
 
     def _held_error(self, port: int, waited: float) -> TunnelError:
+        # `waited` is the start's whole timeout (not a measured time): the line must read the
+        # same whichever client ran and however the attempts fell.
         relay = self.cfg.ssh_relay
         return TunnelError(
-            f"relay {relay.host} still refuses port {port} after {waited:.0f}s of asking: a "
-            f"previous runtime's tunnel holds it (the relay keeps a vanished client's port "
-            f"until its keepalive gives up: hours when its sshd sets no "
-            f"ClientAliveInterval), or another program does. Fix: run `handy-colab "
-            f"relay-setup` on the relay (ClientAliveInterval 5 / ClientAliveCountMax 2 free "
-            f"a dead tunnel's port within ~30 s) and run `up` again, or choose another "
-            f"'relay.remote_port'"
+            f"relay {relay.host} refused to listen on port {port} throughout the {waited:.0f}s "
+            f"`up` waited: it is taken, by a previous runtime's tunnel the relay has not "
+            f"dropped (it keeps a vanished client's port until its keepalive gives up: hours "
+            f"when its sshd sets no ClientAliveInterval) or by another program. Fix: run "
+            f"`handy-colab relay-setup` on the relay (ClientAliveInterval 5 / "
+            f"ClientAliveCountMax 2 free a dead tunnel's port within ~30 s) and run `up` "
+            f"again, or choose another 'relay.remote_port'"
         )
 
     def _start_asking(self, timeout: float) -> None:
