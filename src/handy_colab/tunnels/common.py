@@ -276,11 +276,20 @@ def check_public(cfg: RuntimeConfig, endpoint: str, timeout: float) -> None:
             f"relay port {port} accepted the connection and closed it without an SSH banner: "
             f"the relay no longer forwards it to the runtime"
         )
-    if outcome == "timeout":
+    if outcome == "timeout" and text == "connection timed out":
         raise CheckTimeout(
-            f"{endpoint} gave no SSH banner within {timeout:.0f}s ({text}): the network to "
-            f"the relay is down, a firewall drops port {port}, or the tunnel is frozen or "
-            f"overloaded"
+            f"{endpoint} cannot be reached from the runtime (connection timed out): the "
+            f"network to the relay is down or a firewall drops port {port}. Fix: check the "
+            f"runtime's outbound network; the supervisor keeps retrying"
+        )
+    if outcome == "timeout":
+        # Silent: our tunnel frozen or swamped, or (seen for real, see above) another program
+        # holding the port for IPv4 that never speaks first.
+        raise CheckTimeout(
+            f"relay port {port} accepted the connection but sent no SSH banner within "
+            f"{timeout:.0f}s: the port may be taken by another program on the relay, or the "
+            f"tunnel is frozen or overloaded. Fix: free the port on the relay or choose "
+            f"another 'relay.remote_port'; the supervisor keeps checking"
         )
     if "refused" in text.lower():
         raise TunnelError(
