@@ -137,60 +137,84 @@ class Bench:
 
     # -- time to ready ----------------------------------------------------------------------
     def time_to_ready(self, rt: Runtime) -> dict[str, Any]:
+        """Ready runs of this checkout's handy-colab; with --other-bin, interleaved with runs of
+        another install's (order flipped every run), so both see the same machine."""
+        if not self.args.other_bin:
+            return self._ready_runs(rt, [None])[None]
+        sides: list[str | None] = [None, str(self.args.other_bin)]
+        out = self._ready_runs(rt, sides)
+        return {**out[None], "other": out[str(self.args.other_bin)]}
+
+    def _ready_runs(self, rt: Runtime, sides: list[str | None]) -> dict[str | None, dict[str, Any]]:
+        path0 = os.environ["PATH"]
+        per: dict[str | None, list[dict[str, Any]]] = {s: [] for s in sides}
+        try:
+            for i in range(self.args.runs):
+                order = sides if i % 2 == 0 else sides[::-1]
+                for k, side in enumerate(order):
+                    os.environ["PATH"] = f"{side}{os.pathsep}{path0}" if side else path0
+                    s = self._ready_once(rt, first=(i == 0 and k == 0))
+                    log(
+                        f"{rt.mode} {side or 'this checkout'} ready run {i + 1}: "
+                        f"{s['total_s']:.3f}s (up {s['up_s']:.3f}, connect {s['connect_s']:.3f}, "
+                        f"ssh {s['first_ssh_s']:.3f} x{s['ssh_attempts']})"
+                    )
+                    per[side].append(s)
+        finally:
+            os.environ["PATH"] = path0
+        result: dict[str | None, dict[str, Any]] = {}
+        for side, samples in per.items():
+            out: dict[str, Any] = {"samples": samples}
+            for key in ("total_s", "up_s", "connect_s", "first_ssh_s"):
+                out[key] = summary([s[key] for s in samples])
+            result[side] = out
+        return result
+
+    def _ready_once(self, rt: Runtime, first: bool) -> dict[str, Any]:
         rig = rt.rig
-        samples: list[dict[str, Any]] = []
-        for i in range(self.args.runs):
-            down_s = None
-            if i:
-                t = time.perf_counter()
-                res = rig.handy("rt", "down", timeout=60)
-                down_s = time.perf_counter() - t
-                if res.returncode != 0:
-                    raise RuntimeError(f"down failed: {res.stderr or res.stdout}")
-            # A fresh state each run; the config folder (host keys) and relay stay.
-            shutil.rmtree(rig.state_dir, ignore_errors=True)
-            for f in (rt.ssh_config, rt.known_hosts):
-                f.unlink(missing_ok=True)
-            t0 = time.perf_counter()
-            res = rt.up()
-            t_up = time.perf_counter()
+        down_s = None
+        if not first:
+            t = time.perf_counter()
+            res = rig.handy("rt", "down", timeout=60)
+            down_s = time.perf_counter() - t
             if res.returncode != 0:
-                raise RuntimeError(f"{rt.mode} up failed: {res.stderr or res.stdout}")
-            res = rt.connect()
-            t_conn = time.perf_counter()
-            if res.returncode != 0:
-                raise RuntimeError(f"{rt.mode} connect failed: {res.stderr or res.stdout}")
-            attempts = 0
-            while True:
-                attempts += 1
-                res = rig.run(
-                    "laptop",
-                    [*rt.ssh_base(), "-o", "ConnectTimeout=5", "colab", "true"],
-                    timeout=30,
-                )
-                if res.returncode == 0:
-                    break
-                if time.perf_counter() - t0 > 90:
-                    raise RuntimeError(f"{rt.mode}: ssh never succeeded: {res.stderr}")
-                time.sleep(0.05)
-            t_ssh = time.perf_counter()
-            s = {
-                "total_s": t_ssh - t0,
-                "up_s": t_up - t0,
-                "connect_s": t_conn - t_up,
-                "first_ssh_s": t_ssh - t_conn,
-                "ssh_attempts": attempts,
-                "previous_down_s": down_s,
-            }
-            samples.append(s)
-            log(
-                f"{rt.mode} ready run {i + 1}: {s['total_s']:.3f}s (up {s['up_s']:.3f}, "
-                f"connect {s['connect_s']:.3f}, ssh {s['first_ssh_s']:.3f} x{attempts})"
+                raise RuntimeError(f"down failed: {res.stderr or res.stdout}")
+        # A fresh state each run; the config folder (host keys) and relay stay.
+        shutil.rmtree(rig.state_dir, ignore_errors=True)
+        for f in (rt.ssh_config, rt.known_hosts):
+            f.unlink(missing_ok=True)
+        t0 = time.perf_counter()
+        res = rt.up()
+        t_up = time.perf_counter()
+        if res.returncode != 0:
+            raise RuntimeError(f"{rt.mode} up failed: {res.stderr or res.stdout}")
+        res = rt.connect()
+        t_conn = time.perf_counter()
+        if res.returncode != 0:
+            raise RuntimeError(f"{rt.mode} connect failed: {res.stderr or res.stdout}")
+        attempts = 0
+        while True:
+            attempts += 1
+            res = rig.run(
+                "laptop",
+                [*rt.ssh_base(), "-o", "ConnectTimeout=5", "colab", "true"],
+                timeout=30,
             )
-        out: dict[str, Any] = {"samples": samples}
-        for key in ("total_s", "up_s", "connect_s", "first_ssh_s"):
-            out[key] = summary([s[key] for s in samples])
-        return out
+            if res.returncode == 0:
+                break
+            if time.perf_counter() - t0 > 90:
+                raise RuntimeError(f"{rt.mode}: ssh never succeeded: {res.stderr}")
+            time.sleep(0.05)
+        t_ssh = time.perf_counter()
+        s = {
+            "total_s": t_ssh - t0,
+            "up_s": t_up - t0,
+            "connect_s": t_conn - t_up,
+            "first_ssh_s": t_ssh - t_conn,
+            "ssh_attempts": attempts,
+            "previous_down_s": down_s,
+        }
+        return s
 
     # -- baseline ---------------------------------------------------------------------------
     def start_baseline(self, rt: Runtime, tmp: Path) -> Route:
@@ -382,6 +406,8 @@ class Bench:
         self.prefixes.append(rt.rig.prefix)
         log(f"{mode}: rig {rt.rig.prefix} built")
         self.result["time_to_ready"][mode] = self.time_to_ready(rt)
+        if self.args.ready_only:
+            return
         # The runtime of the last ready run stays up for the throughput part.
         ours = Route(
             "ours",
@@ -501,15 +527,19 @@ def markdown(result: dict[str, Any]) -> str:
         "| mode | runs | median | min | max | median up | median connect | median first ssh |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for mode, r in result["time_to_ready"].items():
-        t = r["total_s"]
-        lines.append(
-            f"| {mode} | {len(r['samples'])} | {fmt(t['median'], '.2f')} | "
-            f"{fmt(t['min'], '.2f')} | {fmt(t['max'], '.2f')} | "
-            f"{fmt(r['up_s']['median'], '.2f')} | "
-            f"{fmt(r['connect_s']['median'], '.2f')} | "
-            f"{fmt(r['first_ssh_s']['median'], '.2f')} |"
-        )
+    for mode, ours in result["time_to_ready"].items():
+        rows = [(mode, ours)]
+        if "other" in ours:
+            rows.append((f"{mode} (--other-bin)", ours["other"]))
+        for label, r in rows:
+            t = r["total_s"]
+            lines.append(
+                f"| {label} | {len(r['samples'])} | {fmt(t['median'], '.2f')} | "
+                f"{fmt(t['min'], '.2f')} | {fmt(t['max'], '.2f')} | "
+                f"{fmt(r['up_s']['median'], '.2f')} | "
+                f"{fmt(r['connect_s']['median'], '.2f')} | "
+                f"{fmt(r['first_ssh_s']['median'], '.2f')} |"
+            )
     size = result["params"]["size_mib"]
     lines += [
         "",
@@ -519,7 +549,7 @@ def markdown(result: dict[str, Any]) -> str:
         "| mode | op | ours | baseline | ours/baseline |",
         "|---|---|---|---|---|",
     ]
-    for mode, ops in result["throughput"].items():
+    for mode, ops in result["throughput"].items():  # empty with --ready-only
         for op in OPS:
             o, b = ops[op]["ours"]["mib_s"], ops[op]["baseline"]["mib_s"]
             lines.append(
@@ -551,6 +581,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=5, help="time-to-ready runs per mode")
     ap.add_argument("--reps", type=int, default=3, help="throughput repetitions per side")
     ap.add_argument("--modes", default=",".join(MODES), help="comma-separated subset")
+    ap.add_argument(
+        "--ready-only", action="store_true", help="measure time to ready only (no throughput)"
+    )
+    ap.add_argument(
+        "--other-bin",
+        type=Path,
+        help="a bin directory holding another handy-colab (e.g. an older checkout's .venv/bin):"
+        " its time to ready is measured interleaved with this checkout's",
+    )
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "core.json")
     args = ap.parse_args(argv)
     missing = prerequisites()
@@ -570,7 +609,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
 
     def body() -> None:
-        bench.make_payload()
+        if not args.ready_only:
+            bench.make_payload()
         for mode in modes:
             bench.run_mode(mode)
 

@@ -8,10 +8,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from typing import Any
 
 from .errors import KeyFileError
 from .fsutil import atomic_write
@@ -42,6 +39,8 @@ class PublicKey:
 
 
 def _public_line_of(priv: object) -> str:
+    from cryptography.hazmat.primitives import serialization
+
     pub = priv.public_key()  # type: ignore[attr-defined]
     raw: bytes = pub.public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
@@ -61,6 +60,11 @@ def load_private_key(path: Path) -> PrivateKey | None:
         return None
     if b"PRIVATE KEY-----" not in data:
         return None
+    # cryptography is imported here, not at module level: `connect` and the other laptop
+    # commands never load a private key, and the import is a good part of their start-up.
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
     loaders = (
         (b"BEGIN OPENSSH PRIVATE KEY", serialization.load_ssh_private_key),
         (b"PRIVATE KEY-----", serialization.load_pem_private_key),
@@ -69,7 +73,7 @@ def load_private_key(path: Path) -> PrivateKey | None:
         if marker not in data:
             continue
         try:
-            priv = loader(data, password=None)
+            priv = _load_unchecked(loader, data)
         except TypeError as exc:
             # cryptography says "Password was not given but private key is encrypted".
             if "encrypted" in str(exc).lower() or "password" in str(exc).lower():
@@ -85,6 +89,23 @@ def load_private_key(path: Path) -> PrivateKey | None:
     return None
 
 
+def _load_unchecked(loader: Any, data: bytes) -> Any:
+    """Load a key without cryptography's RSA consistency check.
+
+    That check (about 0.1-0.2 s for one RSA key, and `up` and the supervisor each load the
+    folder's keys) guards signatures made with the loaded object; we never sign with it: the
+    key is only classified and its public half derived, while ssh and asyncssh load and check
+    the file themselves before they use it.
+    """
+    try:
+        return loader(data, password=None, unsafe_skip_rsa_key_validation=True)
+    except TypeError as exc:
+        if "unsafe_skip_rsa_key_validation" not in str(exc):
+            raise
+    # An older cryptography without the option for this loader (SSH-format keys before 45).
+    return loader(data, password=None)
+
+
 def parse_public_key_line(line: str, source: str) -> PublicKey | None:
     """Parse one authorized_keys-style line (no options supported); None if it is not a key."""
     line = line.strip()
@@ -93,6 +114,9 @@ def parse_public_key_line(line: str, source: str) -> PublicKey | None:
     parts = line.split()
     if len(parts) < 2:
         return None
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
     try:
         serialization.load_ssh_public_key(f"{parts[0]} {parts[1]}".encode())
     except (ValueError, UnsupportedAlgorithm):
@@ -156,6 +180,9 @@ def fingerprint(public_line: str) -> str:
 
 
 def _generate_ed25519() -> tuple[bytes, str]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
     key = ed25519.Ed25519PrivateKey.generate()
     priv = key.private_bytes(
         serialization.Encoding.PEM,

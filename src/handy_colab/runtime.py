@@ -7,10 +7,8 @@ import fcntl
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from .config import Backend, RuntimeConfig, load_config, route_of_tunnel
 from .connection import Descriptor, write_descriptor
-from .errors import HandyColabError, StateError
+from .errors import StateError
+from .launch import Launch
 from .proc import group_and_descendants, kill_tree, pid_alive
 from .server.session import SessionEnv, capture, write_session
 from .state import RuntimeDir, list_runtimes
@@ -122,31 +121,42 @@ def up(
     (into ``python``, else the first python3 on the sessions' PATH); ``progress`` gets a
     line per step.
     """
-    cfg = load_config(folder, name, route_of_tunnel(tunnel))
-    rd = RuntimeDir.for_name(cfg.name).ensure()
-    with _locked(rd.up_lock, timeout):
-        sess = capture(
-            rd,
-            os.environ if environ is None else environ,
-            session_workdir(cfg, cwd or os.getcwd()),
-            python,
-        )
-        try:
-            write_session(rd, sess)
-        except OSError as exc:
-            raise StateError(
-                f"{rd.path}: cannot write the session environment ({exc.strerror}). "
-                f"Fix: free space there, or set HANDY_COLAB_STATE_DIR to a writable "
-                f"local folder"
-            ) from None
-        st = running_state(rd)
-        if st is not None and st.get("phase") in LIVE_PHASES:
-            desc, path = _descriptor_from_state(cfg, st)
-            _refresh_descriptor(cfg, desc, path, sess)
-            res = UpResult(cfg, desc, path, True, st, sess)
-        else:
-            _fetch_binaries(cfg, tunnel, progress)
-            res = _start(cfg, rd, st, timeout, server, tunnel, sess, progress)
+    resolved = Path(folder).expanduser().resolve()
+    # Launched first so that its start-up overlaps ours; it waits for `go` (see launch.py).
+    launch = Launch(resolved, name, timeout, server, tunnel) if resolved.is_dir() else None
+    try:
+        cfg = load_config(folder, name, route_of_tunnel(tunnel))
+        rd = RuntimeDir.for_name(cfg.name).ensure()
+        with _locked(rd.up_lock, timeout):
+            sess = capture(
+                rd,
+                os.environ if environ is None else environ,
+                session_workdir(cfg, cwd or os.getcwd()),
+                python,
+            )
+            try:
+                write_session(rd, sess)
+            except OSError as exc:
+                raise StateError(
+                    f"{rd.path}: cannot write the session environment ({exc.strerror}). "
+                    f"Fix: free space there, or set HANDY_COLAB_STATE_DIR to a writable "
+                    f"local folder"
+                ) from None
+            st = running_state(rd)
+            if st is not None and st.get("phase") in LIVE_PHASES:
+                desc, path = _descriptor_from_state(cfg, st)
+                _refresh_descriptor(cfg, desc, path, sess)
+                res = UpResult(cfg, desc, path, True, st, sess)
+            else:
+                _fetch_binaries(cfg, tunnel, progress)
+                if launch is None or not launch.matches(cfg.folder):
+                    if launch is not None:
+                        launch.cancel()
+                    launch = Launch(cfg.folder, cfg.name, timeout, server, tunnel)
+                res = _start(cfg, rd, st, timeout, sess, launch, progress)
+    finally:
+        if launch is not None:
+            launch.cancel()  # no-op once it was told to go
     if install and (cfg.python_packages or cfg.os_packages):
         from .packages import install_packages
 
@@ -203,9 +213,8 @@ def _start(
     rd: RuntimeDir,
     st: dict[str, Any] | None,
     timeout: float,
-    server: Backend | None,
-    tunnel: str | None,
     sess: SessionEnv,
+    launch: Launch,
     progress: Progress | None = None,
 ) -> UpResult:
     if st is not None:
@@ -215,100 +224,10 @@ def _start(
     _reap_orphans(rd)
     # Fail here, with a clear line, if the state dir cannot take a write (disk full).
     rd.write_state({"name": cfg.name, "phase": "starting", "pid": 0, "pgid": 0})
-    run_id = uuid.uuid4().hex
-    out = open(rd.path / "supervisor.out", "ab")  # noqa: SIM115 - handed to the child
-    try:
-        child = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "handy_colab.supervisor",
-                "--folder",
-                str(cfg.folder),
-                "--name",
-                cfg.name,
-                "--run-id",
-                run_id,
-                *(["--server", server] if server else []),
-                *(["--tunnel", tunnel] if tunnel else []),
-                # The tunnel's first start may use what `up` waits, less the check after it.
-                "--start-timeout",
-                str(max(10.0, timeout - 12.0)),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-            cwd="/",
-            env=_child_env(),
-        )
-    finally:
-        out.close()
-    st = _wait_ready(rd, run_id, child, timeout, progress)
+    launch.go(rd, cfg.name)
+    st = launch.wait_ready(rd, timeout, progress)
     desc, path = _descriptor_from_state(cfg, st)
     return UpResult(cfg, desc, path, False, st, sess)
-
-
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    # The supervisor must import this very package, wherever `up` imported it from.
-    pkg_root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH")) if p)
-    return env
-
-
-def _wait_ready(
-    rd: RuntimeDir,
-    run_id: str,
-    child: subprocess.Popen[bytes],
-    timeout: float,
-    progress: Progress | None = None,
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    told = False
-    while True:
-        st = rd.read_state()
-        if st and st.get("run_id") == run_id:
-            tun = st.get("tunnel") or {}
-            if not told and progress is not None and tun.get("state") == "waiting":
-                # e.g. the relay still holds the port of this runtime's previous VM
-                progress(f"{tun.get('last_error')}")
-                told = True
-            if st.get("phase") == "ready":
-                return st
-            if st.get("phase") == "failed":
-                child.wait(10)
-                kill_tree(child.pid)
-                raise HandyColabError(st.get("error") or "the supervisor failed to start")
-        code = child.poll()
-        if code is not None and (
-            not st or st.get("run_id") != run_id or st.get("phase") != "ready"
-        ):
-            kill_tree(child.pid)
-            tail = _tail(rd.path / "supervisor.out", 3)
-            raise HandyColabError(
-                f"the supervisor exited with code {code} before the runtime "
-                f"was reachable: {tail or 'no output'}. Fix: see "
-                f"`handy-colab logs {rd.name}`"
-            )
-        if time.monotonic() > deadline:
-            last = (st or {}).get("tunnel", {}).get("last_error") or (st or {}).get("error")
-            kill_tree(child.pid)
-            raise HandyColabError(
-                f"runtime '{rd.name}' was not reachable through the relay "
-                f"within {timeout:.0f}s ({last or 'no error reported'}); "
-                f"stopped it. Fix: see `handy-colab logs {rd.name}`"
-            )
-        time.sleep(0.05)
-
-
-def _tail(path: Path, n: int) -> str:
-    try:
-        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return ""
-    return " | ".join(lines[-n:])
 
 
 def _reap_orphans(rd: RuntimeDir) -> None:

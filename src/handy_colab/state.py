@@ -26,6 +26,11 @@ def state_root() -> Path:
     return (base / "handy-colab").resolve()
 
 
+# `up` hands the supervisor the write end of a pipe under this name (a file descriptor
+# number); one byte on it says "state.json has news", so `up` need not poll for readiness.
+READY_FD_ENV = "HANDY_COLAB_READY_FD"
+
+
 @dataclass(frozen=True)
 class RuntimeDir:
     path: Path

@@ -8,6 +8,7 @@ Its only channel to the outside is ``state.json`` (atomic writes) and its rotate
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import logging
 import logging.handlers
@@ -32,11 +33,13 @@ from .config import (
 from .connection import build_descriptor, write_descriptor
 from .errors import HandyColabError, TunnelError
 from .keys import ensure_host_key
+from .launch import GO
 from .server.base import Server
 from .server.session import read_info
-from .state import RuntimeDir
+from .state import READY_FD_ENV, RuntimeDir
 from .tunnels.base import Tunnel
 from .tunnels.common import CheckTimeout
+from .tunnels.relayport import RelayTunnel
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +90,10 @@ class Supervisor:
         server_kind: Backend | None = None,
         tunnel_kind: str | None = None,
         start_timeout: float = 25.0,
+        ready_fd: int | None = None,
     ) -> None:
         self.cfg = cfg
+        self.ready_fd = ready_fd
         self.rd = rd
         self.run_id = run_id
         # The command line's choice wins over the config's; "auto" decides from this machine.
@@ -138,10 +143,17 @@ class Supervisor:
         self._failed_checks = 0
         self._forced: TunnelError | None = None
         self._check: _Check | None = None
+        self._state_lock = threading.Lock()
         self._checks_run = 0
 
     # -- state -----------------------------------------------------------------------------
     def _set(self, part: str | None, **fields: Any) -> None:
+        # The tunnel's first start may report (on_wait) from its own thread while the server
+        # starts: one writer at a time.
+        with self._state_lock:
+            self._set_locked(part, **fields)
+
+    def _set_locked(self, part: str | None, **fields: Any) -> None:
         target = self.state if part is None else self.state[part]
         if "state" in fields and fields["state"] != target.get("state"):
             target["since"] = time.time()
@@ -178,17 +190,59 @@ class Supervisor:
         self.server = make_server(self.server_choice.kind, self.cfg, self.rd, host_key)
         self.server.on_exit = self.wake.set
         self.server.prepare()
-        self.server.start()
-        self._set("server", state="up", pid=self.server.pid, port=self.server.port)
+        # prepare() fixed the server's port, which is all the tunnel needs to be opened.
         self.tunnel = make_tunnel(self.tunnel_choice.kind, self.cfg, self.rd, self.server.port)
         self.tunnel.on_exit = self.wake.set
         self.tunnel.on_wait = self._tunnel_waits
         self._set("tunnel", endpoint=self.tunnel.endpoint)
-        self.tunnel.start(timeout=self.start_timeout)
+        if isinstance(self.tunnel, RelayTunnel):
+            # A relay forward only asks the relay to listen: it can be opened while the
+            # server starts, and the log-in to the relay is the longest step of `up`.
+            self._start_both(self.server, self.tunnel)
+        else:
+            # Other routes read the server's banner while they start: it must listen first.
+            self.server.start()
+            self._set("server", state="up", pid=self.server.pid, port=self.server.port)
+            self.tunnel.start(timeout=self.start_timeout)
         self.tunnel.check(timeout=10)
         self._set("tunnel", state="up", pid=self.tunnel.pid)
         self._publish(host_key.public_line)
         self._set(None, phase="ready", error=None)
+        self._tell_up()
+
+    def _start_both(self, server: Server, tunnel: Tunnel) -> None:
+        """Start the server here and open the tunnel in a thread at the same time."""
+        failed: list[BaseException] = []
+
+        def open_tunnel() -> None:
+            try:
+                tunnel.start(timeout=self.start_timeout)
+            except BaseException as exc:  # handed to the caller's thread below
+                failed.append(exc)
+
+        opener = threading.Thread(target=open_tunnel, name="tunnel-start", daemon=True)
+        opener.start()
+        try:
+            server.start()
+        except BaseException:
+            # The server's error is the one to report; stopping the tunnel ends its wait.
+            tunnel.stop()
+            opener.join()
+            raise
+        self._set("server", state="up", pid=server.pid, port=server.port)
+        opener.join()
+        if failed:
+            raise failed[0]
+
+    def _tell_up(self) -> None:
+        """Wake the `up` that started us (it waits on a pipe, see runtime._start)."""
+        if self.ready_fd is None:
+            return
+        with contextlib.suppress(OSError):  # `up` gave up and is gone: nothing to tell
+            os.write(self.ready_fd, b"r")
+        with contextlib.suppress(OSError):
+            os.close(self.ready_fd)
+        self.ready_fd = None
 
     def _publish(self, host_key_line: str) -> None:
         """Write the descriptor for the laptop: once, and again whenever the tunnel's address
@@ -444,25 +498,91 @@ class Supervisor:
         self._set("server", state="stopped", pid=None)
 
 
+def _age() -> float:
+    """Seconds since this process was started (0.0 where /proc cannot say)."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _ready_fd() -> int | None:
+    """The pipe `up` waits on, if it gave one; kept from our own children."""
+    value = os.environ.pop(READY_FD_ENV, "")
+    if not value.isdigit():
+        return None
+    fd = int(value)
+    try:
+        os.set_inheritable(fd, False)
+    except OSError:
+        return None
+    return fd
+
+
+def _wait_go(spawn_out: Path) -> str | None:
+    """Block until `up` says go (return the runtime's name) or does not want us (None).
+
+    Until then nothing is started or written: see launch.py.
+    """
+    line = sys.stdin.buffer.readline()
+    # Our children must not inherit `up`'s end of the pipe.
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    word, _, name = line.decode(errors="replace").strip().partition(" ")
+    if word != GO or not name:
+        with contextlib.suppress(OSError):
+            spawn_out.unlink()
+        return None
+    return name
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="handy_colab.supervisor")
     parser.add_argument("--folder", required=True)
-    parser.add_argument("--name", required=True)
+    parser.add_argument("--name")
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--server", choices=BACKENDS)
     parser.add_argument("--tunnel", choices=TUNNEL_CHOICES)
     parser.add_argument("--start-timeout", type=float, default=25.0)
+    parser.add_argument("--wait-go", metavar="SPAWN_OUT", type=Path)
     args = parser.parse_args(argv)
+    if args.name is None and args.wait_go is None:
+        parser.error("--name is needed without --wait-go")
     os.umask(0o077)
-    rd = RuntimeDir.for_name(args.name).ensure()
-    setup_logging(rd)
+    ready_fd = _ready_fd()
+    age = _age()
+    route = route_of_tunnel(args.tunnel)
+    cfg: RuntimeConfig | None = None
+    error: HandyColabError | None = None
+    # Read while `up` still works on its side (the point of being launched early).
     try:
-        cfg = load_config(Path(args.folder), args.name, route_of_tunnel(args.tunnel))
-        sup = Supervisor(cfg, rd, args.run_id, args.server, args.tunnel, args.start_timeout)
+        cfg = load_config(Path(args.folder), args.name, route)
+    except HandyColabError as exc:
+        error = exc
+    name: str = args.name or ""
+    if args.wait_go is not None:
+        told = _wait_go(args.wait_go)
+        if told is None:
+            return 0
+        name = told
+    rd = RuntimeDir.for_name(name).ensure()
+    setup_logging(rd)
+    log.info("supervisor %d up %.2fs after its exec (interpreter and imports)", os.getpid(), age)
+    try:
+        if error is not None:
+            raise error
+        if cfg is None or cfg.name != name:
+            cfg = load_config(Path(args.folder), name, route)
+        sup = Supervisor(
+            cfg, rd, args.run_id, args.server, args.tunnel, args.start_timeout, ready_fd
+        )
     except HandyColabError as exc:
         rd.write_state(
             {
-                "name": args.name,
+                "name": name,
                 "run_id": args.run_id,
                 "pid": os.getpid(),
                 "pgid": os.getpgid(0),

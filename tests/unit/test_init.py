@@ -383,7 +383,7 @@ def test_the_printed_secrets_make_a_folder_that_loads(
     assert (m is not None) == (route != "cloudflared"), out
     if m:
         secrets["HANDY_COLAB_RELAY_KEY"] = Path(m.group(1)).read_text()
-    monkeypatch.setattr(platforms, "_colab", lambda sub: _Userdata(secrets))
+    monkeypatch.setattr(platforms.colab, "google_colab", lambda sub: _Userdata(secrets))
     made = platforms.folder_from_colab_secrets(tmp_path / "from-secrets")
     cfg = load_config(made)
     want = load_config(folder)

@@ -117,7 +117,7 @@ def _isolated_google() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _fresh_warning(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(platforms, "_terms_warned", False)
+    monkeypatch.setattr(platforms.colab, "_terms_warned", False)
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from handy_colab.server.openssh import render_sshd_config
 from handy_colab.server.session import (
     DEFAULT_PATH_USER,
     ENV_FILE,
@@ -281,3 +282,40 @@ def test_transfer_commands_skip_the_rc_files(world: dict[str, Path]) -> None:
     res = _exec(launcher, env, "rsync --server --version 2>/dev/null; pwd; echo $PATH")
     assert res.stdout.splitlines()[-2:] == [str(world["nb"]), _notebook_env()["PATH"]]
     assert not marker.exists()
+
+
+def _as_sshd_runs_it(
+    launcher: Path, env: dict[str, str], command: str
+) -> subprocess.CompletedProcess[str]:
+    """The chain sshd makes for ForceCommand: the user's shell, `-c`, the launcher."""
+    return subprocess.run(
+        ["/bin/bash", "-c", f"/bin/sh {launcher}"],
+        env=dict(env, SSH_ORIGINAL_COMMAND=command),
+        cwd=env["HOME"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("sshd_setenv", [True, False], ids=["SetEnv-SHLVL", "no-SetEnv"])
+def test_bashrc_runs_once_per_command(world: dict[str, Path], sshd_setenv: bool) -> None:
+    """Debian's bash reads ~/.bashrc in a `-c` shell that sees SSH_CLIENT at level 1: both
+    sshd's shell and the launcher's would. With the sshd config's `SetEnv SHLVL=1` only the
+    launcher's does; the command still sees what ~/.bashrc did, and SHLVL 1."""
+    launcher = _setup(world)
+    count = world["home"] / "bashrc-count"
+    (world["home"] / ".bashrc").write_text(f"echo x >> {count}\nexport HC_FROM_RC=yes\n")
+    env = _sshd_env(world)
+    if sshd_setenv:
+        assert "SetEnv SHLVL=1" in render_sshd_config(
+            RuntimeDir(world["rd"]), 2222, "someone", "internal-sftp", "/bin/sh x"
+        )
+        env["SHLVL"] = "1"
+    res = _as_sshd_runs_it(launcher, env, 'echo "$HC_FROM_RC $SHLVL"')
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["yes", "1"]
+    # Without the SetEnv the file runs twice: the reason for it (and a check that this bash
+    # reads ~/.bashrc for ssh at all, so the first case proves something).
+    assert count.read_text().count("x") == (1 if sshd_setenv else 2)

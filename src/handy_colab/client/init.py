@@ -35,7 +35,7 @@ from .init_inputs import (
 ROUTES = ("cloudflared", "relay", "frp", "portmap")
 DEFAULT_FOLDER = "colab_data"  # the seed's Drive folder name: MyDrive/colab_data
 LAPTOP_PUB = "laptop.pub"
-RELAY_KEY = "relay_key"  # the name platforms.py gives the HANDY_COLAB_RELAY_KEY secret too
+RELAY_KEY = "relay_key"  # the name platforms/colab_folder.py gives the relay key secret too
 FRP_TOKEN = "frp_token"
 FRP_CA = "frps_ca.pem"
 FRP_SECRET = "frp_secret"

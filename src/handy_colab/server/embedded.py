@@ -1,8 +1,9 @@
 """The embedded SSH server (asyncssh) as a watched child: sshd's stand-in where sshd cannot run.
 
-It needs no root, no apt and no binaries, only the asyncssh package. The server itself is
-``asyncssh_server.py``; this module writes its config and runs it like OpenSSHServer runs
-sshd, with the same port rules and error texts.
+It needs no root, no apt and no binaries, only the asyncssh package. The server itself is a
+separate process, ``python -m handy_colab.server.asyncssh_server`` (whose docstring lists
+the modules it is made of); this module writes its config and runs it like OpenSSHServer
+runs sshd, with the same port rules and error texts.
 """
 
 from __future__ import annotations

@@ -128,6 +128,12 @@ def render_sshd_config(
         # Every session (shell, exec, subsystem) starts through the launcher, which gives
         # it the notebook's environment and directory (server/session.py).
         lines.append(f"ForceCommand {force_command}")
+        # sshd runs ForceCommand through the user's shell (`bash -c LAUNCHER`), and Debian's
+        # bash reads ~/.bashrc in a `-c` shell that sees SSH_CLIENT at shell level 1. That
+        # shell only execs the launcher, and the launcher's own shell reads ~/.bashrc again:
+        # at level 2 the first one skips it (the launcher starts from level 0 again), so the
+        # file runs once per session, as with a plain sshd. It wins over a client's SetEnv.
+        lines.append("SetEnv SHLVL=1")
     return "\n".join(lines) + "\n"
 
 

@@ -196,6 +196,10 @@ _LAUNCHER_TEMPLATE = r"""#!/bin/sh
 # client's request is in SSH_ORIGINAL_COMMAND (unset: a login shell).
 hc_dir=@DIR@
 hc_sftp=@SFTP@
+# sshd's shell was told it is one level down (SetEnv SHLVL=1, see server/openssh.py) so that
+# it does not read ~/.bashrc; the shells started here count from 0 again, as under a plain sshd.
+SHLVL=0
+export SHLVL
 hc_client=' '
 hc_env() {
     # Set already (and not PATH/TZ, which the server sets): the client sent it; it wins.
