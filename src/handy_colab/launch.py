@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -132,10 +133,13 @@ class Launch:
             self.out.unlink()
         self._close_ready()
 
-    def wait_ready(self, rd: RuntimeDir, timeout: float) -> dict[str, Any]:
-        """The supervisor's state once it is ready; raise with its reason if it is not."""
+    def wait_ready(
+        self, rd: RuntimeDir, timeout: float, progress: Callable[[str], None] | None = None
+    ) -> dict[str, Any]:
+        """The supervisor's state once it is ready; raise with its reason if it is not.
+        ``progress`` gets what the start waits for, if it waits (a port the relay holds)."""
         try:
-            return _wait_ready(rd, self.run_id, self.child, timeout, self.ready_fd)
+            return _wait_ready(rd, self.run_id, self.child, timeout, self.ready_fd, progress)
         finally:
             self._close_ready()
 
@@ -164,11 +168,18 @@ def _wait_ready(
     child: subprocess.Popen[bytes],
     timeout: float,
     ready_fd: int | None,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
+    told = False
     while True:
         st = rd.read_state()
         if st and st.get("run_id") == run_id:
+            tun = st.get("tunnel") or {}
+            if not told and progress is not None and tun.get("state") == "waiting":
+                # e.g. the relay still holds the port of this runtime's previous VM
+                progress(str(tun.get("last_error")))
+                told = True
             if st.get("phase") == "ready":
                 return st
             if st.get("phase") == "failed":

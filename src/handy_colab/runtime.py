@@ -153,7 +153,7 @@ def up(
                     if launch is not None:
                         launch.cancel()
                     launch = Launch(cfg.folder, cfg.name, timeout, server, tunnel)
-                res = _start(cfg, rd, st, timeout, sess, launch)
+                res = _start(cfg, rd, st, timeout, sess, launch, progress)
     finally:
         if launch is not None:
             launch.cancel()  # no-op once it was told to go
@@ -215,6 +215,7 @@ def _start(
     timeout: float,
     sess: SessionEnv,
     launch: Launch,
+    progress: Progress | None = None,
 ) -> UpResult:
     if st is not None:
         # A supervisor that is alive but not ready (stuck, or started from another
@@ -224,7 +225,7 @@ def _start(
     # Fail here, with a clear line, if the state dir cannot take a write (disk full).
     rd.write_state({"name": cfg.name, "phase": "starting", "pid": 0, "pgid": 0})
     launch.go(rd, cfg.name)
-    st = launch.wait_ready(rd, timeout)
+    st = launch.wait_ready(rd, timeout, progress)
     desc, path = _descriptor_from_state(cfg, st)
     return UpResult(cfg, desc, path, False, st, sess)
 

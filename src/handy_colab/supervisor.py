@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -37,6 +38,7 @@ from .server.base import Server
 from .server.session import read_info
 from .state import READY_FD_ENV, RuntimeDir
 from .tunnels.base import Tunnel
+from .tunnels.common import CheckTimeout
 from .tunnels.relayport import RelayTunnel
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,22 @@ HEALTH_INTERVAL = 10.0
 HEALTH_RETRY = 2.0  # after a failed check, look again soon: one miss may be noise
 HEALTH_TIMEOUT = 8.0
 HEALTH_FAILURES = 2
+# A check that timed out while the tunnel's client read at least this much was slow, not
+# broken (busy sessions); the check's own traffic and ssh's keepalives are a few hundred
+# bytes, so a frozen client or a dead connection never gets there.
+HEALTH_BUSY_BYTES = 64 * 1024
+
+
+@dataclass
+class _Check:
+    """One end-to-end check, run on its own thread so the loop keeps tending the children."""
+
+    number: int
+    tunnel_pid: int | None  # the tunnel it checks: a restart meanwhile voids its verdict
+    traffic_before: int | None
+    started: float = field(default_factory=time.monotonic)
+    done: threading.Event = field(default_factory=threading.Event)
+    error: TunnelError | None = None
 
 
 def setup_logging(rd: RuntimeDir, also_stderr: bool = False) -> None:
@@ -124,9 +142,18 @@ class Supervisor:
         self._host_key_line = ""
         self._failed_checks = 0
         self._forced: TunnelError | None = None
+        self._check: _Check | None = None
+        self._state_lock = threading.Lock()
+        self._checks_run = 0
 
     # -- state -----------------------------------------------------------------------------
     def _set(self, part: str | None, **fields: Any) -> None:
+        # The tunnel's first start may report (on_wait) from its own thread while the server
+        # starts: one writer at a time.
+        with self._state_lock:
+            self._set_locked(part, **fields)
+
+    def _set_locked(self, part: str | None, **fields: Any) -> None:
         target = self.state if part is None else self.state[part]
         if "state" in fields and fields["state"] != target.get("state"):
             target["since"] = time.time()
@@ -166,6 +193,7 @@ class Supervisor:
         # prepare() fixed the server's port, which is all the tunnel needs to be opened.
         self.tunnel = make_tunnel(self.tunnel_choice.kind, self.cfg, self.rd, self.server.port)
         self.tunnel.on_exit = self.wake.set
+        self.tunnel.on_wait = self._tunnel_waits
         self._set("tunnel", endpoint=self.tunnel.endpoint)
         if isinstance(self.tunnel, RelayTunnel):
             # A relay forward only asks the relay to listen: it can be opened while the
@@ -281,6 +309,14 @@ class Supervisor:
         finally:
             self.shutdown()
 
+    def _tunnel_waits(self, why: str) -> None:
+        """The tunnel's first start waits on the relay (a port still held): say what for
+        ("" once the wait is over)."""
+        if why:
+            self._set("tunnel", state="waiting", last_error=why)
+        else:
+            self._set("tunnel", state="starting", last_error=None)
+
     def loop(self) -> None:
         assert self.tunnel is not None
         next_check = time.monotonic() + HEALTH_INTERVAL
@@ -289,15 +325,96 @@ class Supervisor:
             self.wake.clear()
             if self.stop_event.is_set():
                 break
+            # The children first, whatever a check is doing: a death is acted on at once.
             self._tend_server()
             if not self.tunnel.alive():
                 self._reconnect(self._forced or self.tunnel.failure())
                 self._forced = None
                 next_check = time.monotonic() + HEALTH_INTERVAL
-            elif time.monotonic() >= next_check:
-                self._health_check()
+                continue
+            if self._check is not None and self._check.done.is_set():
+                self._finish_check(self._check)
+                self._check = None
                 wait = HEALTH_RETRY if self._failed_checks else HEALTH_INTERVAL
                 next_check = time.monotonic() + wait
+            if self._check is None and time.monotonic() >= next_check:
+                self._begin_check()
+
+    def _begin_check(self) -> None:
+        assert self.tunnel is not None
+        self._checks_run += 1
+        check = _Check(self._checks_run, self.tunnel.pid, self.tunnel.traffic())
+        tunnel = self.tunnel
+
+        def run() -> None:
+            try:
+                tunnel.check(timeout=HEALTH_TIMEOUT)
+            except TunnelError as exc:
+                check.error = exc
+            except Exception as exc:  # a bug in a check is a failed check, not a dead loop
+                log.exception("end-to-end check crashed")
+                check.error = TunnelError(f"end-to-end check crashed: {exc!r}")
+            finally:
+                check.done.set()
+                self.wake.set()
+
+        self._check = check
+        self._set("tunnel", check_running_since=time.time())
+        threading.Thread(target=run, name=f"check-{check.number}", daemon=True).start()
+
+    def _finish_check(self, check: _Check) -> None:
+        """Judge a finished check: only a definite failure, or a timeout while the tunnel
+        moved no data, counts towards a forced reconnect."""
+        assert self.tunnel is not None
+        self._set("tunnel", check_running_since=None)
+        if check.tunnel_pid != self.tunnel.pid:
+            log.info(
+                "end-to-end check #%d ignored: the tunnel was restarted while it ran",
+                check.number,
+            )
+            return
+        exc = check.error
+        if exc is None:
+            self._failed_checks = 0
+            self._set(
+                "tunnel", last_check=time.time(), checks_failed=0, details=self.tunnel.details()
+            )
+            return
+        if isinstance(exc, CheckTimeout):
+            after = self.tunnel.traffic()
+            before = check.traffic_before
+            moved = None if after is None or before is None else after - before
+            if moved is not None and moved >= HEALTH_BUSY_BYTES:
+                inconclusive = self.state["tunnel"].get("checks_inconclusive", 0) + 1
+                log.info(
+                    "end-to-end check #%d timed out, but the tunnel read %d KiB meanwhile: "
+                    "busy, not broken; not counted (%s)",
+                    check.number,
+                    moved // 1024,
+                    exc,
+                )
+                self._set("tunnel", last_check=time.time(), checks_inconclusive=inconclusive)
+                return
+            exc = TunnelError(f"{exc} (and the tunnel moved no data meanwhile)")
+        self._failed_checks += 1
+        log.warning(
+            "end-to-end check #%d failed (%d in a row): %s",
+            check.number,
+            self._failed_checks,
+            exc,
+        )
+        self._set(
+            "tunnel",
+            last_check=time.time(),
+            checks_failed=self._failed_checks,
+            last_error=f"end-to-end check failed: {exc}",
+        )
+        if self._failed_checks >= HEALTH_FAILURES:
+            self._forced = TunnelError(
+                f"end-to-end check failed {self._failed_checks} times in a row: {exc}"
+            )
+            self.tunnel.stop()
+            self.wake.set()
 
     def _tend_server(self) -> None:
         assert self.server is not None
@@ -315,30 +432,6 @@ class Supervisor:
         self._set(
             "server", state="up", pid=self.server.pid, restarts=self.state["server"]["restarts"] + 1
         )
-
-    def _health_check(self) -> None:
-        """Prove the path end to end: a live ssh process is not a working tunnel (it may be
-        frozen, or the relay may have dropped the forward without closing the session)."""
-        assert self.tunnel is not None
-        try:
-            self.tunnel.check(timeout=HEALTH_TIMEOUT)
-        except TunnelError as exc:
-            self._failed_checks += 1
-            log.warning("end-to-end check failed (%d in a row): %s", self._failed_checks, exc)
-            self._set(
-                "tunnel",
-                last_check=time.time(),
-                checks_failed=self._failed_checks,
-                last_error=f"end-to-end check failed: {exc}",
-            )
-            if self._failed_checks >= HEALTH_FAILURES:
-                self._forced = TunnelError(
-                    f"end-to-end check failed {self._failed_checks} times in a row: {exc}"
-                )
-                self.tunnel.stop()
-            return
-        self._failed_checks = 0
-        self._set("tunnel", last_check=time.time(), checks_failed=0, details=self.tunnel.details())
 
     def _reconnect(self, failure: Exception) -> None:
         assert self.tunnel is not None
@@ -366,7 +459,7 @@ class Supervisor:
                 log.warning("reconnect failed (%s); next try in %.1fs", exc, delay)
                 self._set("tunnel", state="down", last_error=str(exc), next_try=time.time() + delay)
                 self.tunnel.stop()
-                self.stop_event.wait(delay)
+                self._pause(delay)
                 continue
             self._failed_checks = 0
             self._set(
@@ -382,6 +475,17 @@ class Supervisor:
             self._set(None, phase="ready")
             log.info("tunnel re-opened (reconnect #%d)", self.state["tunnel"]["reconnects"])
             return
+
+    def _pause(self, seconds: float) -> None:
+        """Wait between reconnect attempts, still restarting sshd the moment it dies."""
+        deadline = time.monotonic() + seconds
+        while not self.stop_event.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if self.wake.wait(left):
+                self.wake.clear()
+                self._tend_server()
 
     def shutdown(self) -> None:
         if self.tunnel is not None:

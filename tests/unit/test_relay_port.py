@@ -306,15 +306,47 @@ def test_relay_refusing_port_zero_says_how_to_allow_it(
     assert "Fix:" in msg
 
 
-def test_fixed_port_is_left_alone(tmp_path: Path, keys: KeyStore) -> None:
+def test_fixed_port_first_start_waits_until_the_relay_lets_go(
+    tmp_path: Path, keys: KeyStore
+) -> None:
+    """`up` on a new VM while the relay still holds the old runtime's port: it says what it
+    waits for, keeps asking (ssh -R only, nothing connects to the port) and takes it."""
+    cfg = load_config(_relay_folder(tmp_path, keys, {"remote_port": 2222}))
+    t = ScriptedRelay(cfg, {2222}, alloc=1)
+    said: list[str] = []
+
+    def on_wait(why: str) -> None:
+        said.append(why)
+        if len(said) == 2:
+            t.taken.clear()  # the relay's keepalive dropped the old session
+
+    t.on_wait = on_wait
+    try:
+        assert not t.allocating and t.details() == {}
+        t.start(20)
+        assert t.alive() and t.asked == [2222, 2222, 2222]
+        assert "waiting for the relay to release port 2222" in said[0]
+        assert "previous runtime" in said[0] and said[-1] == ""
+        # Later starts are the supervisor's reconnects: refused at once, it retries itself.
+        t.taken.add(2222)
+        with pytest.raises(TunnelError) as err:
+            t.start(20)
+        assert "refused to listen on port 2222" in str(err.value)
+        assert t.asked == [2222] * 4
+    finally:
+        t.stop()
+
+
+def test_fixed_port_wait_ends_with_the_keepalive_fix(tmp_path: Path, keys: KeyStore) -> None:
     cfg = load_config(_relay_folder(tmp_path, keys, {"remote_port": 2222}))
     t = ScriptedRelay(cfg, {2222}, alloc=1)
     try:
-        assert not t.allocating and t.details() == {}
         with pytest.raises(TunnelError) as err:
-            t.start(10)
-        assert "refused to listen on port 2222" in str(err.value)
-        assert t.asked == [2222]
+            t.start(3)
+        msg = str(err.value)
+        assert "\n" not in msg and "refused to listen on port 2222 throughout the 3s" in msg
+        assert "relay-setup" in msg and "ClientAliveInterval" in msg and "Fix:" in msg
+        assert len(t.asked) >= 2 and not t.alive()
     finally:
         t.stop()
 

@@ -35,6 +35,9 @@ class Tunnel(ChildHolder, ABC):
         self.on_exit: Callable[[], None] | None = None
         # One-line remarks for `up` to show (e.g. an unverified server), not errors.
         self.warnings: list[str] = []
+        # Called when a start waits on the relay (a port a previous runtime still holds),
+        # with what it waits for: the supervisor puts it in the state `up` and `status` read.
+        self.on_wait: Callable[[str], None] | None = None
 
     @abstractmethod
     def argv(self) -> list[str]:
@@ -83,7 +86,31 @@ class Tunnel(ChildHolder, ABC):
 
     @abstractmethod
     def check(self, timeout: float) -> None:
-        """Prove the path end to end: the runtime's SSH banner comes back through the relay."""
+        """Prove the path end to end: the runtime's SSH banner comes back through the relay.
+
+        Raises ``common.CheckTimeout`` when no answer came in time (inconclusive: see
+        `traffic`), any other TunnelError when the path is proven broken.
+        """
+
+    def traffic(self) -> int | None:
+        """Bytes the tunnel's client has read so far (None: unknown).
+
+        A check that timed out while this grew by more than the check's own few hundred
+        bytes was slow, not broken: the client is reading from its relay connection, so
+        neither it nor that connection is frozen. Read from /proc (no packet, no
+        connection: nothing that could keep a stale listener alive).
+        """
+        pid = self.pid
+        if pid is None:
+            return None
+        try:
+            with open(f"/proc/{pid}/io") as fh:
+                for line in fh:
+                    if line.startswith("rchar:"):
+                        return int(line.split()[1])
+        except (OSError, ValueError):
+            return None
+        return None
 
     def route_endpoint(self) -> RouteEndpoint | None:
         """Where a route other than the relay put the runtime (None: the relay's fields)."""

@@ -1,25 +1,24 @@
 """What every tunnel backend shares: host-key files, error wording, the end-to-end checks.
 
 Both clients (OpenSSH's ``ssh -R`` and the embedded asyncssh one) read the same pinned and
-trust-on-first-use files and report a failure with the same one line, so switching
-backends keeps the pin and `status` reads the same whichever client runs.
+trust-on-first-use files (verification itself: `.hostkeys`) and report a failure with the
+same one line, so switching backends keeps the pin and `status` reads the same whichever
+client runs.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import fcntl
-import hashlib
-import hmac
+import ipaddress
 import json
 import os
 import re
+import shutil
 import socket
+import subprocess
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,282 +29,38 @@ from ..keys import fingerprint, private_copy
 from ..state import RuntimeDir
 from ..streamlocal import first_line
 
+# Host-key verification lives in .hostkeys; these names stay importable from here.
+from .hostkeys import (
+    OPENSSH_HOST_KEY_ALGS as OPENSSH_HOST_KEY_ALGS,
+)
+from .hostkeys import (
+    RECORD_FAILED as RECORD_FAILED,
+)
+from .hostkeys import (
+    HostKeyPolicy as HostKeyPolicy,
+)
+from .hostkeys import (
+    KnownKeys as KnownKeys,
+)
+from .hostkeys import (
+    Verdict as Verdict,
+)
+from .hostkeys import (
+    host_key_fingerprint as host_key_fingerprint,
+)
+from .hostkeys import (
+    known_hosts_pattern as known_hosts_pattern,
+)
+from .hostkeys import (
+    parse_known_hosts as parse_known_hosts,
+)
+from .hostkeys import (
+    preferred_host_key_algs as preferred_host_key_algs,
+)
+
 # The relay hop's Host alias in the OpenSSH client's config; the embedded client's check
 # errors name it too, so a failed private-mode check reads the same whichever client runs.
 RELAY_ALIAS = "handy-colab-relay"
-
-# Printed by the embedded client when the TOFU line cannot be written (OpenSSH would only
-# warn and go on unpinned; we refuse instead). Matched by `classify`.
-RECORD_FAILED = "cannot record the relay host key"
-
-
-def known_hosts_pattern(host: str, port: int) -> str:
-    """The host field OpenSSH writes and looks up (CheckHostIP no, no HostKeyAlias)."""
-    return host if port == 22 else f"[{host}]:{port}"
-
-
-# OpenSSH 9.2's default HostKeyAlgorithms without the certificate ones (a relay's plain host
-# key is what gets pinned). The embedded client offers them in this order so that on first
-# use it records the same key type OpenSSH would.
-OPENSSH_HOST_KEY_ALGS = (
-    "ssh-ed25519",
-    "ecdsa-sha2-nistp256",
-    "ecdsa-sha2-nistp384",
-    "ecdsa-sha2-nistp521",
-    "sk-ssh-ed25519@openssh.com",
-    "sk-ecdsa-sha2-nistp256@openssh.com",
-    "rsa-sha2-512",
-    "rsa-sha2-256",
-)
-_TYPE_NAMES = {
-    "ssh-ed25519": "ED25519",
-    "ssh-rsa": "RSA",
-    "sk-ssh-ed25519@openssh.com": "ED25519-SK",
-    "sk-ecdsa-sha2-nistp256@openssh.com": "ECDSA-SK",
-}
-
-
-def key_type_of_alg(alg: str) -> str:
-    """The key type a host key algorithm signs with (rsa-sha2-* are ssh-rsa keys)."""
-    return "ssh-rsa" if alg.startswith("rsa-sha2-") else alg
-
-
-def type_name(key_type: str) -> str:
-    """OpenSSH's short name of a key type, as in its messages ("ED25519", "ECDSA")."""
-    if key_type.startswith("ecdsa-sha2-"):
-        return "ECDSA"
-    return _TYPE_NAMES.get(key_type, key_type)
-
-
-def host_key_fingerprint(blob: str) -> str:
-    """SHA256:... of a "type base64" key, as OpenSSH prints it."""
-    try:
-        raw = base64.b64decode(blob.split()[1], validate=True)
-    except (IndexError, ValueError):
-        return "(invalid key)"
-    return "SHA256:" + base64.b64encode(hashlib.sha256(raw).digest()).decode().rstrip("=")
-
-
-def _glob_match(name: str, pattern: str) -> bool:
-    """OpenSSH's match_pattern: only '*' and '?' are special ('[' is literal, as in [host]:port)."""
-    rx = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.fullmatch(rx, name, flags=re.DOTALL) is not None
-
-
-def _hosts_field_matches(hosts: str, name: str) -> bool:
-    """OpenSSH's known_hosts host field: one hashed name, or a comma list with !negation."""
-    if hosts.startswith("|1|"):
-        try:
-            _, _, salt, digest = hosts.split("|")
-            mac = hmac.new(base64.b64decode(salt), name.encode(), hashlib.sha1).digest()
-            return hmac.compare_digest(mac, base64.b64decode(digest))
-        except ValueError:
-            return False
-    name = name.lower()
-    found = False
-    for pat in hosts.split(","):
-        negated = pat.startswith("!")
-        if _glob_match(name, pat[1:].lower() if negated else pat.lower()):
-            if negated:
-                return False  # a negated match rules the whole line out
-            found = True
-    return found
-
-
-@dataclass
-class KnownKeys:
-    keys: list[str] = field(default_factory=list)  # "type base64" trusted for the host
-    revoked: list[str] = field(default_factory=list)
-
-    @property
-    def types(self) -> set[str]:
-        return {k.split()[0] for k in self.keys}
-
-
-def parse_known_hosts(text: str, name: str) -> KnownKeys:
-    """The keys ``text`` (OpenSSH known_hosts format) holds for ``name`` ("[host]:port").
-
-    Lines OpenSSH would skip (malformed, unknown markers) are skipped; @cert-authority lines
-    are left out, since no certificate host key algorithm is ever offered.
-    """
-    out = KnownKeys()
-    for raw in text.splitlines():
-        fields = raw.split()
-        if not fields or fields[0].startswith("#"):
-            continue
-        marker = None
-        if fields[0].startswith("@"):
-            marker, fields = fields[0], fields[1:]
-        if len(fields) < 3 or marker not in (None, "@revoked"):
-            continue
-        if not _hosts_field_matches(fields[0], name):
-            continue
-        blob = f"{fields[1]} {fields[2]}"
-        (out.revoked if marker else out.keys).append(blob)
-    return out
-
-
-def preferred_host_key_algs(known_types: set[str], supported: list[str] | None = None) -> list[str]:
-    """OpenSSH's order with the algorithms of already known key types moved to the front.
-
-    That is what ssh does (order_hostkeyalgs): a relay with several host keys then shows the
-    pinned one rather than another type that would look like a changed key.
-    """
-    algs = [a for a in OPENSSH_HOST_KEY_ALGS if supported is None or a in supported]
-    first = [a for a in algs if key_type_of_alg(a) in known_types]
-    return first + [a for a in algs if a not in first]
-
-
-@dataclass
-class Verdict:
-    ok: bool
-    lines: list[str]  # what to report, in OpenSSH's wording (classify reads it)
-
-
-@contextlib.contextmanager
-def _folder_lock(folder: Path) -> Iterator[None]:
-    """Serialise TOFU writers of one folder (two runtimes may share it).
-
-    Best effort: a file system without flock (some FUSE mounts) still gets the atomic write.
-    """
-    fd = -1
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    try:
-        yield
-    finally:
-        if fd >= 0:
-            os.close(fd)
-
-
-def _umask() -> int:
-    """The process umask, read without changing it (os.umask would race other threads)."""
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    return 0o022
-
-
-class HostKeyPolicy:
-    """StrictHostKeyChecking yes (``strict``) or accept-new, on one known_hosts file.
-
-    Matches OpenSSH with CheckHostIP no and HashKnownHosts no: the host is looked up as
-    ``known_hosts_pattern(host, port)``, an unknown host is appended as one plain line (accept-
-    new only), a known host whose key differs is refused and never re-pinned. Deliberately
-    stricter than ssh in one case: a key of another type than the pinned one(s) is refused as
-    changed (ssh's accept-new would add it), since it is offered only once the relay no longer
-    has the pinned key.
-    """
-
-    def __init__(self, known_hosts: Path, strict: bool, host: str, port: int) -> None:
-        self.path = known_hosts
-        self.strict = strict
-        self.name = known_hosts_pattern(host, port)
-
-    def known(self) -> KnownKeys:
-        try:
-            text = self.path.read_text(errors="replace")
-        except FileNotFoundError:
-            text = ""
-        return parse_known_hosts(text, self.name)
-
-    def verify(self, blob: str) -> Verdict:
-        """Decide on the key ``blob`` ("type base64") the relay presented."""
-        try:
-            return self._verify(blob)
-        except OSError as exc:
-            # An unreadable pin file is no pin: refuse (never connect unverified).
-            return Verdict(
-                False,
-                [
-                    f"No {type_name(blob.split()[0])} host key is known for {self.name}: "
-                    f"cannot read {self.path} ({exc.strerror or exc}).",
-                    "Host key verification failed.",
-                ],
-            )
-
-    def _verify(self, blob: str) -> Verdict:
-        if self.strict:
-            return self._judge(self.known(), blob)
-        with _folder_lock(self.path.parent):
-            # Read again under the lock: another runtime may have pinned it meanwhile.
-            known = self.known()
-            verdict = self._judge(known, blob)
-            if verdict.ok or verdict.lines:  # decided; only an unknown host is recorded
-                return verdict
-            return self._record(blob)
-
-    def _judge(self, known: KnownKeys, blob: str) -> Verdict:
-        ktype = blob.split()[0]
-        fp = host_key_fingerprint(blob)
-        if blob in known.revoked:
-            return Verdict(
-                False,
-                [
-                    f"@@@ WARNING: REVOKED HOST KEY DETECTED! {type_name(ktype)} key {fp} for "
-                    f"{self.name} is marked as revoked.",
-                    "Host key verification failed.",
-                ],
-            )
-        if blob in known.keys:
-            return Verdict(
-                True,
-                [
-                    f"Host '{self.name}' is known and matches the {type_name(ktype)} "
-                    f"host key {fp} ({self.path})."
-                ],
-            )
-        if known.keys:
-            pinned = ", ".join(host_key_fingerprint(k) for k in known.keys)
-            return Verdict(
-                False,
-                [
-                    "@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @",
-                    f"The {type_name(ktype)} host key for {self.name} is {fp}; pinned: {pinned}.",
-                    "Host key verification failed.",
-                ],
-            )
-        if self.strict:
-            return Verdict(
-                False,
-                [
-                    f"No {type_name(ktype)} host key is known for {self.name} and you have "
-                    f"requested strict checking.",
-                    "Host key verification failed.",
-                ],
-            )
-        return Verdict(False, [])  # unknown: the caller records it
-
-    def _record(self, blob: str) -> Verdict:
-        line = f"{self.name} {blob}\n"
-        target = self.path.resolve()  # a symlinked file stays a symlink
-        try:
-            try:
-                old = target.read_bytes()
-                mode = target.stat().st_mode & 0o777
-            except FileNotFoundError:
-                old = b""
-                mode = 0o666 & ~_umask()  # what ssh's fopen("a") would create
-            sep = b"" if not old or old.endswith(b"\n") else b"\n"
-            atomic_write(target, old + sep + line.encode(), mode=mode)
-        except OSError as exc:
-            return Verdict(
-                False,
-                [
-                    f"{RECORD_FAILED} in {self.path} ({exc.strerror or exc}); refusing to "
-                    f"connect unpinned.",
-                    "Host key verification failed.",
-                ],
-            )
-        return Verdict(
-            True,
-            [
-                f"Warning: Permanently added '{self.name}' ({type_name(blob.split()[0])}) to "
-                f"the list of known hosts."
-            ],
-        )
 
 
 def read_only_error(cfg: RuntimeConfig) -> TunnelError:
@@ -456,29 +211,94 @@ def tcp_banner(host: str, port: int, timeout: float) -> tuple[bool, str]:
         return True, first_line(sock)
 
 
+class CheckTimeout(TunnelError):
+    """The end-to-end check got no answer in time: inconclusive on its own.
+
+    A tunnel busy with many sessions may answer late, a frozen one never does; the
+    supervisor tells them apart by whether the tunnel's client moved data meanwhile. Every
+    other TunnelError from a check is a definite answer (refused, wrong banner, closed).
+    """
+
+
+def probe_banner(host: str, port: int, timeout: float) -> tuple[str, str]:
+    """(outcome, text) of one connection that waits for the first line, within ``timeout``
+    in all: "line" (text: the line), "timeout" (connect or first line not in time), "closed"
+    (connected, then closed without a line), "error" (refused and the like; text: why)."""
+    deadline = time.monotonic() + timeout
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except TimeoutError:
+        return "timeout", "connection timed out"
+    except OSError as exc:
+        return "error", exc.strerror or str(exc)
+    data = b""
+    with sock:
+        try:
+            while b"\n" not in data and len(data) < 256:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                sock.settimeout(left)
+                chunk = sock.recv(256)
+                if not chunk:
+                    break
+                data += chunk
+        except TimeoutError:
+            if not data:
+                return "timeout", "no banner in time"
+        except OSError:
+            pass
+    if not data:
+        return "closed", ""
+    return "line", data.decode(errors="replace")
+
+
 def check_public(cfg: RuntimeConfig, endpoint: str, timeout: float) -> None:
-    """Public mode: the relay's port must answer with the runtime's SSH banner."""
+    """Public mode: the relay's port must answer with the runtime's SSH banner.
+
+    Raises CheckTimeout when nothing came back in time, TunnelError on a definite failure.
+    """
     relay = cfg.ssh_relay
-    connected, banner = tcp_banner(relay.public_host, relay.remote_port, timeout)
-    if banner.startswith("SSH-"):
-        return
     port = relay.remote_port
-    if connected:
+    outcome, text = probe_banner(relay.public_host, port, timeout)
+    if outcome == "line" and text.startswith("SSH-"):
+        return
+    if outcome == "line":
         # Seen for real: the relay binds [::]:PORT while another program holds
         # 0.0.0.0:PORT, so the forward "succeeds" but IPv4 clients reach the other one.
         raise TunnelError(
             f"relay port {port} answers, but not with the runtime's SSH server (got "
-            f"{banner[:40]!r}): the port is taken by another program on the relay. Fix: "
+            f"{text[:40]!r}): the port is taken by another program on the relay. Fix: "
             f"free it, or choose another 'relay.remote_port'"
         )
-    if "refused" in banner.lower():
+    if outcome == "closed":
+        raise TunnelError(
+            f"relay port {port} accepted the connection and closed it without an SSH banner: "
+            f"the relay no longer forwards it to the runtime"
+        )
+    if outcome == "timeout" and text == "connection timed out":
+        raise CheckTimeout(
+            f"{endpoint} cannot be reached from the runtime (connection timed out): the "
+            f"network to the relay is down or a firewall drops port {port}. Fix: check the "
+            f"runtime's outbound network; the supervisor keeps retrying"
+        )
+    if outcome == "timeout":
+        # Silent: our tunnel frozen or swamped, or (seen for real, see above) another program
+        # holding the port for IPv4 that never speaks first.
+        raise CheckTimeout(
+            f"relay port {port} accepted the connection but sent no SSH banner within "
+            f"{timeout:.0f}s: the port may be taken by another program on the relay, or the "
+            f"tunnel is frozen or overloaded. Fix: free the port on the relay or choose "
+            f"another 'relay.remote_port'; the supervisor keeps checking"
+        )
+    if "refused" in text.lower():
         raise TunnelError(
             f"the relay accepted the forward but {endpoint} refuses connections. "
             f"Fix: set 'GatewayPorts yes' in the relay's sshd_config for public mode (or "
             f"use mode private), and open port {port} in its firewall"
         )
     raise TunnelError(
-        f"{endpoint} cannot be reached from the runtime ({banner}): the network to "
+        f"{endpoint} cannot be reached from the runtime ({text}): the network to "
         f"the relay is down or a firewall drops port {port}. Fix: check the runtime's "
         f"outbound network; the supervisor keeps retrying"
     )
@@ -494,3 +314,55 @@ def private_banner_error(cfg: RuntimeConfig, banner: str) -> TunnelError | None:
         f"answer with the runtime's SSH banner (got {banner[:40]!r}). Fix: allow "
         f"'AllowStreamLocalForwarding yes' for {relay.user} on the relay"
     )
+
+
+def _proc_addr(text: str) -> tuple[str, int]:
+    """("ip", port) from /proc/net/tcp{,6}'s "HEX:HEX" (addresses in host byte order words)."""
+    addr, port = text.split(":")
+    raw = bytes.fromhex(addr)
+    # Each 32-bit word is in the kernel's (little-endian here) byte order.
+    fixed = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return str(ipaddress.ip_address(fixed)), int(port, 16)
+
+
+def relay_connection(pid: int, relay_port: int) -> tuple[str, int, str, int] | None:
+    """(local ip, local port, relay ip, relay port) of process ``pid``'s established TCP
+    connection to ``relay_port``, read from /proc (None: not found)."""
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError, ValueError, IndexError), open(table) as fh:
+            for line in list(fh)[1:]:
+                f = line.split()
+                if f[9] in inodes and f[3] == "01":
+                    local, remote = _proc_addr(f[1]), _proc_addr(f[2])
+                    if remote[1] == relay_port:
+                        return (*local, *remote)
+    return None
+
+
+def reset_connection(conn: tuple[str, int, str, int]) -> bool:
+    """Abort a dead tunnel's TCP connection if the kernel still holds it (SOCK_DESTROY via
+    ``ss -K``): the kernel then sends an RST at once, where the FIN of an ssh that ended
+    during an outage waits for TCP's next (backed-off) retransmission. The relay drops the
+    session, and its listener, the moment it gets the RST. True when a socket was aborted;
+    False where that is not allowed (needs CAP_NET_ADMIN) or nothing was left."""
+    ss = shutil.which("ss") or next(
+        (p for p in ("/usr/sbin/ss", "/sbin/ss", "/usr/bin/ss") if os.path.exists(p)), None
+    )
+    if ss is None:
+        return False
+    lip, lport, rip, rport = conn
+    argv = [ss, "-K", "-tnH", "state", "all", "src", lip, "dst", rip]
+    argv += ["(", "sport", "=", f":{lport}", "and", "dport", "=", f":{rport}", ")"]
+    try:
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    # ss lists what it aborted; with no permission it lists nothing (or fails).
+    return res.returncode == 0 and bool(res.stdout.strip())

@@ -3,19 +3,38 @@
 Works the same against a VPS of the user's and an ``ssh -R`` service such as portmap.io.
 It never prompts (BatchMode), fails fast when the forward is refused
 (ExitOnForwardFailure) and pins the relay's host key.
+
+The tunnel's ssh is also a ControlMaster (ControlPersist no: it lives exactly as long as the
+tunnel), so the private-mode check rides the tunnel's own connection: ``ssh -O forward -L``
+asks the running ssh for a loopback port to the relay's socket, with no new login to the
+relay every 10 s (and a check that then also tests the very connection that carries the
+sessions).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shutil
+import subprocess
+import time
+from pathlib import Path
 
 from ..config import RuntimeConfig
 from ..errors import TunnelError
 from ..fsutil import atomic_write
 from ..state import RuntimeDir
 from ..streamlocal import forwarded_port, read_banner
-from .common import RELAY_ALIAS, check_public, prepare_relay_files, private_banner_error
+from .common import (
+    RELAY_ALIAS,
+    CheckTimeout,
+    check_public,
+    free_port,
+    prepare_relay_files,
+    private_banner_error,
+    probe_banner,
+)
 from .relayport import RelayTunnel
 
 _READY = re.compile(r"remote forward success for: listen")
@@ -26,6 +45,10 @@ _FAIL = re.compile(
     r"|No route to host|Could not resolve hostname|Connection closed by|Network is unreachable"
     r"|kex_exchange_identification|Too many authentication failures))"
 )
+
+
+# sun_path is 108 bytes; ssh binds "PATH.XXXXXXXXXXXXXXXX" first and renames it.
+_MAX_CONTROL_PATH = 107 - 17
 
 
 def find_ssh() -> str:
@@ -48,6 +71,11 @@ class OpenSSHTunnel(RelayTunnel):
         super().__init__(cfg, local_port)
         self.rd = rd
         self.ssh = find_ssh()
+        control = rd.path / "tunnel.ctl"
+        # Too long a path for a Unix socket: no multiplexing, the check logs in instead.
+        self.control: Path | None = (
+            control if len(os.fsencode(control)) <= _MAX_CONTROL_PATH else None
+        )
         self._prepare()
 
     def _prepare(self) -> None:
@@ -77,8 +105,11 @@ class OpenSSHTunnel(RelayTunnel):
             # schedule would otherwise hold an attempt long after the network is back).
             "ConnectTimeout": "5",
             "TCPKeepAlive": "yes",
-            "ControlMaster": "no",
-            "ControlPath": "none",
+            # The check's channel to the relay's socket (private mode) rides this
+            # connection; ControlPersist no: the master is the tunnel, nothing outlives it.
+            "ControlMaster": "yes" if self.control else "no",
+            "ControlPath": f'"{self.control}"' if self.control else "none",
+            "ControlPersist": "no",
             "ForwardAgent": "no",
             "ForwardX11": "no",
             "RequestTTY": "no",
@@ -119,6 +150,14 @@ class OpenSSHTunnel(RelayTunnel):
     def forward_desc(self) -> str:
         return self.forward_spec()
 
+    def start(self, timeout: float) -> None:
+        # A SIGKILLed master leaves its socket behind, and ssh then runs without one.
+        if self.control is not None:
+            self.stop()
+            with contextlib.suppress(OSError):
+                self.control.unlink()
+        super().start(timeout)
+
     def check(self, timeout: float) -> None:
         # The Tunnel contract is TunnelError only: a local OSError (no temp space for the
         # check's socket, ssh gone) is a failed check like any other.
@@ -129,12 +168,62 @@ class OpenSSHTunnel(RelayTunnel):
 
     def _check(self, timeout: float) -> None:
         relay = self.cfg.ssh_relay
-        if self.cfg.mode == "private":
+        if self.cfg.mode != "private":
+            check_public(self.cfg, self.endpoint, timeout)
+            return
+        if self.control is not None and self.control.exists():
+            banner = self._banner_over_master(timeout)
+        else:
             prefix = [self.ssh, "-F", str(self.rd.tunnel_config)]
             with forwarded_port(prefix, RELAY_ALIAS, relay.socket_path, timeout) as port:
                 banner = read_banner(port, timeout)
-            err = private_banner_error(self.cfg, banner)
-            if err is not None:
-                raise err
-            return
-        check_public(self.cfg, self.endpoint, timeout)
+        err = private_banner_error(self.cfg, banner)
+        if err is not None:
+            raise err
+
+    def _mux(self, op: str, spec: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        assert self.control is not None
+        return subprocess.run(
+            [
+                *(self.ssh, "-F", str(self.rd.tunnel_config), "-S", str(self.control)),
+                # The config says ControlMaster yes (for the tunnel): with it, ssh would
+                # ignore -O and log in afresh instead of asking the running master.
+                *("-o", "ControlMaster=no", "-O", op, "-L", spec, RELAY_ALIAS),
+            ],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=max(0.5, timeout),
+        )
+
+    def _banner_over_master(self, timeout: float) -> str:
+        """Private mode: the banner of the relay's socket, through a loopback forward that
+        the tunnel's own ssh opens (``-O forward``) and drops again (``-O cancel``)."""
+        relay = self.cfg.ssh_relay
+        deadline = time.monotonic() + timeout
+        spec = f"127.0.0.1:{free_port()}:{relay.socket_path}"
+        try:
+            res = self._mux("forward", spec, timeout)
+        except subprocess.TimeoutExpired:
+            # The master did not answer its control socket: frozen or swamped.
+            raise CheckTimeout(
+                f"the tunnel's ssh did not answer its control socket within {timeout:.0f}s"
+            ) from None
+        if res.returncode != 0:
+            err = (res.stderr.strip().splitlines() or ["failed"])[-1]
+            raise TunnelError(
+                f"the tunnel's ssh could not forward {relay.socket_path} for the check: {err}"
+            )
+        try:
+            outcome, text = probe_banner(
+                "127.0.0.1", int(spec.split(":")[1]), max(0.1, deadline - time.monotonic())
+            )
+        finally:
+            with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+                self._mux("cancel", spec, 5.0)
+        if outcome == "timeout":
+            raise CheckTimeout(
+                f"{relay.socket_path} on the relay gave no SSH banner within {timeout:.0f}s "
+                f"through the tunnel's connection: it is frozen or overloaded"
+            )
+        return text if outcome == "line" else ""

@@ -27,7 +27,7 @@ from ..config import RuntimeConfig
 from ..connection import Descriptor
 from ..errors import HandyColabError, TunnelError
 from .base import Tunnel
-from .common import tcp_banner
+from .common import relay_connection, reset_connection, tcp_banner
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,14 @@ _REFUSED = re.compile(r"remote port forwarding failed for listen port (\d+)")
 # seconds; a program that took the port keeps it, so waiting longer would only prolong the
 # outage.
 STICKY_GRACE = 40.0
+# How often `up` asks again for a fixed port that a previous runtime's tunnel still holds on
+# the relay. Asking is an `ssh -R` (the relay's sshd tries to bind): it sends nothing to the
+# stale listener, so it cannot keep it alive the way a connection to it would.
+PORT_WAIT_RETRY = 1.0
+# For how long a reconnect refused its port asks again every PORT_WAIT_RETRY (then the
+# supervisor's usual back-off, up to 5 s, spares the relay's auth log on a stock sshd that
+# holds a dead listener for hours).
+HELD_FAST_RETRY = 60.0
 
 
 def allocated_port(lines: Iterable[str]) -> int | None:
@@ -96,6 +104,9 @@ class RelayTunnel(Tunnel):
         self._first_start = True
         self._refused: int | None = None  # the port the last failed start was refused
         self._refused_since: float | None = None
+        # The TCP connection of the tunnel last up (public mode), to abort once it is dead.
+        self._conn: tuple[str, int, str, int] | None = None
+        self._held_since: float | None = None  # our port refused since (reconnects)
         if self.allocating:
             prev = previous_port(cfg)
             if prev is not None:
@@ -111,8 +122,40 @@ class RelayTunnel(Tunnel):
             self.request_changed()
 
     def start(self, timeout: float) -> None:
+        try:
+            self._start(timeout)
+        except TunnelError as err:
+            raise self._after_refusal(err) from None
+        self._held_since = None
+        if self.cfg.mode == "public" and self.pid is not None:
+            self._conn = relay_connection(self.pid, self.cfg.ssh_relay.port)
+
+    def _after_refusal(self, err: TunnelError) -> TunnelError:
+        """The relay refused our port: if our own previous connection holds it (its ssh ended
+        during an outage, and the kernel still retransmits its FIN on a backed-off timer),
+        abort that connection so the relay lets go now. Either way ask again soon (1 s)
+        for a while: the port comes free the moment the relay lets go, and an `ssh -R`
+        sends nothing to the stale listener."""
+        conn, self._conn = self._conn, None
+        if self._refused is None or self._refused != self.cfg.ssh_relay.remote_port:
+            return err
+        now = time.monotonic()
+        if self._held_since is None:
+            self._held_since = now
+        if conn is not None and reset_connection(conn):
+            log.info(
+                "reset the previous tunnel connection %s:%d -> %s:%d so the relay frees port %d",
+                *conn,
+                self._refused,
+            )
+            return TunnelError(str(err), permanent=err.permanent, retry_after=0.3)
+        if now - self._held_since < HELD_FAST_RETRY:
+            return TunnelError(str(err), permanent=err.permanent, retry_after=PORT_WAIT_RETRY)
+        return err
+
+    def _start(self, timeout: float) -> None:
         if not self.allocating:
-            super().start(timeout)
+            self._start_fixed(timeout)
             return
         deadline = time.monotonic() + timeout
         try:
@@ -128,6 +171,60 @@ class RelayTunnel(Tunnel):
             self._start_asking(max(1.0, deadline - time.monotonic()))
         self._first_start = False
         self._refused_since = None
+
+    def _start_fixed(self, timeout: float) -> None:
+        """A fixed port (or a socket). On the first start (`up`, maybe on a new VM while
+        the relay still holds the old one's listener) a refused port is asked for again until
+        ``timeout``, saying so through ``on_wait`` (and ``on_wait("")`` once granted); later
+        starts are the supervisor's reconnects, which retry on their own."""
+        asked = self.cfg.ssh_relay.remote_port
+        if self.cfg.mode != "public" or not self._first_start:
+            super().start(timeout)
+            return
+        deadline = time.monotonic() + timeout
+        waiting_since: float | None = None
+        while True:
+            attempt = time.monotonic()
+            self._refused = None  # a start that times out says nothing of the port
+            try:
+                super().start(max(1.0, deadline - attempt))
+                break
+            except TunnelError:
+                if self._refused != asked:
+                    raise
+                now = time.monotonic()
+                if waiting_since is None:
+                    waiting_since = now
+                    log.warning("relay refused port %d; waiting for it to let go", asked)
+                if now + PORT_WAIT_RETRY >= deadline:
+                    raise self._held_error(asked, timeout) from None
+                if self.on_wait is not None:
+                    self.on_wait(
+                        f"waiting for the relay to release port {asked} (held by a previous "
+                        f"runtime's tunnel it has not dropped yet, or by another program); "
+                        f"asking again every {PORT_WAIT_RETRY:.0f}s for up to "
+                        f"{deadline - now:.0f}s more"
+                    )
+                time.sleep(max(0.0, PORT_WAIT_RETRY - (now - attempt)))
+        self._first_start = False
+        if waiting_since is not None:
+            log.info("relay let go of port %d after %.1fs", asked, time.monotonic() - waiting_since)
+            if self.on_wait is not None:
+                self.on_wait("")
+
+    def _held_error(self, port: int, waited: float) -> TunnelError:
+        # `waited` is the start's whole timeout (not a measured time): the line must read the
+        # same whichever client ran and however the attempts fell.
+        relay = self.cfg.ssh_relay
+        return TunnelError(
+            f"relay {relay.host} refused to listen on port {port} throughout the {waited:.0f}s "
+            f"`up` waited: it is taken, by a previous runtime's tunnel the relay has not "
+            f"dropped (it keeps a vanished client's port until its keepalive gives up: hours "
+            f"when its sshd sets no ClientAliveInterval) or by another program. Fix: run "
+            f"`handy-colab relay-setup` on the relay (ClientAliveInterval 5 / "
+            f"ClientAliveCountMax 2 free a dead tunnel's port within ~30 s) and run `up` "
+            f"again, or choose another 'relay.remote_port'"
+        )
 
     def _start_asking(self, timeout: float) -> None:
         asked = self.cfg.ssh_relay.remote_port
@@ -189,7 +286,9 @@ class RelayTunnel(Tunnel):
 
     def failure(self) -> TunnelError:
         err = super().failure()
-        self._refused = refused_port(self.last_lines(30)) if self.allocating else None
+        self._refused = refused_port(self.last_lines(30))
+        if not self.allocating:
+            return err
         relay = self.cfg.ssh_relay
         if self._refused == 0:
             return TunnelError(
