@@ -51,7 +51,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,8 @@ REFERENCE = "openssh-public"  # the ratios' denominator (the seed's own route)
 OPS = ("down", "up")
 NAME = "colab"  # every runtime's name: each route has a rig (and a state dir) of its own
 RSS_INTERVAL = 0.2
+# What one route's failure may raise: it is noted in the table and the other routes go on.
+ROUTE_ERRORS = (RuntimeError, AssertionError, OSError, ValueError, subprocess.SubprocessError)
 
 
 @dataclass
@@ -104,7 +106,6 @@ class Target:
     tunnel: str
     role: str = "laptop"  # the namespace the laptop's ssh runs in
     connect_source: str | None = None  # None: the folder's descriptor
-    info: dict[str, Any] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
         if isinstance(self.rt, RouteRuntime):
@@ -138,9 +139,15 @@ class Target:
     def laptop_argv(self, argv: Sequence[str]) -> list[str]:
         return ["ip", "netns", "exec", self.rt.rig.ns[self.role], *argv]
 
+    def state(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.rt.rig.state_dir / NAME / "state.json").read_text())
+        return data
+
     def supervisor_pid(self) -> int:
-        st = json.loads((self.rt.rig.state_dir / NAME / "state.json").read_text())
-        return int(st.get("pid") or 0)
+        pid = int(self.state().get("pid") or 0)
+        if pid <= 0:  # pid 0 would make "its descendants" every process on the machine
+            raise RuntimeError(f"{self.route}: state.json names no supervisor pid")
+        return pid
 
 
 class RssPeak:
@@ -178,7 +185,8 @@ class RoutesBench:
             tempfile.mkdtemp(prefix="hc-bench-routes-data-", dir=shm if shm.is_dir() else None)
         )
         self.src = self.data / "payload.bin"
-        self.targets: list[Target] = []
+        self.targets: list[Target] = []  # every rig built (all torn down in close)
+        self.active: list[Target] = []  # the routes still measured (none has failed yet)
         self.leftovers: list[str] = []
         self.result: dict[str, Any] = {
             "machine": machine_info(),
@@ -237,6 +245,12 @@ class RoutesBench:
                 raise
         return target
 
+    def fail(self, t: Target, exc: BaseException) -> None:
+        """One route failed: note why and go on with the others (its rig stays for close)."""
+        log(f"{t.route}: FAILED, left out from here on: {exc}")
+        self.result["routes"][t.route]["error"] = str(exc)[-500:]
+        self.active.remove(t)
+
     def close_target(self, t: Target) -> None:
         try:
             left = t.rt.rig.close()
@@ -293,17 +307,21 @@ class RoutesBench:
         }
 
     def time_to_ready(self) -> None:
-        samples: dict[str, list[dict[str, float]]] = {t.route: [] for t in self.targets}
+        samples: dict[str, list[dict[str, float]]] = {t.route: [] for t in self.active}
         for run in range(self.args.runs):
-            for t in rotated(self.targets, run):
-                s = self.ready_once(t, first=run == 0)
+            for t in rotated(self.active, run):
+                try:
+                    s = self.ready_once(t, first=run == 0)
+                except ROUTE_ERRORS as exc:
+                    self.fail(t, exc)
+                    continue
                 samples[t.route].append(s)
                 log(
                     f"{t.route:17s} ready run {run + 1}: {s['total_s']:.2f}s (up "
                     f"{s['up_s']:.2f}, connect {s['connect_s']:.2f}, ssh "
                     f"{s['first_ssh_s']:.2f} x{s['ssh_attempts']})"
                 )
-        for t in self.targets:
+        for t in self.active:
             r = self.result["routes"][t.route]
             r["time_to_ready"] = {
                 k: summary([s[k] for s in samples[t.route]])
@@ -314,10 +332,14 @@ class RoutesBench:
     # -- memory -------------------------------------------------------------------------------
     def idle_rss(self) -> None:
         time.sleep(2)  # let up's own checks and the first sessions' buffers go
-        for t in self.targets:
-            pid = t.supervisor_pid()
+        for t in list(self.active):
+            try:
+                pid = t.supervisor_pid()
+                st = t.state()
+            except ROUTE_ERRORS as exc:
+                self.fail(t, exc)
+                continue
             own, tree = tree_rss_kib(pid)
-            st = json.loads((t.rt.rig.state_dir / NAME / "state.json").read_text())
             self.result["routes"][t.route].update(
                 supervisor_rss_idle_mib=own / 1024,
                 tree_rss_idle_mib=tree / 1024,
@@ -346,11 +368,17 @@ class RoutesBench:
                 env=t.env(),
             )
             assert proc.stdout is not None
-            # Count what comes back instead of trusting the exit code alone (for "up" it is
-            # wc's count of what arrived).
-            while n := proc.stdout.readinto(buf):  # type: ignore[attr-defined]
-                got += n
-            _, err = proc.communicate(timeout=600)
+            # A hung route must not hang the whole run (the reads below have no timeout).
+            watchdog = threading.Timer(max(60.0, 2.0 * self.args.size_mib), proc.kill)
+            watchdog.start()
+            try:
+                # Count what comes back instead of trusting the exit code alone (for "up" it
+                # is wc's count of what arrived).
+                while n := proc.stdout.readinto(buf):  # type: ignore[attr-defined]
+                    got += n
+                _, err = proc.communicate()
+            finally:
+                watchdog.cancel()
             secs = time.perf_counter() - t0
         if op == "down":
             ok = got == size
@@ -382,13 +410,21 @@ class RoutesBench:
         peaks: dict[str, int] = {t.route: 0 for t in self.targets}
         for rep in range(self.args.reps):
             for op in OPS:
-                for t in rotated(self.targets, rep):
-                    before = p2prig.relay_bytes(t.rt.rig)
-                    with RssPeak(t.supervisor_pid()) as peak:
-                        v = self.transfer(t, op)
-                    peaks[t.route] = max(peaks[t.route], peak.peak_kib)
+                for t in rotated(self.active, rep):
+                    if t not in self.active:
+                        continue
+                    try:
+                        before = p2prig.relay_bytes(t.rt.rig)
+                        with RssPeak(t.supervisor_pid()) as peak:
+                            v = self.transfer(t, op)
+                        peaks[t.route] = max(peaks[t.route], peak.peak_kib)
+                    except ROUTE_ERRORS as exc:
+                        log(f"  {t.route} {op} FAILED: {exc}")
+                        v = None
                     if v is None:
                         failures[t.route] += 1
+                        if failures[t.route] >= 2:  # a broken route would only eat the time
+                            self.fail(t, RuntimeError(f"{failures[t.route]} transfers failed"))
                         continue
                     mib_s[t.route][op].append(v)
                     # Which path the bytes took: ~2 when everything goes in and out of the
@@ -396,8 +432,12 @@ class RoutesBench:
                     moved = p2prig.relay_bytes(t.rt.rig) - before
                     crossed[t.route].append(moved / (self.args.size_mib * MIB))
                     log(f"  rep {rep + 1} {op:4s} {t.route:17s} {v:7.1f} MiB/s")
-            for t in rotated(self.targets, rep):
-                rtt = self.echo_rtt_ms(t)
+            for t in rotated(self.active, rep):
+                try:
+                    rtt = self.echo_rtt_ms(t)
+                except ROUTE_ERRORS as exc:
+                    log(f"  {t.route} echo FAILED: {exc}")
+                    rtt = None
                 if rtt is not None:
                     rtts[t.route].append(rtt)
                     log(f"  rep {rep + 1} echo {t.route:17s} {rtt:6.2f} ms")
@@ -422,8 +462,14 @@ class RoutesBench:
                 log(f"{route}: skipped, missing {', '.join(missing)}")
                 continue
             t0 = time.perf_counter()
-            target = self.build(route)
+            try:
+                target = self.build(route)
+            except ROUTE_ERRORS as exc:  # the rig helpers tear down what they built
+                self.result["skipped"][route] = f"rig failed: {exc!r}"[-500:]
+                log(f"{route}: rig failed: {exc!r}")
+                continue
             self.targets.append(target)
+            self.active.append(target)
             self.result["routes"][route] = {
                 "server": target.server,
                 "tunnel": target.tunnel,
@@ -431,7 +477,7 @@ class RoutesBench:
                 "rig_build_s": time.perf_counter() - t0,
             }
             log(f"{route}: rig {target.rt.rig.prefix} built in {time.perf_counter() - t0:.1f}s")
-        if not self.targets:
+        if not self.active:
             raise RuntimeError("no route can run here")
         t0 = time.perf_counter()
         write_payload(self.src, self.args.size_mib)
@@ -439,6 +485,8 @@ class RoutesBench:
         self.time_to_ready()
         self.idle_rss()
         self.throughput()
+        if not self.active:
+            raise RuntimeError("every route failed")
 
 
 def tree_processes(root: int) -> list[dict[str, Any]]:
@@ -510,6 +558,8 @@ def render(result: dict[str, Any]) -> str:
         lines.append(f"| {name} | {r['server']} | {r['tunnel']} | " + " | ".join(cells) + " |")
     notes = []
     for name, r in routes.items():
+        if r.get("error"):
+            notes.append(f"{name}: FAILED: {r['error']}")
         if r.get("transfer_failures"):
             notes.append(f"{name}: {r['transfer_failures']} transfer(s) failed")
     for name, why in result.get("skipped", {}).items():
