@@ -16,7 +16,6 @@ OpenSSH 9.2's ``ssh -W`` cannot open a Unix socket (measured: no channel is open
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 import signal
@@ -164,6 +163,8 @@ async def _write(writer: Any, data: bytes) -> None:
 
 async def _relay_stdio(config: str | None, relay: str, port: int | None, path: str) -> None:
     """stdin/stdout <-> ``path`` on the relay, over one asyncssh connection."""
+    import asyncio
+
     import asyncssh
 
     user, _, host = relay.rpartition("@")
@@ -223,6 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     RELAY is a Host alias of CFG, or ``user@host[:port]``.
     """
+    # asyncio (and asyncssh) only here: the runtime's checks import this module for its
+    # socket helpers, and every start of `up` and of the supervisor would pay for it.
+    import asyncio
+
     p = argparse.ArgumentParser(
         prog="handy-colab proxy", description="stdio to a Unix socket on the relay (ProxyCommand)"
     )

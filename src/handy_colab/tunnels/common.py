@@ -17,8 +17,6 @@ import shutil
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +176,11 @@ def local_json(port: int, path: str, headers: dict[str, str] | None = None) -> t
     """(HTTP status, decoded JSON) of a child's API on 127.0.0.1 (metrics, admin); (0, None)
     when it does not answer. Never through a proxy: an https_proxy/http_proxy set for the
     notebook must not carry requests to our own children."""
+    # Imported here: urllib pulls in http, email and ssl, and only the cloudflared and frp
+    # routes ask their programs' local APIs anything.
+    import urllib.error
+    import urllib.request
+
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers or {})
     try:
