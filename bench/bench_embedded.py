@@ -5,11 +5,13 @@ Run from the repository root, as root (it builds the NAT rig of tests/rig.py):
 
     python3 bench/bench_embedded.py [--size-mib 256] [--runs 5] [--reps 3] [--modes public]
 
-In one rig, three runtimes run at the same time from copies of one config folder, each with
+In one rig, four runtimes run at the same time from copies of one config folder, each with
 its own name and relay port, differing only in their parts:
 
     openssh   OpenSSH sshd      + OpenSSH `ssh -R`     (the reference)
     emb-srv   embedded server   + OpenSSH `ssh -R`
+    emb-tun   OpenSSH sshd      + embedded tunnel client (the tunnel client alone, against
+              the reference: the one difference is the client that carries the bytes)
     emb-all   embedded server   + embedded tunnel client (no OpenSSH on the runtime)
 
 For each it measures time to ready (`up` -> `connect` -> first `ssh NAME true` from the
@@ -53,6 +55,7 @@ from tests.rig import prerequisites  # noqa: E402
 CONFIGS: dict[str, tuple[str, str]] = {
     "openssh": ("openssh", "openssh"),
     "emb-srv": ("embedded", "openssh"),
+    "emb-tun": ("openssh", "embedded"),
     "emb-all": ("embedded", "embedded"),
 }
 REFERENCE = "openssh"
@@ -152,7 +155,7 @@ class EmbeddedBench(Bench):
         folders = {n: self.folder_for(rt, n, i) for i, n in enumerate(CONFIGS)}
         ready = {n: self.ready_times(rt, n, folders[n]) for n in CONFIGS}
         self.result["time_to_ready"][mode] = ready
-        # All three stay up for the transfers.
+        # All of them stay up for the transfers.
         routes = [
             Route(
                 n,
