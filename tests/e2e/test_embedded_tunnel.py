@@ -124,6 +124,10 @@ def test_public_reaches_the_runtime_without_ssh_binary(public_rt: Runtime) -> No
     res = public_rt.ssh("echo via-embedded; exit 3")
     assert (res.returncode, res.stdout) == (3, "via-embedded\n"), res.stderr
     assert public_rt.ssh("true").returncode == 0
+    # A stock OpenSSH relay must get AES-GCM, not asyncssh's default chacha20-poly1305 (which
+    # costs the client ~1.6x the CPU per byte: docs/embedded.md).
+    logs = public_rt.rig.handy("rt", "logs", "-n", "300").stdout
+    assert "tunnel: kex: cipher: aes128-gcm@openssh.com compression: none" in logs, logs
 
 
 def test_tofu_pin_is_what_openssh_records(public_rt: Runtime, tmp_path: Path) -> None:

@@ -284,6 +284,12 @@ async def tunnel(s: ClientSettings, say: Say) -> int:
         return EXIT_DROPPED
     async with conn:
         say(f"Authenticated to {s.host} port {s.port} as {s.user} using publickey.")
+        # What ssh -v says as "kex: client->server cipher: ...": the cipher decides this
+        # client's throughput, so the log shows which one the relay agreed to.
+        say(
+            f"kex: cipher: {conn.get_extra_info('send_cipher')} "
+            f"compression: {conn.get_extra_info('send_compression')}"
+        )
         listen = s.listen
         try:
             if s.mode == "private":
