@@ -40,10 +40,10 @@ EXIT_DROPPED = 255  # what ssh exits with when the connection fails or drops
 Say = Callable[[str], None]
 
 # Every byte of the tunnel is encrypted here in Python: asyncssh's default first choice,
-# chacha20-poly1305, costs three cipher calls and a Poly1305 per packet (one to two thirds of
-# the client's CPU in a transfer, measured), AES-GCM one AESGCM call on AES-NI. OpenSSH relays
-# offer both by default; the rest of asyncssh's list stays as the fallback for a relay that
-# allows only those. Compression off: the tunnel carries SSH, which is already encrypted.
+# chacha20-poly1305, costs three cipher calls and a Poly1305 per packet (a third to a half of
+# the client's CPU in a transfer, measured: docs/embedded.md), AES-GCM one AESGCM call. OpenSSH
+# relays offer both by default; the rest of asyncssh's list stays as the fallback for a relay
+# that allows only those. Compression off: the tunnel carries SSH, already encrypted.
 ENCRYPTION_ALGS = [
     "aes128-gcm@openssh.com",
     "aes256-gcm@openssh.com",
