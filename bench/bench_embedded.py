@@ -5,17 +5,20 @@ Run from the repository root, as root (it builds the NAT rig of tests/rig.py):
 
     python3 bench/bench_embedded.py [--size-mib 256] [--runs 5] [--reps 3] [--modes public]
 
-In one rig, three runtimes run at the same time from copies of one config folder, each with
+In one rig, four runtimes run at the same time from copies of one config folder, each with
 its own name and relay port, differing only in their parts:
 
     openssh   OpenSSH sshd      + OpenSSH `ssh -R`     (the reference)
     emb-srv   embedded server   + OpenSSH `ssh -R`
+    emb-tun   OpenSSH sshd      + embedded tunnel client (the tunnel client alone, against
+              the reference: the one difference is the client that carries the bytes)
     emb-all   embedded server   + embedded tunnel client (no OpenSSH on the runtime)
 
 For each it measures time to ready (`up` -> `connect` -> first `ssh NAME true` from the
 laptop, `down` between runs) and the throughput of one random file from the laptop through
 the relay: `ssh NAME cat` down and up, `scp` down and up (SFTP mode), interleaved per op with
-the order rotated every repetition. It reports each as a ratio over the reference, and the
+the order rotated every repetition. It reports each as a ratio over the reference, the CPU
+time the tunnel process (``ssh -R`` or the embedded client) spent per GiB carried, and the
 memory (RSS) of the supervisor alone and of its whole tree (supervisor + server + tunnel,
 without session children), read from /proc when idle after the transfers.
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import sys
@@ -53,6 +57,7 @@ from tests.rig import prerequisites  # noqa: E402
 CONFIGS: dict[str, tuple[str, str]] = {
     "openssh": ("openssh", "openssh"),
     "emb-srv": ("embedded", "openssh"),
+    "emb-tun": ("openssh", "embedded"),
     "emb-all": ("embedded", "embedded"),
 }
 REFERENCE = "openssh"
@@ -72,6 +77,15 @@ def tree_rss_kib(root_pid: int) -> tuple[int, int]:
 
     own = rss(root_pid)
     return own, own + sum(rss(pid) for pid in descendants(root_pid))
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of ``pid`` so far (None once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class EmbeddedBench(Bench):
@@ -135,6 +149,10 @@ class EmbeddedBench(Bench):
             log(f"{rt.mode} {name} ready run {i + 1}: {samples[-1]:.3f}s")
         return {"samples": samples, "total_s": summary(samples)}
 
+    def tunnel_pid(self, rt: Runtime, name: str) -> int:
+        st = json.loads((rt.rig.state_dir / name / "state.json").read_text())
+        return int(st["tunnel"]["pid"] or 0)  # 0 (no such process) while it reconnects
+
     def memory(self, rt: Runtime, name: str) -> dict[str, Any]:
         st = json.loads((rt.rig.state_dir / name / "state.json").read_text())
         own, tree = tree_rss_kib(int(st["pid"]))
@@ -152,7 +170,7 @@ class EmbeddedBench(Bench):
         folders = {n: self.folder_for(rt, n, i) for i, n in enumerate(CONFIGS)}
         ready = {n: self.ready_times(rt, n, folders[n]) for n in CONFIGS}
         self.result["time_to_ready"][mode] = ready
-        # All three stay up for the transfers.
+        # All of them stay up for the transfers.
         routes = [
             Route(
                 n,
@@ -168,7 +186,14 @@ class EmbeddedBench(Bench):
             order = routes[k:] + routes[:k]
             for op in OPS:
                 for route in order:
+                    pid = self.tunnel_pid(rt, route.name)
+                    c0 = cpu_seconds(pid)
                     s = self.transfer(rt, route, op, verify=rep == 0)
+                    c1 = cpu_seconds(pid)
+                    # CPU the tunnel process (ssh -R or the embedded client) spent per GiB
+                    # carried: what it costs per byte, whatever else shared the cores.
+                    if s["mib_s"] is not None and c0 is not None and c1 is not None:
+                        s["tunnel_cpu_s_per_gib"] = (c1 - c0) / self.args.size_mib * 1024
                     out[op][route.name]["samples"].append(s)
                     if s["mib_s"] is not None:
                         log(
@@ -184,6 +209,9 @@ class EmbeddedBench(Bench):
             for r in routes:
                 e = out[op][r.name]
                 e["mib_s"] = summary([s["mib_s"] for s in e["samples"] if s["mib_s"]])
+                e["tunnel_cpu_s_per_gib"] = summary(
+                    [s["tunnel_cpu_s_per_gib"] for s in e["samples"] if "tunnel_cpu_s_per_gib" in s]
+                )
                 if r.name == REFERENCE:
                     ref = e["mib_s"]["median"]
             for r in routes:
@@ -236,6 +264,20 @@ def markdown(result: dict[str, Any]) -> str:
                 for n in CONFIGS
             ]
             lines.append(f"| {op.replace('_', ' ')} | " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            f"### {mode}: CPU of the tunnel process (ssh -R or embedded), s per GiB, median",
+            "",
+            "| op | " + " | ".join(CONFIGS) + " |",
+            "|---|" + "---|" * len(CONFIGS),
+        ]
+        for op in OPS:
+            if op in ops:
+                cells = [
+                    fmt(ops[op][n].get("tunnel_cpu_s_per_gib", {}).get("median"), ".2f")
+                    for n in CONFIGS
+                ]
+                lines.append(f"| {op.replace('_', ' ')} | " + " | ".join(cells) + " |")
         mem = result["memory"].get(mode, {})
         if mem:
             lines += [

@@ -124,6 +124,10 @@ def test_public_reaches_the_runtime_without_ssh_binary(public_rt: Runtime) -> No
     res = public_rt.ssh("echo via-embedded; exit 3")
     assert (res.returncode, res.stdout) == (3, "via-embedded\n"), res.stderr
     assert public_rt.ssh("true").returncode == 0
+    # A stock OpenSSH relay must get AES-GCM, not asyncssh's default chacha20-poly1305 (which
+    # costs the client ~1.6x the CPU per byte: docs/embedded.md).
+    logs = public_rt.rig.handy("rt", "logs", "-n", "300").stdout
+    assert "tunnel: kex: cipher: aes128-gcm@openssh.com compression: none" in logs, logs
 
 
 def test_tofu_pin_is_what_openssh_records(public_rt: Runtime, tmp_path: Path) -> None:
@@ -336,7 +340,8 @@ def test_relay_blackholed(relay_as_made: Runtime, no_ssh_path: str) -> None:
 def test_relay_closes_at_hello(relay_as_made: Runtime, no_ssh_path: str) -> None:
     rt = relay_as_made
     code = (
-        "import socket\ns=socket.socket()\ns.bind(('0.0.0.0',2200))\ns.listen()\n"
+        "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+        "s.bind(('0.0.0.0',2200))\ns.listen()\n"
         "while True:\n c,_=s.accept()\n c.close()"
     )
     closer = rt.rig.popen("relay", ["python3", "-c", code])
@@ -352,8 +357,11 @@ def test_relay_closes_at_hello(relay_as_made: Runtime, no_ssh_path: str) -> None
 def test_relay_silent_at_hello(relay_as_made: Runtime, no_ssh_path: str) -> None:
     """TCP is accepted but no SSH banner ever comes: connect timeout, not minutes."""
     rt = relay_as_made
+    # SO_REUSEADDR (both tests): the closer above closes first, which leaves its connections
+    # in TIME_WAIT on 2200 for a minute, and a plain bind then fails (seen in a run).
     code = (
-        "import socket\ns=socket.socket()\ns.bind(('0.0.0.0',2200))\ns.listen()\nheld=[]\n"
+        "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+        "s.bind(('0.0.0.0',2200))\ns.listen()\nheld=[]\n"
         "while True:\n held.append(s.accept())"
     )
     silent = rt.rig.popen("relay", ["python3", "-c", code])
