@@ -11,7 +11,7 @@ import logging
 import sys
 
 from . import __version__
-from .config import BACKENDS, TUNNEL_CHOICES
+from .choices import BACKENDS, TUNNEL_CHOICES
 from .errors import HandyColabError
 
 # Commands that live wholly in their module: ``add_parser(sub)`` registers the subcommand and
@@ -279,17 +279,27 @@ def main(argv: list[str] | None = None) -> int:
             code: int = func(args)
             return code
         if args.command == "up":
-            from .commands.runtime_cmds import cmd_up
+            from .launch import Launch
 
-            return cmd_up(
-                args.folder,
-                args.name,
-                args.foreground,
-                args.timeout,
-                not args.no_install,
-                args.server,
-                args.tunnel,
-            )
+            # The supervisor's interpreter starts now, while this one imports and reads the
+            # config (launch.py); `up` tells it to go, or kills it, or it ends with us.
+            launch = Launch.early(args.folder, args.name, args.timeout, args.server, args.tunnel)
+            try:
+                from .commands.runtime_cmds import cmd_up
+
+                return cmd_up(
+                    args.folder,
+                    args.name,
+                    args.foreground,
+                    args.timeout,
+                    not args.no_install,
+                    args.server,
+                    args.tunnel,
+                    launch=launch,
+                )
+            finally:
+                if launch is not None:
+                    launch.cancel()
         if args.command == "status":
             from .commands.runtime_cmds import cmd_status
 

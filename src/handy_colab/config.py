@@ -19,23 +19,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .choices import BACKENDS, ROUTES, TUNNEL_CHOICES, Backend, Route
 from .configfields import Fields, as_port, parse_config_text, typename
 from .configmodel import (
-    BACKENDS,
     CONFIG_FILE,
     CONNECTIONS_DIR,
     DEFAULT_NAME,
     NAME_RE,
     OWN_FILES,
     RELAY_KNOWN_HOSTS,
-    ROUTES,
     SEED_README_CONFIG_FILE,
     SOCKET_PATH_RE,
-    TUNNEL_CHOICES,
-    Backend,
     Mode,
     RelayConfig,
-    Route,
     RuntimeConfig,
     route_of_tunnel,
 )

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from .choices import Backend, Route
 from .errors import ConfigError
 from .keys import HOST_KEY_DIR, PrivateKey, PublicKey
 from .tunnels.cloudflared_config import CloudflaredConfig
@@ -33,14 +34,6 @@ OWN_FILES = {
 }
 
 Mode = Literal["public", "private"]
-# Which implementation runs a part: "auto" picks OpenSSH where it is usable, else embedded.
-Backend = Literal["auto", "openssh", "embedded"]
-BACKENDS = ("auto", "openssh", "embedded")
-# How the laptop reaches the runtime: an SSH relay (`ssh -R`), or Cloudflare's edge.
-Route = Literal["relay", "cloudflared", "frp"]
-ROUTES = ("relay", "cloudflared", "frp")
-# What `up --tunnel` takes: the relay route's two clients, or the cloudflared route.
-TUNNEL_CHOICES = ("auto", "openssh", "embedded", "cloudflared", "frp")
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,25 @@ class Launch:
         finally:
             os.close(ready_w)
 
+    @classmethod
+    def early(
+        cls,
+        folder: str | Path,
+        name: str | None,
+        timeout: float,
+        server: str | None,
+        tunnel: str | None,
+    ) -> Launch | None:
+        """Launch for ``folder`` before it is read; None where that cannot be right yet (no
+        such folder: `up` reports it; the state folder cannot be made: `up` says why)."""
+        resolved = Path(folder).expanduser().resolve()
+        if not resolved.is_dir():
+            return None
+        try:
+            return cls(resolved, name, timeout, server, tunnel)
+        except OSError:
+            return None
+
     def matches(self, folder: Path) -> bool:
         """Whether the process was launched for this (resolved) config folder."""
         return self.folder == folder

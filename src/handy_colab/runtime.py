@@ -110,6 +110,7 @@ def up(
     environ: Mapping[str, str] | None = None,
     cwd: str | None = None,
     progress: Progress | None = None,
+    launch: Launch | None = None,
 ) -> UpResult:
     """Start (or find) the runtime's supervisor; return once reachable through the relay.
 
@@ -121,9 +122,9 @@ def up(
     (into ``python``, else the first python3 on the sessions' PATH); ``progress`` gets a
     line per step.
     """
-    resolved = Path(folder).expanduser().resolve()
-    # Launched first so that its start-up overlaps ours; it waits for `go` (see launch.py).
-    launch = Launch(resolved, name, timeout, server, tunnel) if resolved.is_dir() else None
+    if launch is None:
+        # Launched first so that its start-up overlaps ours; it waits for `go` (launch.py).
+        launch = Launch.early(folder, name, timeout, server, tunnel)
     try:
         cfg = load_config(folder, name, route_of_tunnel(tunnel))
         rd = RuntimeDir.for_name(cfg.name).ensure()

@@ -14,6 +14,7 @@ from typing import Any
 from .. import runtime
 from ..client.block import render_block
 from ..config import Backend
+from ..launch import Launch
 from ..server.session import read_info
 from ..state import RuntimeDir
 
@@ -26,6 +27,7 @@ def cmd_up(
     install: bool,
     server: Backend | None = None,
     tunnel: str | None = None,
+    launch: Launch | None = None,
 ) -> int:
     res = runtime.up(
         folder,
@@ -35,6 +37,7 @@ def cmd_up(
         server=server,
         tunnel=tunnel,
         progress=lambda line: print(line, flush=True),
+        launch=launch,
     )
     if res.already_running:
         print(
