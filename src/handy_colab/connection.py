@@ -7,16 +7,20 @@ the printed block, IDE settings) in client/; neither imports this module.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .configmodel import RuntimeConfig
 from .descriptor import FORMAT, PASTE_PREFIX, RELAY_FORMAT, Descriptor
 from .fsutil import atomic_write
 from .keys import parse_public_key_line
 from .tunnels.common import known_hosts_pattern
+
+log = logging.getLogger(__name__)
 
 # Descriptor and its format numbers stay importable from here (runtime.py, supervisor.py, tests).
 __all__ = [
@@ -146,3 +150,34 @@ def write_descriptor(cfg: RuntimeConfig, desc: Descriptor) -> Path:
     path = cfg.connections_dir / f"{desc.name}.json"
     atomic_write(path, desc.to_json())
     return path
+
+
+def publish_descriptor(
+    cfg: RuntimeConfig,
+    tunnel_cfg: RuntimeConfig,
+    host_key_line: str,
+    python: str,
+    workdir: str,
+    endpoint: RouteEndpoint | None,
+    remarks: list[str],
+) -> dict[str, Any]:
+    """Build and write the descriptor; return the state fields that say where it is.
+
+    A read-only folder must not stop a working tunnel: the descriptor then travels in the
+    state (`up` prints the block anyway) with a warning saying so.
+    """
+    desc = build_descriptor(tunnel_cfg, host_key_line, python, workdir, endpoint=endpoint)
+    try:
+        path = write_descriptor(cfg, desc)
+    except OSError as exc:
+        log.warning("cannot write the connection descriptor: %s", exc)
+        return {
+            "descriptor": None,
+            "descriptor_json": desc.to_json(),
+            "warnings": [
+                *remarks,
+                f"{cfg.connections_dir}: cannot write the connection "
+                f"descriptor ({exc.strerror}); copy the block below instead",
+            ],
+        }
+    return {"descriptor": str(path), "warnings": remarks}

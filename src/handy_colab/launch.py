@@ -173,6 +173,48 @@ class Launch:
             self.ready_fd = None
 
 
+# -- the supervisor's end -----------------------------------------------------------------
+def process_age() -> float:
+    """Seconds since this process was started (0.0 where /proc cannot say)."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def ready_fd_from_env() -> int | None:
+    """The pipe `up` waits on, if it gave one; kept from our own children."""
+    value = os.environ.pop(READY_FD_ENV, "")
+    if not value.isdigit():
+        return None
+    fd = int(value)
+    try:
+        os.set_inheritable(fd, False)
+    except OSError:
+        return None
+    return fd
+
+
+def wait_for_go(spawn_out: Path) -> str | None:
+    """Block until `up` says go (return the runtime's name) or does not want us (None).
+
+    Until then nothing is started or written: see launch.py.
+    """
+    line = sys.stdin.buffer.readline()
+    # Our children must not inherit `up`'s end of the pipe.
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    word, _, name = line.decode(errors="replace").strip().partition(" ")
+    if word != GO or not name:
+        with contextlib.suppress(OSError):
+            spawn_out.unlink()
+        return None
+    return name
+
+
 def _child_env() -> dict[str, str]:
     env = dict(os.environ)
     # The supervisor must import this very package, wherever `up` imported it from.

@@ -124,3 +124,46 @@ def list_runtimes() -> list[RuntimeDir]:
     if not root.is_dir():
         return []
     return [RuntimeDir(p) for p in sorted(root.iterdir()) if (p / "state.json").exists()]
+
+
+def new_record(
+    name: str,
+    run_id: str,
+    folder: str,
+    mode: str,
+    server: tuple[str, str],
+    tunnel: tuple[str, str],
+) -> dict[str, Any]:
+    """A supervisor's state.json as it starts: ``server``/``tunnel`` are (kind, why)."""
+    now = time.time()
+    return {
+        "name": name,
+        "run_id": run_id,
+        "pid": os.getpid(),
+        "pgid": os.getpgid(0),
+        "folder": folder,
+        "mode": mode,
+        "phase": "starting",
+        "since": now,
+        "error": None,
+        "server": {
+            "kind": server[0],
+            "why": server[1],
+            "state": "starting",
+            "since": now,
+            "restarts": 0,
+            "pid": None,
+            "port": None,
+            "last_error": None,
+        },
+        "tunnel": {
+            "kind": tunnel[0],
+            "why": tunnel[1],
+            "state": "starting",
+            "since": now,
+            "reconnects": 0,
+            "pid": None,
+            "endpoint": None,
+            "last_error": None,
+        },
+    }

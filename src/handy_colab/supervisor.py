@@ -17,10 +17,10 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from . import health
 from .backends import choose_server, choose_tunnel, make_server, make_tunnel
 from .config import (
     BACKENDS,
@@ -30,15 +30,14 @@ from .config import (
     load_config,
     route_of_tunnel,
 )
-from .connection import build_descriptor, write_descriptor
+from .connection import publish_descriptor
 from .errors import HandyColabError, TunnelError
 from .keys import ensure_host_key
-from .launch import GO
+from .launch import process_age, ready_fd_from_env, wait_for_go
 from .server.base import Server
 from .server.session import read_info
-from .state import READY_FD_ENV, RuntimeDir
+from .state import RuntimeDir, new_record
 from .tunnels.base import Tunnel
-from .tunnels.common import CheckTimeout
 from .tunnels.relayport import RelayTunnel
 
 log = logging.getLogger(__name__)
@@ -46,26 +45,6 @@ log = logging.getLogger(__name__)
 BACKOFF = (0.5, 1.0, 2.0, 3.0, 5.0)
 PERMANENT_BACKOFF = 60.0
 POLL = 0.5
-HEALTH_INTERVAL = 10.0
-HEALTH_RETRY = 2.0  # after a failed check, look again soon: one miss may be noise
-HEALTH_TIMEOUT = 8.0
-HEALTH_FAILURES = 2
-# A check that timed out while the tunnel's client read at least this much was slow, not
-# broken (busy sessions); the check's own traffic and ssh's keepalives are a few hundred
-# bytes, so a frozen client or a dead connection never gets there.
-HEALTH_BUSY_BYTES = 64 * 1024
-
-
-@dataclass
-class _Check:
-    """One end-to-end check, run on its own thread so the loop keeps tending the children."""
-
-    number: int
-    tunnel_pid: int | None  # the tunnel it checks: a restart meanwhile voids its verdict
-    traffic_before: int | None
-    started: float = field(default_factory=time.monotonic)
-    done: threading.Event = field(default_factory=threading.Event)
-    error: TunnelError | None = None
 
 
 def setup_logging(rd: RuntimeDir, also_stderr: bool = False) -> None:
@@ -106,43 +85,19 @@ class Supervisor:
         self.wake = threading.Event()
         self.server: Server | None = None
         self.tunnel: Tunnel | None = None
-        now = time.time()
-        self.state: dict[str, Any] = {
-            "name": cfg.name,
-            "run_id": run_id,
-            "pid": os.getpid(),
-            "pgid": os.getpgid(0),
-            "folder": str(cfg.folder),
-            "mode": cfg.mode,
-            "phase": "starting",
-            "since": now,
-            "error": None,
-            "server": {
-                "kind": self.server_choice.kind,
-                "why": self.server_choice.reason,
-                "state": "starting",
-                "since": now,
-                "restarts": 0,
-                "pid": None,
-                "port": None,
-                "last_error": None,
-            },
-            "tunnel": {
-                "kind": self.tunnel_choice.kind,
-                "why": self.tunnel_choice.reason,
-                "state": "starting",
-                "since": now,
-                "reconnects": 0,
-                "pid": None,
-                "endpoint": None,
-                "last_error": None,
-            },
-        }
+        self.state: dict[str, Any] = new_record(
+            cfg.name,
+            run_id,
+            str(cfg.folder),
+            cfg.mode,
+            (self.server_choice.kind, self.server_choice.reason),
+            (self.tunnel_choice.kind, self.tunnel_choice.reason),
+        )
         self._lock_fh: IO[str] | None = None
         self._host_key_line = ""
         self._failed_checks = 0
         self._forced: TunnelError | None = None
-        self._check: _Check | None = None
+        self._check: health.Check | None = None
         self._state_lock = threading.Lock()
         self._checks_run = 0
 
@@ -250,32 +205,18 @@ class Supervisor:
         assert self.tunnel is not None
         self._host_key_line = host_key_line
         info = read_info(self.rd)
-        desc = build_descriptor(
+        self._set("tunnel", endpoint=self.tunnel.endpoint, details=self.tunnel.details())
+        where = publish_descriptor(
+            self.cfg,
             # The tunnel's config carries the port a relay allocated (remote_port 0).
             self.tunnel.cfg,
             host_key_line,
             str(info.get("python") or ""),
             str(info.get("cwd") or ""),
-            endpoint=self.tunnel.route_endpoint(),
+            self.tunnel.route_endpoint(),
+            [*self.cfg.notices, *self.tunnel.warnings],
         )
-        self._set("tunnel", endpoint=self.tunnel.endpoint, details=self.tunnel.details())
-        remarks = [*self.cfg.notices, *self.tunnel.warnings]
-        try:
-            path = write_descriptor(self.cfg, desc)
-            self._set(None, descriptor=str(path), warnings=remarks)
-        except OSError as exc:
-            # A read-only folder must not stop a working tunnel; the block is printed anyway.
-            log.warning("cannot write the connection descriptor: %s", exc)
-            self._set(
-                None,
-                descriptor=None,
-                descriptor_json=desc.to_json(),
-                warnings=[
-                    *remarks,
-                    f"{self.cfg.connections_dir}: cannot write the connection "
-                    f"descriptor ({exc.strerror}); copy the block below instead",
-                ],
-            )
+        self._set(None, **where)
 
     def _on_signal(self, _signum: int, _frame: object) -> None:
         self.stop_event.set()
@@ -319,7 +260,7 @@ class Supervisor:
 
     def loop(self) -> None:
         assert self.tunnel is not None
-        next_check = time.monotonic() + HEALTH_INTERVAL
+        next_check = time.monotonic() + health.INTERVAL
         while not self.stop_event.is_set():
             self.wake.wait(POLL)
             self.wake.clear()
@@ -330,12 +271,12 @@ class Supervisor:
             if not self.tunnel.alive():
                 self._reconnect(self._forced or self.tunnel.failure())
                 self._forced = None
-                next_check = time.monotonic() + HEALTH_INTERVAL
+                next_check = time.monotonic() + health.INTERVAL
                 continue
             if self._check is not None and self._check.done.is_set():
                 self._finish_check(self._check)
                 self._check = None
-                wait = HEALTH_RETRY if self._failed_checks else HEALTH_INTERVAL
+                wait = health.RETRY if self._failed_checks else health.INTERVAL
                 next_check = time.monotonic() + wait
             if self._check is None and time.monotonic() >= next_check:
                 self._begin_check()
@@ -343,59 +284,38 @@ class Supervisor:
     def _begin_check(self) -> None:
         assert self.tunnel is not None
         self._checks_run += 1
-        check = _Check(self._checks_run, self.tunnel.pid, self.tunnel.traffic())
-        tunnel = self.tunnel
-
-        def run() -> None:
-            try:
-                tunnel.check(timeout=HEALTH_TIMEOUT)
-            except TunnelError as exc:
-                check.error = exc
-            except Exception as exc:  # a bug in a check is a failed check, not a dead loop
-                log.exception("end-to-end check crashed")
-                check.error = TunnelError(f"end-to-end check crashed: {exc!r}")
-            finally:
-                check.done.set()
-                self.wake.set()
-
-        self._check = check
+        self._check = health.begin(self.tunnel, self._checks_run, self.wake.set)
         self._set("tunnel", check_running_since=time.time())
-        threading.Thread(target=run, name=f"check-{check.number}", daemon=True).start()
 
-    def _finish_check(self, check: _Check) -> None:
-        """Judge a finished check: only a definite failure, or a timeout while the tunnel
-        moved no data, counts towards a forced reconnect."""
+    def _finish_check(self, check: health.Check) -> None:
+        """Act on a finished check: a failure counts towards a forced reconnect."""
         assert self.tunnel is not None
         self._set("tunnel", check_running_since=None)
-        if check.tunnel_pid != self.tunnel.pid:
+        j = health.judge(check, self.tunnel)
+        if j.verdict == "ignored":
             log.info(
                 "end-to-end check #%d ignored: the tunnel was restarted while it ran",
                 check.number,
             )
             return
-        exc = check.error
-        if exc is None:
+        if j.verdict == "passed":
             self._failed_checks = 0
             self._set(
                 "tunnel", last_check=time.time(), checks_failed=0, details=self.tunnel.details()
             )
             return
-        if isinstance(exc, CheckTimeout):
-            after = self.tunnel.traffic()
-            before = check.traffic_before
-            moved = None if after is None or before is None else after - before
-            if moved is not None and moved >= HEALTH_BUSY_BYTES:
-                inconclusive = self.state["tunnel"].get("checks_inconclusive", 0) + 1
-                log.info(
-                    "end-to-end check #%d timed out, but the tunnel read %d KiB meanwhile: "
-                    "busy, not broken; not counted (%s)",
-                    check.number,
-                    moved // 1024,
-                    exc,
-                )
-                self._set("tunnel", last_check=time.time(), checks_inconclusive=inconclusive)
-                return
-            exc = TunnelError(f"{exc} (and the tunnel moved no data meanwhile)")
+        if j.verdict == "busy":
+            inconclusive = self.state["tunnel"].get("checks_inconclusive", 0) + 1
+            log.info(
+                "end-to-end check #%d timed out, but the tunnel read %d KiB meanwhile: "
+                "busy, not broken; not counted (%s)",
+                check.number,
+                j.moved // 1024,
+                j.error,
+            )
+            self._set("tunnel", last_check=time.time(), checks_inconclusive=inconclusive)
+            return
+        exc = j.error
         self._failed_checks += 1
         log.warning(
             "end-to-end check #%d failed (%d in a row): %s",
@@ -409,7 +329,7 @@ class Supervisor:
             checks_failed=self._failed_checks,
             last_error=f"end-to-end check failed: {exc}",
         )
-        if self._failed_checks >= HEALTH_FAILURES:
+        if self._failed_checks >= health.FAILURES:
             self._forced = TunnelError(
                 f"end-to-end check failed {self._failed_checks} times in a row: {exc}"
             )
@@ -444,7 +364,7 @@ class Supervisor:
             attempt = time.monotonic()
             try:
                 self.tunnel.start(timeout=25)
-                self.tunnel.check(timeout=HEALTH_TIMEOUT)
+                self.tunnel.check(timeout=health.TIMEOUT)
             except TunnelError as exc:
                 # Short, capped back-off: a stale listener on the relay goes away on its own
                 # and we want the port the moment it does; only what cannot heal by waiting
@@ -498,47 +418,6 @@ class Supervisor:
         self._set("server", state="stopped", pid=None)
 
 
-def _age() -> float:
-    """Seconds since this process was started (0.0 where /proc cannot say)."""
-    try:
-        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
-def _ready_fd() -> int | None:
-    """The pipe `up` waits on, if it gave one; kept from our own children."""
-    value = os.environ.pop(READY_FD_ENV, "")
-    if not value.isdigit():
-        return None
-    fd = int(value)
-    try:
-        os.set_inheritable(fd, False)
-    except OSError:
-        return None
-    return fd
-
-
-def _wait_go(spawn_out: Path) -> str | None:
-    """Block until `up` says go (return the runtime's name) or does not want us (None).
-
-    Until then nothing is started or written: see launch.py.
-    """
-    line = sys.stdin.buffer.readline()
-    # Our children must not inherit `up`'s end of the pipe.
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-    word, _, name = line.decode(errors="replace").strip().partition(" ")
-    if word != GO or not name:
-        with contextlib.suppress(OSError):
-            spawn_out.unlink()
-        return None
-    return name
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="handy_colab.supervisor")
     parser.add_argument("--folder", required=True)
@@ -552,8 +431,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.name is None and args.wait_go is None:
         parser.error("--name is needed without --wait-go")
     os.umask(0o077)
-    ready_fd = _ready_fd()
-    age = _age()
+    ready_fd = ready_fd_from_env()
+    age = process_age()
     route = route_of_tunnel(args.tunnel)
     cfg: RuntimeConfig | None = None
     error: HandyColabError | None = None
@@ -564,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         error = exc
     name: str = args.name or ""
     if args.wait_go is not None:
-        told = _wait_go(args.wait_go)
+        told = wait_for_go(args.wait_go)
         if told is None:
             return 0
         name = told
