@@ -169,7 +169,7 @@ def test_child_death_during_a_check_is_acted_on_at_once(runtime: Runtime) -> Non
     assert rt.ssh("true").returncode == 0
 
 
-def _vanish(rt: Runtime) -> list[list[str]]:
+def _vanish(rt: Runtime) -> tuple[list[list[str]], int]:
     """The runtime's VM is recycled: its processes die and the relay hears nothing (no FIN,
     no RST), so it keeps the old tunnel's listener until its own keepalive gives up."""
     st = status(rt)
@@ -182,12 +182,12 @@ def _vanish(rt: Runtime) -> list[list[str]]:
     os.killpg(int(st["pgid"]), signal.SIGKILL)
     assert wait_until(lambda: rt.rig.handy("rt", "status").returncode != 0, 10)
     return [["iptables", "-D", chain, "-p", "tcp", opt, str(sport), "-j", "DROP"]
-            for chain, opt in rules]  # fmt: skip
+            for chain, opt in rules], sport  # fmt: skip
 
 
 def test_replaced_runtime_up_waits_for_the_relay(runtime: Runtime) -> None:
     rt = runtime
-    cleanup = _vanish(rt)
+    cleanup, sport = _vanish(rt)
     try:
         if rt.mode == "private":
             # The socket is replaced at once (StreamLocalBindUnlink): nothing to wait for.
@@ -195,6 +195,14 @@ def test_replaced_runtime_up_waits_for_the_relay(runtime: Runtime) -> None:
             assert res.returncode == 0, res.stderr
             assert "waiting for the relay" not in res.stdout + res.stderr
             assert rt.ssh("true").returncode == 0
+            # The relay's sshd still serves the vanished runtime's session until its
+            # keepalives give up (30 s in the rig): the rig's teardown must not find it. (The
+            # socket itself may linger, owned by no process, while TCP retries its FIN.)
+            def held() -> bool:
+                out = rt.rig.run("relay", ["ss", "-tnp"]).stdout
+                return any(f":{sport} " in ln and "users:" in ln for ln in out.splitlines())
+
+            assert wait_until(lambda: not held(), 90)
             return
         # Too short a timeout: fails, naming what holds the port and the keepalive fix.
         res = rt.rig.handy("rt", "up", str(rt.folder), "--timeout", "15", timeout=60)
