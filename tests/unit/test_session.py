@@ -92,9 +92,14 @@ def _sshd_env(world: dict[str, Path], shell: str = "/bin/bash", **client: str) -
     return env
 
 
-def _exec(launcher: Path, env: dict[str, str], command: str) -> subprocess.CompletedProcess[str]:
+def _exec(
+    launcher: Path, env: dict[str, str], command: str, shell: list[str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the launcher for ``command``: directly (as the embedded server does), or through
+    ``shell`` (``["/bin/bash", "-c"]``: sshd runs ForceCommand as ``$SHELL -c COMMAND``)."""
+    argv = [*shell, f"/bin/sh {launcher}"] if shell else ["/bin/sh", str(launcher)]
     return subprocess.run(
-        ["/bin/sh", str(launcher)],
+        argv,
         env=dict(env, SSH_ORIGINAL_COMMAND=command),
         cwd=env["HOME"],
         capture_output=True,
@@ -284,21 +289,6 @@ def test_transfer_commands_skip_the_rc_files(world: dict[str, Path]) -> None:
     assert not marker.exists()
 
 
-def _as_sshd_runs_it(
-    launcher: Path, env: dict[str, str], command: str
-) -> subprocess.CompletedProcess[str]:
-    """The chain sshd makes for ForceCommand: the user's shell, `-c`, the launcher."""
-    return subprocess.run(
-        ["/bin/bash", "-c", f"/bin/sh {launcher}"],
-        env=dict(env, SSH_ORIGINAL_COMMAND=command),
-        cwd=env["HOME"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-
-
 @pytest.mark.parametrize("sshd_setenv", [True, False], ids=["SetEnv-SHLVL", "no-SetEnv"])
 def test_bashrc_runs_once_per_command(world: dict[str, Path], sshd_setenv: bool) -> None:
     """Debian's bash reads ~/.bashrc in a `-c` shell that sees SSH_CLIENT at level 1: both
@@ -313,7 +303,7 @@ def test_bashrc_runs_once_per_command(world: dict[str, Path], sshd_setenv: bool)
             RuntimeDir(world["rd"]), 2222, "someone", "internal-sftp", "/bin/sh x"
         )
         env["SHLVL"] = "1"
-    res = _as_sshd_runs_it(launcher, env, 'echo "$HC_FROM_RC $SHLVL"')
+    res = _exec(launcher, env, 'echo "$HC_FROM_RC $SHLVL"', ["/bin/bash", "-c"])
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["yes", "1"]
     # Without the SetEnv the file runs twice: the reason for it (and a check that this bash
