@@ -57,6 +57,7 @@ OPS = ("cat_down", "cat_up", "scp_down", "scp_up")
 BASE_REMOTE_PORT = 2323  # the baseline's port on the relay (ours uses conftest's REMOTE_PORT)
 BASE_SSHD_PORT = 22022  # the hand-started sshd, 127.0.0.1 in the rt namespace
 MIB = 1024 * 1024
+BY_HAND = "by-hand"  # a side of --ready-only: the seed's commands by hand (--by-hand)
 
 
 def log(msg: str) -> None:
@@ -139,11 +140,18 @@ class Bench:
     def time_to_ready(self, rt: Runtime) -> dict[str, Any]:
         """Ready runs of this checkout's handy-colab; with --other-bin, interleaved with runs of
         another install's (order flipped every run), so both see the same machine."""
-        if not self.args.other_bin:
-            return self._ready_runs(rt, [None])[None]
-        sides: list[str | None] = [None, str(self.args.other_bin)]
+        sides: list[str | None] = [None]
+        if self.args.other_bin:
+            sides.append(str(self.args.other_bin))
+        if self.args.by_hand and rt.mode == "public":
+            sides.append(BY_HAND)
         out = self._ready_runs(rt, sides)
-        return {**out[None], "other": out[str(self.args.other_bin)]}
+        res = out[None]
+        if self.args.other_bin:
+            res["other"] = out[str(self.args.other_bin)]
+        if BY_HAND in out:
+            res["by_hand"] = out[BY_HAND]
+        return res
 
     def _ready_runs(self, rt: Runtime, sides: list[str | None]) -> dict[str | None, dict[str, Any]]:
         path0 = os.environ["PATH"]
@@ -151,9 +159,13 @@ class Bench:
         try:
             for i in range(self.args.runs):
                 order = sides if i % 2 == 0 else sides[::-1]
-                for k, side in enumerate(order):
+                for side in order:
+                    if side == BY_HAND:
+                        per[side].append(self._by_hand_once(rt))
+                        log(f"{rt.mode} by hand run {i + 1}: {per[side][-1]['total_s']:.3f}s")
+                        continue
                     os.environ["PATH"] = f"{side}{os.pathsep}{path0}" if side else path0
-                    s = self._ready_once(rt, first=(i == 0 and k == 0))
+                    s = self._ready_once(rt, first=not any(per[x] for x in sides if x != BY_HAND))
                     log(
                         f"{rt.mode} {side or 'this checkout'} ready run {i + 1}: "
                         f"{s['total_s']:.3f}s (up {s['up_s']:.3f}, connect {s['connect_s']:.3f}, "
@@ -166,9 +178,57 @@ class Bench:
         for side, samples in per.items():
             out: dict[str, Any] = {"samples": samples}
             for key in ("total_s", "up_s", "connect_s", "first_ssh_s"):
-                out[key] = summary([s[key] for s in samples])
+                out[key] = summary([s[key] for s in samples if s[key] is not None])
             result[side] = out
         return result
+
+    def _by_hand_once(self, rt: Runtime) -> dict[str, Any]:
+        """The seed's own commands by hand: sshd and `ssh -R` launched at once, then the
+        laptop's `ssh true` tried until it works. No checks, no pinning: the floor."""
+        rig = rt.rig
+        d, sshd_argv, tunnel_argv, route = self.baseline_files(rt, self.work / rt.mode)
+        procs = []
+        t0 = time.perf_counter()
+        for argv, name in ((sshd_argv, "sshd"), (tunnel_argv, "tunnel")):
+            with open(d / f"{name}.log", "ab") as fh:
+                procs.append(
+                    rig.popen(
+                        "rt",
+                        argv,
+                        stdin=subprocess.DEVNULL,
+                        stdout=fh,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
+        try:
+            attempts = 0
+            while True:
+                attempts += 1
+                res = rig.run("laptop", [*route.ssh, "-o", "ConnectTimeout=5", "true"], timeout=30)
+                if res.returncode == 0:
+                    break
+                if time.perf_counter() - t0 > 60:
+                    raise RuntimeError(f"by hand: ssh never succeeded: {res.stderr}")
+                time.sleep(0.05)
+            total = time.perf_counter() - t0
+        finally:
+            for proc in procs:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(10)
+            # The relay drops the forward when the tunnel's session ends; wait for that.
+            deadline = time.time() + 20
+            while (
+                time.time() < deadline
+                and rig.run(
+                    "relay", ["sh", "-c", f"ss -ltn | grep -q ':{BASE_REMOTE_PORT} '"]
+                ).returncode
+                == 0
+            ):
+                time.sleep(0.1)
+        return {"total_s": total, "up_s": None, "connect_s": None, "first_ssh_s": None,
+                "ssh_attempts": attempts}  # fmt: skip
 
     def _ready_once(self, rt: Runtime, first: bool) -> dict[str, Any]:
         rig = rt.rig
@@ -219,7 +279,38 @@ class Bench:
     # -- baseline ---------------------------------------------------------------------------
     def start_baseline(self, rt: Runtime, tmp: Path) -> Route:
         rig = rt.rig
+        d, sshd_argv, tunnel_argv, route = self.baseline_files(rt, tmp)
+        with open(d / "sshd.log", "ab") as fh:
+            rig.popen(
+                "rt",
+                sshd_argv,
+                stdin=subprocess.DEVNULL,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        rig.wait_tcp("rt", "127.0.0.1", BASE_SSHD_PORT)
+        with open(d / "tunnel.log", "ab") as fh:
+            rig.popen(
+                "rt",
+                tunnel_argv,
+                stdin=subprocess.DEVNULL,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        if rt.mode == "public":
+            rig.wait_tcp("laptop", RELAY_IP, BASE_REMOTE_PORT, timeout=20)
+        else:
+            rig.wait_tcp("relay", "127.0.0.1", BASE_REMOTE_PORT, timeout=20)
+        return route
+
+    def baseline_files(self, rt: Runtime, tmp: Path) -> tuple[Path, list[str], list[str], Route]:
+        """The hand-made tunnel: its folder, sshd's and ssh -R's argv, the laptop's way in."""
         d = tmp / "baseline"
+        if (d / "route.json").exists():
+            saved = json.loads((d / "route.json").read_text())
+            return d, saved["sshd"], saved["tunnel"], Route(*saved["route"])
         d.mkdir()
         hostkey = keygen(d / "ssh_host_ed25519_key")
         ak = d / "authorized_keys"
@@ -243,16 +334,7 @@ class Bench:
                 ]
             )
         )
-        with open(d / "sshd.log", "ab") as fh:
-            rig.popen(
-                "rt",
-                ["/usr/sbin/sshd", "-D", "-e", "-f", str(cfg)],
-                stdin=subprocess.DEVNULL,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        rig.wait_tcp("rt", "127.0.0.1", BASE_SSHD_PORT)
+        sshd_argv = ["/usr/sbin/sshd", "-D", "-e", "-f", str(cfg)]
         if rt.mode == "public":
             spec = f"{BASE_REMOTE_PORT}:localhost:{BASE_SSHD_PORT}"
         else:
@@ -269,19 +351,6 @@ class Bench:
             spec,
             f"{RELAY_USER}@{RELAY_IP}",
         ]
-        with open(d / "tunnel.log", "ab") as fh:
-            rig.popen(
-                "rt",
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        if rt.mode == "public":
-            rig.wait_tcp("laptop", RELAY_IP, BASE_REMOTE_PORT, timeout=20)
-        else:
-            rig.wait_tcp("relay", "127.0.0.1", BASE_REMOTE_PORT, timeout=20)
         # The laptop side of the baseline: no host key checking, the laptop key. A config
         # file (not -o) so that the ProxyJump hop gets the same options.
         lcfg = d / "laptop_config"
@@ -307,7 +376,11 @@ class Bench:
             jump = ["-J", f"{RELAY_USER}@{RELAY_IP}"]
             ssh = ["ssh", "-F", str(lcfg), *jump, "-p", str(BASE_REMOTE_PORT), target]
             scp = ["scp", "-F", str(lcfg), "-q", *jump, "-P", str(BASE_REMOTE_PORT)]
-        return Route("baseline", ssh, scp, target)
+        route = Route("baseline", ssh, scp, target)
+        (d / "route.json").write_text(
+            json.dumps({"sshd": sshd_argv, "tunnel": argv, "route": ["baseline", ssh, scp, target]})
+        )
+        return d, sshd_argv, argv, route
 
     # -- throughput -------------------------------------------------------------------------
     def run_laptop(
@@ -531,6 +604,8 @@ def markdown(result: dict[str, Any]) -> str:
         rows = [(mode, ours)]
         if "other" in ours:
             rows.append((f"{mode} (--other-bin)", ours["other"]))
+        if "by_hand" in ours:
+            rows.append((f"{mode} (by hand, seed's commands)", ours["by_hand"]))
         for label, r in rows:
             t = r["total_s"]
             lines.append(
@@ -583,6 +658,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--modes", default=",".join(MODES), help="comma-separated subset")
     ap.add_argument(
         "--ready-only", action="store_true", help="measure time to ready only (no throughput)"
+    )
+    ap.add_argument(
+        "--by-hand",
+        action="store_true",
+        help="with --ready-only, public mode: also time the seed's own commands by hand "
+        "(sshd and ssh -R launched at once, then ssh true until it works), interleaved",
     )
     ap.add_argument(
         "--other-bin",
