@@ -43,6 +43,23 @@ def logs(rt: Runtime, n: int = 2000) -> str:
     return out
 
 
+def log_mark() -> str:
+    """Now, as the supervisor's log lines start (to the second; taken a second early)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time() - 1))
+
+
+def logs_since(rt: Runtime, mark: str) -> str:
+    """The log's lines from ``mark`` on. By time, not by line count: the tunnel's ssh -v lines
+    make the log longer than any tail, and the file rotates at 1 MB."""
+    folder = rt.rig.state_dir / "colab"
+    lines = []
+    for name in ("supervisor.log.2", "supervisor.log.1", "supervisor.log"):
+        if (folder / name).exists():
+            lines += (folder / name).read_text(errors="replace").splitlines()
+    start = next((i for i, ln in enumerate(lines) if ln[:19] >= mark), len(lines))
+    return "\n".join(lines[start:])
+
+
 # A slow middlebox: holds each connection silent for `delay` seconds, then closes it.
 _SLOW_HOP = """
 import socket, sys, threading, time
@@ -93,7 +110,7 @@ def test_busy_sessions_and_slow_checks_cause_no_reconnect(runtime: Runtime) -> N
             "alone without slowing the sessions too"
         )
     before = status(rt)["tunnel"]
-    offset = len(logs(rt).splitlines())
+    mark = log_mark()
     streams = 8
     # Long enough for at least two checks at the 10 s cadence (each then takes its 8 s
     # timeout): two counted failures in a row would force a reconnect.
@@ -114,7 +131,7 @@ def test_busy_sessions_and_slow_checks_cause_no_reconnect(runtime: Runtime) -> N
     for res in results:
         assert res.returncode == 0, res.stderr
         assert int(res.stdout.split()[0]) > 1024 * 1024, res.stdout
-    new = "\n".join(logs(rt).splitlines()[offset:])
+    new = logs_since(rt, mark)
     # The checks really were slow (timed out) during the load, and none of them counted.
     busy = re.findall(r"check #\d+ timed out, but the tunnel read (\d+) KiB", new)
     assert len(busy) >= 2, new
@@ -135,7 +152,7 @@ def test_child_death_during_a_check_is_acted_on_at_once(runtime: Runtime) -> Non
     rt = runtime
     st = status(rt)
     before_server, before_tunnel = st["server"], st["tunnel"]
-    offset = len(logs(rt).splitlines())
+    mark = log_mark()
     os.kill(before_tunnel["pid"], signal.SIGSTOP)
     try:
         assert wait_until(lambda: _check_running(rt), 30, interval=0.2), status(rt)
@@ -154,7 +171,7 @@ def test_child_death_during_a_check_is_acted_on_at_once(runtime: Runtime) -> Non
         with contextlib.suppress(ProcessLookupError):  # SIGKILL ends a stopped process too
             os.kill(before_tunnel["pid"], signal.SIGKILL)
     assert wait_until(lambda: not _check_running(rt), 30), status(rt)
-    new = "\n".join(logs(rt).splitlines()[offset:])
+    new = logs_since(rt, mark)
     reopened = re.search(r"^(\S+ \S+) INFO \S+: tunnel re-opened", new, re.M)
     ignored = re.search(r"end-to-end check #\d+ ignored: the tunnel was restarted", new)
     assert reopened is not None and ignored is not None, new
