@@ -15,6 +15,9 @@ Its output goes to a file of its own until then (the runtime's name, and so its 
 folder, is known only once the config is read), which `go` moves to the state folder as
 ``supervisor.out``. It says "ready" by writing to a pipe (its state file stays the record),
 so `up` returns the moment the end-to-end check has passed.
+
+Both ends of that handshake live here: `Launch` for `up`, and the supervisor's
+(`wait_for_go`, `ready_fd_from_env`, `process_age`).
 """
 
 from __future__ import annotations

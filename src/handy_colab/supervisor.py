@@ -2,7 +2,9 @@
 
 It runs as its own session (``start_new_session``) so that a notebook cell interrupt or a
 closed terminal does not reach it; `handy-colab down` stops it and everything under it.
-Its only channel to the outside is ``state.json`` (atomic writes) and its rotated log.
+Its only channel to the outside is ``state.json`` (atomic writes) and its rotated log (and,
+while `up` waits for it, the launch handshake of launch.py). The end-to-end check runs on a
+thread of its own (health.py), so a child's death is acted on at once.
 """
 
 from __future__ import annotations
