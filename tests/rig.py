@@ -12,6 +12,7 @@ Needs root, iproute2, iptables and OpenSSH. Everything it makes it removes in `c
 from __future__ import annotations
 
 import contextlib
+import glob
 import itertools
 import os
 import pwd
@@ -362,8 +363,10 @@ class Rig:
             sh("ip", "netns", "del", ns, check=False)
         if self.relay_public_dir is not None:
             shutil.rmtree(self.relay_public_dir, ignore_errors=True)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.relay_socket)
+        # The relay's socket, and those named after it (bench_embedded's extra runtimes).
+        for path in glob.glob(f"{glob.escape(self.relay_socket)}*"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
         return leftovers
 
 
