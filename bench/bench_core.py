@@ -70,6 +70,33 @@ def summary(values: Sequence[float]) -> dict[str, float | None]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
+def first_ssh(rig: Any, ssh: list[str], t0: float, limit: float, what: str) -> int:
+    """Try ``ssh ... true`` from the laptop until it works; return how many tries it took."""
+    attempts = 0
+    while True:
+        attempts += 1
+        res = rig.run("laptop", [*ssh, "-o", "ConnectTimeout=5", "true"], timeout=30)
+        if res.returncode == 0:
+            return attempts
+        if time.perf_counter() - t0 > limit:
+            raise RuntimeError(f"{what}: ssh never succeeded: {res.stderr}")
+        time.sleep(0.05)
+
+
+def popen_logged(rig: Any, argv: list[str], log_file: Path) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in the runtime namespace, in a session of its own, output to a log."""
+    with open(log_file, "ab") as fh:
+        proc: subprocess.Popen[bytes] = rig.popen(
+            "rt",
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return proc
+
+
 def write_payload(path: Path, size_mib: int) -> str:
     """``size_mib`` MiB of random bytes (incompressible, like SSH's own); returns its sha256."""
     h = hashlib.sha256()
@@ -187,30 +214,11 @@ class Bench:
         laptop's `ssh true` tried until it works. No checks, no pinning: the floor."""
         rig = rt.rig
         d, sshd_argv, tunnel_argv, route = self.baseline_files(rt, self.work / rt.mode)
-        procs = []
         t0 = time.perf_counter()
-        for argv, name in ((sshd_argv, "sshd"), (tunnel_argv, "tunnel")):
-            with open(d / f"{name}.log", "ab") as fh:
-                procs.append(
-                    rig.popen(
-                        "rt",
-                        argv,
-                        stdin=subprocess.DEVNULL,
-                        stdout=fh,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )
-                )
+        procs = [popen_logged(rig, sshd_argv, d / "sshd.log")]
+        procs.append(popen_logged(rig, tunnel_argv, d / "tunnel.log"))
         try:
-            attempts = 0
-            while True:
-                attempts += 1
-                res = rig.run("laptop", [*route.ssh, "-o", "ConnectTimeout=5", "true"], timeout=30)
-                if res.returncode == 0:
-                    break
-                if time.perf_counter() - t0 > 60:
-                    raise RuntimeError(f"by hand: ssh never succeeded: {res.stderr}")
-                time.sleep(0.05)
+            attempts = first_ssh(rig, route.ssh, t0, 60, "by hand")
             total = time.perf_counter() - t0
         finally:
             for proc in procs:
@@ -252,19 +260,7 @@ class Bench:
         t_conn = time.perf_counter()
         if res.returncode != 0:
             raise RuntimeError(f"{rt.mode} connect failed: {res.stderr or res.stdout}")
-        attempts = 0
-        while True:
-            attempts += 1
-            res = rig.run(
-                "laptop",
-                [*rt.ssh_base(), "-o", "ConnectTimeout=5", "colab", "true"],
-                timeout=30,
-            )
-            if res.returncode == 0:
-                break
-            if time.perf_counter() - t0 > 90:
-                raise RuntimeError(f"{rt.mode}: ssh never succeeded: {res.stderr}")
-            time.sleep(0.05)
+        attempts = first_ssh(rig, [*rt.ssh_base(), "colab"], t0, 90, rt.mode)
         t_ssh = time.perf_counter()
         s = {
             "total_s": t_ssh - t0,
@@ -280,25 +276,9 @@ class Bench:
     def start_baseline(self, rt: Runtime, tmp: Path) -> Route:
         rig = rt.rig
         d, sshd_argv, tunnel_argv, route = self.baseline_files(rt, tmp)
-        with open(d / "sshd.log", "ab") as fh:
-            rig.popen(
-                "rt",
-                sshd_argv,
-                stdin=subprocess.DEVNULL,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        popen_logged(rig, sshd_argv, d / "sshd.log")
         rig.wait_tcp("rt", "127.0.0.1", BASE_SSHD_PORT)
-        with open(d / "tunnel.log", "ab") as fh:
-            rig.popen(
-                "rt",
-                tunnel_argv,
-                stdin=subprocess.DEVNULL,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        popen_logged(rig, tunnel_argv, d / "tunnel.log")
         if rt.mode == "public":
             rig.wait_tcp("laptop", RELAY_IP, BASE_REMOTE_PORT, timeout=20)
         else:
