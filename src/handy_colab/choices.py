@@ -6,7 +6,17 @@ importing the whole config model for that would put its imports in front of ever
 
 from __future__ import annotations
 
+import re
 from typing import Literal
+
+# The folder's config file, and the name the seed's README told users to upload it under.
+CONFIG_FILE = "user_config.json"
+SEED_README_CONFIG_FILE = "mapping_config.json"
+# A runtime's name: a Host alias in ssh_config and a file name.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+# A relay socket path: it lands in ssh_config (ProxyCommand), sshd_config (PermitOpen [..]) and
+# a quoted authorized_keys option, so only characters none of them would split or interpret.
+SOCKET_PATH_RE = re.compile(r"^/[A-Za-z0-9._/+-]{1,200}$")
 
 # Which implementation runs a part: "auto" picks OpenSSH where it is usable, else embedded.
 Backend = Literal["auto", "openssh", "embedded"]

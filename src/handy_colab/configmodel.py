@@ -3,27 +3,24 @@
 from __future__ import annotations
 
 import getpass
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+# The CLI and the laptop's side use these without the model: they live in choices.
+from .choices import CONFIG_FILE as CONFIG_FILE
+from .choices import NAME_RE as NAME_RE
+from .choices import SEED_README_CONFIG_FILE as SEED_README_CONFIG_FILE
+from .choices import SOCKET_PATH_RE as SOCKET_PATH_RE
 from .choices import Backend, Route
 from .errors import ConfigError
 from .keys import HOST_KEY_DIR, PrivateKey, PublicKey
 from .tunnels.cloudflared_config import CloudflaredConfig
 from .tunnels.frp_config import FrpConfig
 
-CONFIG_FILE = "user_config.json"
-# The seed's README told users to upload the config under this name (its code read the other).
-SEED_README_CONFIG_FILE = "mapping_config.json"
 CONNECTIONS_DIR = "connections"
 RELAY_KNOWN_HOSTS = "relay_known_hosts"
 DEFAULT_NAME = "colab"
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-# A relay socket path: it lands in ssh_config (ProxyCommand), sshd_config (PermitOpen [..]) and
-# a quoted authorized_keys option, so only characters none of them would split or interpret.
-SOCKET_PATH_RE = re.compile(r"^/[A-Za-z0-9._/+-]{1,200}$")
 # Files the tool itself keeps in the folder; never mistaken for user keys.
 OWN_FILES = {
     CONFIG_FILE,

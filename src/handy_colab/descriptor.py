@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .choices import NAME_RE, SOCKET_PATH_RE
 from .configfields import as_port
-from .configmodel import NAME_RE, SOCKET_PATH_RE
 from .errors import ConfigError
 from .keys import parse_public_key_line
 from .tunnels.cloudflared_config import valid_hostname

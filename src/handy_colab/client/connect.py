@@ -15,7 +15,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import CONFIG_FILE, NAME_RE, SEED_README_CONFIG_FILE
+from ..choices import CONFIG_FILE, NAME_RE, SEED_README_CONFIG_FILE
 from ..descriptor import PASTE_PREFIX, Descriptor
 from ..errors import ClientConfigError, ConfigError, HandyColabError
 from ..fsutil import atomic_write, read_text_or_empty

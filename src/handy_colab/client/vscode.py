@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from ..config import NAME_RE
+from ..choices import NAME_RE
 from ..errors import ConfigError, EditorError
 from ..fsutil import atomic_write, backup
 from . import jsonc
