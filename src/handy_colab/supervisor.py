@@ -45,6 +45,11 @@ from .tunnels.relayport import RelayTunnel
 log = logging.getLogger(__name__)
 
 BACKOFF = (0.5, 1.0, 2.0, 3.0, 5.0)
+# For this long after a tunnel drops, a failed attempt is retried within FAST_RETRY s: a relay
+# restarting or a network blip usually ends within it, and a refused or timed-out connect
+# costs the relay nothing. Later the back-off above spares a relay that stays away.
+FAST_RETRY_FOR = 60.0
+FAST_RETRY = 1.0
 PERMANENT_BACKOFF = 60.0
 POLL = 0.5
 
@@ -361,6 +366,7 @@ class Supervisor:
         self._set(None, phase="reconnecting")
         self._set("tunnel", state="reconnecting", pid=None, last_error=str(failure))
         tries = 0
+        dropped = time.monotonic()
         while not self.stop_event.is_set():
             self._tend_server()
             attempt = time.monotonic()
@@ -375,6 +381,8 @@ class Supervisor:
                     PERMANENT_BACKOFF if exc.permanent else BACKOFF[min(tries, len(BACKOFF) - 1)]
                 )
                 tries += 1
+                if not exc.permanent and attempt - dropped < FAST_RETRY_FOR:
+                    delay = min(delay, FAST_RETRY)
                 # The back-off counts from the start of the attempt: one that already waited
                 # out a connect timeout is not made to wait again.
                 delay = max(0.2, delay - (time.monotonic() - attempt))
