@@ -1,0 +1,143 @@
+"""The notebook block in a real browser, from a real kernel behind the NAT, to a real login.
+
+A real ipykernel in the rig's runtime namespace runs ``handy_colab.up()`` (embedded server,
+relay route in private mode, one extra package present and one failing). The HTML the kernel
+returned for ``rt`` and ``handy_colab.status()`` is opened in headless Debian chromium,
+driven by playwright-core (tests/browser/check_block.mjs): the first copy button must put
+exactly the connect line on the clipboard; where the clipboard is refused (a
+Permissions-Policy), missing (not a secure context) or not delegated (a sandboxed iframe,
+as Colab renders outputs) it must select exactly that line. The line read back from the
+clipboard is then run in a shell on the laptop side of the NAT, and ``ssh colab`` must log in.
+
+HANDY_COLAB_UPDATE_SCREENSHOTS=1 copies the screenshots into docs/images/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.conftest import need
+from tests.e2e.test_notebook import kernel_in_runtime
+from tests.rig import REPO
+
+BROWSER_DIR = REPO / "tests" / "browser"
+CHROMIUM = os.environ.get("HC_CHROMIUM", "/usr/bin/chromium")
+PNG = b"\x89PNG\r\n\x1a\n"
+FALLBACK_WORDS = "selected: press Ctrl+C / Cmd+C"
+FAILING = "hc-no-such-dist-3f9"
+
+
+def browser_missing() -> list[str]:
+    missing = [] if os.access(CHROMIUM, os.X_OK) else [f"{CHROMIUM} (apt-get install chromium)"]
+    if not shutil.which("node"):
+        missing.append("node (apt-get install nodejs npm)")
+    if not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir():
+        missing.append("tests/browser/node_modules (npm ci in tests/browser)")
+    return missing
+
+
+def look_in_browser(runtime_html: str, status_html: str, work: Path) -> dict[str, Any]:
+    work.mkdir()
+    (work / "in.json").write_text(
+        json.dumps({"runtime_html": runtime_html, "status_html": status_html})
+    )
+    shots = work / "shots"
+    shots.mkdir()
+    res = subprocess.run(
+        ["node", str(BROWSER_DIR / "check_block.mjs"), "in.json", "out.json", str(shots)],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=dict(os.environ, HC_CHROMIUM=CHROMIUM),
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    seen: dict[str, Any] = json.loads((work / "out.json").read_text())
+    seen["shots"] = shots
+    return seen
+
+
+def test_copy_button_in_chromium_then_the_pasted_line_logs_in(tmp_path: Path) -> None:
+    need(browser_missing(), "the browser test's prerequisites (scripts/setup.sh test)")
+    extra = {"PIP_NO_INDEX": "1", "PIP_CONFIG_FILE": "/dev/null"}  # fail fast, offline
+    with kernel_in_runtime(tmp_path, "private", extra) as (rt, kernel, workdir, _home):
+        cfg_file = rt.folder / "user_config.json"
+        cfg = json.loads(cfg_file.read_text())
+        cfg["python_packages"] = ["pip", FAILING]
+        cfg_file.write_text(json.dumps(cfg))
+        kernel.run(
+            f"import handy_colab\nrt = handy_colab.up({str(rt.folder)!r}, server='embedded')"
+        ).check()
+        line = kernel.value("rt.connect_command")
+        assert line.startswith("handy-colab connect 'hc1:")
+        block = kernel.run("rt").check().results[0]
+        status = kernel.run("handy_colab.status()").check().results[0]
+        html = block["text/html"]
+        assert "&#10004; Runtime &#x27;colab&#x27; is reachable</b>" in html
+        assert "&#10006; failed" in html and FAILING in html
+        assert "is healthy</b>" in status["text/html"]
+
+        seen = look_in_browser(html, status["text/html"], tmp_path / "browser")
+        cases = seen["cases"]
+        # (a) granted: the first button is the paste line, and it lands on the clipboard.
+        granted = cases["granted"]
+        assert granted["connect"]["code"] == line
+        assert granted["connect"]["button"] == "copied"
+        assert granted["connect"]["clipboard"] == line
+        assert granted["ssh"]["clipboard"] == "ssh colab" == granted["ssh"]["code"]
+        # (b)-(d) refused, missing, sandboxed: exactly the line is selected, the button says
+        # what to press.
+        for case in ("denied", "insecure", "sandboxed"):
+            got = cases[case]["connect"]
+            assert got["selection"] == line, (case, got)
+            assert got["button"] == FALLBACK_WORDS, (case, got)
+        assert cases["insecure"]["connect"]["hasClipboardApi"] is False
+        assert cases["insecure"]["connect"]["secure"] is False
+        # Light and dark pages: every piece of text takes the page's own colour.
+        for theme in ("light", "dark"):
+            looks = seen["looks"][theme]
+            assert looks["textColours"] == [looks["pageColour"]], (theme, looks)
+            assert looks["stateLine"].startswith(
+                "\u2714 Runtime 'colab' is reachable through the relay (private mode)"
+            )
+        shots = sorted(p.name for p in seen["shots"].iterdir())
+        assert shots == [
+            "notebook-block-dark.png",
+            "notebook-block.png",
+            "notebook-status-dark.png",
+            "notebook-status.png",
+        ]
+        for shot in seen["shots"].iterdir():
+            data = shot.read_bytes()
+            assert data.startswith(PNG) and len(data) > 5000, shot
+        if os.environ.get("HANDY_COLAB_UPDATE_SCREENSHOTS") == "1":
+            for shot in seen["shots"].iterdir():
+                shutil.copy(shot, REPO / "docs" / "images" / shot.name)
+
+        # The line from the clipboard, pasted into a shell on the laptop side of the NAT.
+        pasted = granted["connect"]["clipboard"]
+        env = rt.rig.env()
+        env["PATH"] = f"{Path(shutil.which('handy-colab') or '').parent}:{env['PATH']}"
+        opts = (
+            f" --identity {rt.laptop_key} --ssh-config {rt.ssh_config}"
+            f" --known-hosts {rt.known_hosts}"
+        )
+        res = rt.rig.run("laptop", ["bash", "-c", pasted + opts], env=env)
+        assert res.returncode == 0, res.stdout + res.stderr
+        login = rt.ssh("pwd")
+        assert login.returncode == 0, login.stderr
+        assert login.stdout.strip() == str(workdir)
+
+        # Stopped: the same block and status() now say so, first, in words.
+        assert kernel.value("rt.stop()") is True
+        after = kernel.run("rt").check().results[0]
+        assert "&#10006; Runtime &#x27;colab&#x27; is not healthy</b>" in after["text/html"]
+        assert after["text/plain"].startswith("NOT healthy now: stopped")
+        st_after = kernel.run("handy_colab.status()").check().results[0]
+        assert "is not healthy</b>" in st_after["text/html"]
+        assert "not healthy" in st_after["text/plain"]
