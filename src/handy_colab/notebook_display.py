@@ -62,8 +62,14 @@ COPY_JS = (
 esc = html.escape
 
 
-def code(text: str) -> str:
-    return f'<code style="{_CODE}">{esc(text)}</code>'
+def code(text: str, *, wrap: bool = True) -> str:
+    """``wrap``: long lines (the paste line) break anywhere; names (packages) stay whole."""
+    style = (
+        _CODE
+        if wrap
+        else _CODE.replace("white-space:pre-wrap;word-break:break-all", "white-space:nowrap")
+    )
+    return f'<code style="{style}">{esc(text)}</code>'
 
 
 def copyable(cmd: str, label: str = "") -> str:
@@ -129,7 +135,9 @@ def _packages(rt: Runtime) -> str:
     rows = []
     for p in rt.packages:
         colour, sign = _PACKAGE_LOOK.get(p.status, (_WARN, "?"))
-        rows.append((badge(colour, sign, p.status), esc(p.kind), code(p.spec), esc(p.detail)))
+        rows.append(
+            (badge(colour, sign, p.status), esc(p.kind), code(p.spec, wrap=False), esc(p.detail))
+        )
     head = f"Extra packages: {len(rt.packages) - failed} of {len(rt.packages)} ready" + (
         f", <b>{failed} failed</b> (the tunnel is up regardless)" if failed else ""
     )

@@ -139,6 +139,17 @@ out.cases.sandboxed = await withContext({}, async (ctx) => {
   return { connect: seen };
 });
 
+// (e) No script runs at all (a notebook viewer that strips scripts and handlers): one
+// click on the line selects all of it (user-select:all), ready for Ctrl+C / Cmd+C.
+out.cases.noscript = await withContext({ javaScriptEnabled: false }, async (ctx) => {
+  const pg = await ctx.newPage();
+  await pg.goto(`${origin}/light`);
+  const code = pg.locator('#out-rt .hc-cmd').first().locator('code');
+  await code.click();
+  return { connect: { code: await code.textContent(),
+    selection: await pg.evaluate(() => window.getSelection().toString()) } };
+});
+
 // How it looks: screenshots of the block before any click, light and dark; the text
 // colours in the dark page (nothing may come out dark on dark).
 out.looks = await withContext({ deviceScaleFactor: 1 }, async (ctx) => {

@@ -6,7 +6,8 @@ returned for ``rt`` and ``handy_colab.status()`` is opened in headless Debian ch
 driven by playwright-core (tests/browser/check_block.mjs): the first copy button must put
 exactly the connect line on the clipboard; where the clipboard is refused (a
 Permissions-Policy), missing (not a secure context) or not delegated (a sandboxed iframe,
-as Colab renders outputs) it must select exactly that line. The line read back from the
+as Colab renders outputs) it must select exactly that line, and with no script at all one
+click on the line must select all of it. The line read back from the
 clipboard is then run in a shell on the laptop side of the NAT, and ``ssh colab`` must log in.
 
 HANDY_COLAB_UPDATE_SCREENSHOTS=1 copies the screenshots into docs/images/.
@@ -96,6 +97,8 @@ def test_copy_button_in_chromium_then_the_pasted_line_logs_in(tmp_path: Path) ->
             got = cases[case]["connect"]
             assert got["selection"] == line, (case, got)
             assert got["button"] == FALLBACK_WORDS, (case, got)
+        # (e) no script at all: one click on the line selects all of it.
+        assert cases["noscript"]["connect"]["selection"] == line
         assert cases["insecure"]["connect"]["hasClipboardApi"] is False
         assert cases["insecure"]["connect"]["secure"] is False
         # Light and dark pages: every piece of text takes the page's own colour.
