@@ -4,7 +4,7 @@
 //
 //   node check_block.mjs IN.json OUT.json SHOT_DIR
 //
-// IN.json: {"runtime_html", "status_html"}. OUT.json gets the observations; the assertions
+// IN.json: {"runtime_html", "status_html", "documents": {NAME: whole HTML page}}. OUT.json gets the observations; the assertions
 // live in tests/e2e/test_notebook_browser.py (this script only looks and reports).
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -44,7 +44,8 @@ const routes = {
 };
 const server = createServer((req, res) => {
   const refused = req.url === '/refused';
-  const make = routes[refused ? '/light' : req.url];
+  const doc = req.url.startsWith('/doc/') && (input.documents || {})[req.url.slice(5)];
+  const make = doc ? () => doc : routes[refused ? '/light' : req.url];
   const headers = { 'content-type': 'text/html; charset=utf-8' };
   if (refused) headers['permissions-policy'] = 'clipboard-write=(), clipboard-read=()';
   res.writeHead(make ? 200 : 404, headers);
@@ -66,8 +67,8 @@ const out = { browser: browser.version(), cases: {} };
 
 // Click the n-th copy button of the runtime block (0: the first, the paste line) and report
 // what the user gets: the button's words, the selection, whether a Clipboard API exists.
-async function clickCopy(frame, n) {
-  const cmd = frame.locator('#out-rt .hc-cmd').nth(n);
+async function clickCopy(frame, n, root = '#out-rt') {
+  const cmd = frame.locator(`${root} .hc-cmd`).nth(n);
   const button = cmd.locator('button.hc-copy');
   await button.click();
   await (await button.elementHandle()).evaluate((b) => new Promise((ok, fail) => {
@@ -86,6 +87,22 @@ async function clickCopy(frame, n) {
     button: await button.textContent() };
 }
 
+// The colours of every piece of visible text in the block, and the colour around it.
+function textColours(blockSelector) {
+  const block = document.querySelector(blockSelector);
+  const colours = new Set();
+  for (const el of [block, ...block.querySelectorAll('*')]) {
+    if (el.closest('summary, details:not([open]) > div')) continue;
+    const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+    if (own) colours.add(getComputedStyle(el).color);
+  }
+  return {
+    pageColour: getComputedStyle(block.parentElement).color,
+    textColours: [...colours],
+    stateLine: block.querySelector('.hc-state').innerText,
+  };
+}
+
 async function readClipboard(pg) {
   return pg.evaluate(() => navigator.clipboard.readText());
 }
@@ -99,86 +116,96 @@ async function withContext(opts, fn) {
   }
 }
 
-// (a) Clipboard permission granted: both buttons put exactly their line on the clipboard.
-out.cases.granted = await withContext({}, async (ctx) => {
-  await ctx.grantPermissions(['clipboard-read', 'clipboard-write'], { origin });
-  const pg = await ctx.newPage();
-  await pg.goto(`${origin}/light`);
-  const connect = await clickCopy(pg, 0);
-  connect.clipboard = await readClipboard(pg);
-  const ssh = await clickCopy(pg, 1);
-  ssh.clipboard = await readClipboard(pg);
-  return { connect, ssh };
-});
+// The fragments: the HTML the kernel returned, in pages of our own (cases and looks).
+if (input.runtime_html) {
+  // (a) Clipboard permission granted: both buttons put exactly their line on the clipboard.
+  out.cases.granted = await withContext({}, async (ctx) => {
+    await ctx.grantPermissions(['clipboard-read', 'clipboard-write'], { origin });
+    const pg = await ctx.newPage();
+    await pg.goto(`${origin}/light`);
+    const connect = await clickCopy(pg, 0);
+    connect.clipboard = await readClipboard(pg);
+    const ssh = await clickCopy(pg, 1);
+    ssh.clipboard = await readClipboard(pg);
+    return { connect, ssh };
+  });
 
-// (b) Clipboard refused: the page's Permissions-Policy forbids it (as an embedding host or
-// an administrator's policy may), with the permission itself granted, so only the refusal
-// is different from (a). writeText rejects; the fallback must select the line.
-out.cases.denied = await withContext({}, async (ctx) => {
-  await ctx.grantPermissions(['clipboard-read', 'clipboard-write'], { origin });
-  const pg = await ctx.newPage();
-  await pg.goto(`${origin}/refused`);
-  return { connect: await clickCopy(pg, 0) };
-});
+  // (b) Clipboard refused: the page's Permissions-Policy forbids it (as an embedding host or
+  // an administrator's policy may), with the permission itself granted, so only the refusal
+  // is different from (a). writeText rejects; the fallback must select the line.
+  out.cases.denied = await withContext({}, async (ctx) => {
+    await ctx.grantPermissions(['clipboard-read', 'clipboard-write'], { origin });
+    const pg = await ctx.newPage();
+    await pg.goto(`${origin}/refused`);
+    return { connect: await clickCopy(pg, 0) };
+  });
 
-// (c) No Clipboard API at all: a page that is not a secure context.
-out.cases.insecure = await withContext({}, async (ctx) => {
-  const pg = await ctx.newPage();
-  await pg.goto(`http://insecure.test:${port}/light`);
-  return { connect: await clickCopy(pg, 0) };
-});
+  // (c) No Clipboard API at all: a page that is not a secure context.
+  out.cases.insecure = await withContext({}, async (ctx) => {
+    const pg = await ctx.newPage();
+    await pg.goto(`http://insecure.test:${port}/light`);
+    return { connect: await clickCopy(pg, 0) };
+  });
 
-// (d) Colab-like: the block inside a sandboxed iframe, the top page allowed the clipboard.
-out.cases.sandboxed = await withContext({}, async (ctx) => {
-  await ctx.grantPermissions(['clipboard-read', 'clipboard-write'], { origin });
-  const pg = await ctx.newPage();
-  await pg.goto(`${origin}/frame`);
-  const frame = await (await pg.locator('#colab').elementHandle()).contentFrame();
-  await frame.waitForSelector('.hc-copy');
-  const seen = await clickCopy(frame, 0);
-  return { connect: seen };
-});
+  // (d) Colab-like: the block inside a sandboxed iframe, the top page allowed the clipboard.
+  out.cases.sandboxed = await withContext({}, async (ctx) => {
+    await ctx.grantPermissions(['clipboard-read', 'clipboard-write'], { origin });
+    const pg = await ctx.newPage();
+    await pg.goto(`${origin}/frame`);
+    const frame = await (await pg.locator('#colab').elementHandle()).contentFrame();
+    await frame.waitForSelector('.hc-copy');
+    const seen = await clickCopy(frame, 0);
+    return { connect: seen };
+  });
 
-// (e) No script runs at all (a notebook viewer that strips scripts and handlers): one
-// click on the line selects all of it (user-select:all), ready for Ctrl+C / Cmd+C.
-out.cases.noscript = await withContext({ javaScriptEnabled: false }, async (ctx) => {
-  const pg = await ctx.newPage();
-  await pg.goto(`${origin}/light`);
-  const code = pg.locator('#out-rt .hc-cmd').first().locator('code');
-  await code.click();
-  return { connect: { code: await code.textContent(),
-    selection: await pg.evaluate(() => window.getSelection().toString()) } };
-});
+  // (e) No script runs at all (a notebook viewer that strips scripts and handlers): one
+  // click on the line selects all of it (user-select:all), ready for Ctrl+C / Cmd+C.
+  out.cases.noscript = await withContext({ javaScriptEnabled: false }, async (ctx) => {
+    const pg = await ctx.newPage();
+    await pg.goto(`${origin}/light`);
+    const code = pg.locator('#out-rt .hc-cmd').first().locator('code');
+    await code.click();
+    return { connect: { code: await code.textContent(),
+      selection: await pg.evaluate(() => window.getSelection().toString()) } };
+  });
 
-// How it looks: screenshots of the block before any click, light and dark; the text
-// colours in the dark page (nothing may come out dark on dark).
-out.looks = await withContext({ deviceScaleFactor: 1 }, async (ctx) => {
-  const pg = await ctx.newPage();
-  const seen = {};
-  for (const theme of ['light', 'dark']) {
-    await pg.goto(`${origin}/${theme}`);
-    const block = pg.locator('#out-rt .handy-colab');
-    const suffix = theme === 'light' ? '' : '-dark';
-    await block.screenshot({ path: join(shotDir, `notebook-block${suffix}.png`) });
-    await pg.locator('#out-st .handy-colab').screenshot({
-      path: join(shotDir, `notebook-status${suffix}.png`),
-    });
-    seen[theme] = await pg.evaluate(() => {
-      const colours = new Set();
-      for (const el of document.querySelectorAll('.handy-colab, .handy-colab *')) {
-        if (el.closest('summary, details:not([open]) > div')) continue;
-        const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
-        if (own) colours.add(getComputedStyle(el).color);
-      }
-      return {
-        pageColour: getComputedStyle(document.body).color,
-        textColours: [...colours],
-        stateLine: document.querySelector('#out-rt .hc-state').innerText,
-      };
-    });
-  }
-  return seen;
-});
+  // How it looks: screenshots of the block before any click, light and dark; the text
+  // colours in the dark page (nothing may come out dark on dark).
+  out.looks = await withContext({ deviceScaleFactor: 1 }, async (ctx) => {
+    const pg = await ctx.newPage();
+    const seen = {};
+    for (const theme of ['light', 'dark']) {
+      await pg.goto(`${origin}/${theme}`);
+      const block = pg.locator('#out-rt .handy-colab');
+      const suffix = theme === 'light' ? '' : '-dark';
+      await block.screenshot({ path: join(shotDir, `notebook-block${suffix}.png`) });
+      await pg.locator('#out-st .handy-colab').screenshot({
+        path: join(shotDir, `notebook-status${suffix}.png`),
+      });
+      seen[theme] = await pg.evaluate(textColours, '#out-rt .handy-colab');
+    }
+    return seen;
+  });
+}
+
+// (f) Whole documents: the executed notebook exported by nbconvert (JupyterLab's own
+// stylesheet, light and dark). Only this server answers: the export's CDN scripts
+// (require.js, MathJax) are refused, as they would be offline.
+out.documents = {};
+for (const name of Object.keys(input.documents || {})) {
+  out.documents[name] = await withContext({}, async (ctx) => {
+    await ctx.grantPermissions(['clipboard-read', 'clipboard-write'], { origin });
+    await ctx.route('**/*', (r) => (r.request().url().startsWith(origin) ? r.continue() : r.abort()));
+    const pg = await ctx.newPage();
+    await pg.goto(`${origin}/doc/${name}`);
+    const root = '.handy-colab:not(.hc-status)';
+    await pg.locator(root).screenshot({ path: join(shotDir, `notebook-block-${name}.png`) });
+    const looks = await pg.evaluate(textColours, root);
+    const connect = await clickCopy(pg, 0, root);
+    connect.clipboard = await readClipboard(pg);
+    return { looks, connect };
+  });
+}
 
 await browser.close();
 server.close();

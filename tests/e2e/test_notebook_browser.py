@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import need
+from tests.e2e.conftest import Runtime, need
 from tests.e2e.test_notebook import kernel_in_runtime
+from tests.kernel import CellResult
 from tests.rig import REPO
 
 BROWSER_DIR = REPO / "tests" / "browser"
@@ -42,11 +44,10 @@ def browser_missing() -> list[str]:
     return missing
 
 
-def look_in_browser(runtime_html: str, status_html: str, work: Path) -> dict[str, Any]:
+def look_in_browser(payload: dict[str, Any], work: Path) -> dict[str, Any]:
+    """Run check_block.mjs on ``payload`` (see its header) and return what it saw."""
     work.mkdir()
-    (work / "in.json").write_text(
-        json.dumps({"runtime_html": runtime_html, "status_html": status_html})
-    )
+    (work / "in.json").write_text(json.dumps(payload))
     shots = work / "shots"
     shots.mkdir()
     res = subprocess.run(
@@ -61,6 +62,34 @@ def look_in_browser(runtime_html: str, status_html: str, work: Path) -> dict[str
     seen: dict[str, Any] = json.loads((work / "out.json").read_text())
     seen["shots"] = shots
     return seen
+
+
+def luminance(css: str) -> float:
+    """0 (black) to 1 (white) for a computed ``rgb(...)``/``rgba(...)`` colour."""
+    r, g, b = (int(float(v)) for v in re.findall(r"[\d.]+", css)[:3])
+    return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255
+
+
+def assert_readable(looks: dict[str, Any], *, dark: bool) -> None:
+    """Text light on a dark theme, dark on a light one: none left at a fixed colour."""
+    for colour in looks["textColours"]:
+        assert (luminance(colour) > 0.6) if dark else (luminance(colour) < 0.4), looks
+
+
+def paste_and_log_in(rt: Runtime, pasted: str, workdir: Path) -> None:
+    """The copied line, pasted into a shell on the laptop side of the NAT (plus where the
+    rig keeps the laptop's key and config), then a login that lands in the notebook's
+    directory."""
+    env = rt.rig.env()
+    env["PATH"] = f"{Path(shutil.which('handy-colab') or '').parent}:{env['PATH']}"
+    opts = (
+        f" --identity {rt.laptop_key} --ssh-config {rt.ssh_config} --known-hosts {rt.known_hosts}"
+    )
+    res = rt.rig.run("laptop", ["bash", "-c", pasted + opts], env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    login = rt.ssh("pwd")
+    assert login.returncode == 0, login.stderr
+    assert login.stdout.strip() == str(workdir)
 
 
 def test_copy_button_in_chromium_then_the_pasted_line_logs_in(tmp_path: Path) -> None:
@@ -83,7 +112,9 @@ def test_copy_button_in_chromium_then_the_pasted_line_logs_in(tmp_path: Path) ->
         assert "&#10006; failed" in html and FAILING in html
         assert "is healthy</b>" in status["text/html"]
 
-        seen = look_in_browser(html, status["text/html"], tmp_path / "browser")
+        seen = look_in_browser(
+            {"runtime_html": html, "status_html": status["text/html"]}, tmp_path / "browser"
+        )
         cases = seen["cases"]
         # (a) granted: the first button is the paste line, and it lands on the clipboard.
         granted = cases["granted"]
@@ -105,6 +136,7 @@ def test_copy_button_in_chromium_then_the_pasted_line_logs_in(tmp_path: Path) ->
         for theme in ("light", "dark"):
             looks = seen["looks"][theme]
             assert looks["textColours"] == [looks["pageColour"]], (theme, looks)
+            assert_readable(looks, dark=theme == "dark")
             assert looks["stateLine"].startswith(
                 "\u2714 Runtime 'colab' is reachable through the relay (private mode)"
             )
@@ -122,19 +154,7 @@ def test_copy_button_in_chromium_then_the_pasted_line_logs_in(tmp_path: Path) ->
             for shot in seen["shots"].iterdir():
                 shutil.copy(shot, REPO / "docs" / "images" / shot.name)
 
-        # The line from the clipboard, pasted into a shell on the laptop side of the NAT.
-        pasted = granted["connect"]["clipboard"]
-        env = rt.rig.env()
-        env["PATH"] = f"{Path(shutil.which('handy-colab') or '').parent}:{env['PATH']}"
-        opts = (
-            f" --identity {rt.laptop_key} --ssh-config {rt.ssh_config}"
-            f" --known-hosts {rt.known_hosts}"
-        )
-        res = rt.rig.run("laptop", ["bash", "-c", pasted + opts], env=env)
-        assert res.returncode == 0, res.stdout + res.stderr
-        login = rt.ssh("pwd")
-        assert login.returncode == 0, login.stderr
-        assert login.stdout.strip() == str(workdir)
+        paste_and_log_in(rt, granted["connect"]["clipboard"], workdir)
 
         # Stopped: the same block and status() now say so, first, in words.
         assert kernel.value("rt.stop()") is True
@@ -144,3 +164,68 @@ def test_copy_button_in_chromium_then_the_pasted_line_logs_in(tmp_path: Path) ->
         st_after = kernel.run("handy_colab.status()").check().results[0]
         assert "is not healthy</b>" in st_after["text/html"]
         assert "not healthy" in st_after["text/plain"]
+
+
+def as_outputs(res: CellResult, count: int) -> list[Any]:
+    """What Jupyter stores for a cell: its streams, then its results."""
+    import nbformat
+
+    outs = [
+        nbformat.v4.new_output("stream", name=name, text=text)
+        for name, text in (("stdout", res.stdout), ("stderr", res.stderr))
+        if text
+    ]
+    outs += [
+        nbformat.v4.new_output("execute_result", data=data, execution_count=count)
+        for data in res.results
+    ]
+    return outs
+
+
+def test_exported_example_notebook_in_jupyterlab_css(tmp_path: Path) -> None:
+    """docs/example.ipynb executed in a real kernel (public relay mode, OpenSSH sshd), saved
+    with its outputs and exported by nbconvert's JupyterLab template in its light and dark
+    themes (JupyterLab's own stylesheet): in Chromium the block keeps its colours readable
+    and the first copy button copies the line that, pasted on the laptop, logs in."""
+    need(browser_missing(), "the browser test's prerequisites (scripts/setup.sh test)")
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    notebook = nbformat.read(REPO / "docs" / "example.ipynb", as_version=4)
+    code_cells = [c for c in notebook.cells if c.cell_type == "code"]
+    folder = tmp_path / "rig" / "drive" / "colab_data"
+    with kernel_in_runtime(tmp_path, "public", {"HANDY_COLAB_FOLDER": str(folder)}) as (
+        rt,
+        kernel,
+        workdir,
+        _home,
+    ):
+        # Up to status(): the cells a user runs before going to the laptop.
+        for count, cell in enumerate(code_cells[:4], start=1):
+            cell.outputs = as_outputs(kernel.run(cell.source).check(), count)
+            cell.execution_count = count
+        line = kernel.value("rt.connect_command")
+        documents = {}
+        for name, theme in (("lab", "light"), ("lab-dark", "dark")):
+            body, _ = HTMLExporter(template_name="lab", theme=theme).from_notebook_node(notebook)
+            assert body.count('class="handy-colab"') == 1, "the block, once"
+            documents[name] = body
+        seen = look_in_browser({"documents": documents}, tmp_path / "browser")
+        for name, doc in seen["documents"].items():
+            assert doc["connect"]["code"] == line, name
+            assert doc["connect"]["button"] == "copied", name
+            assert doc["connect"]["clipboard"] == line, name
+            assert_readable(doc["looks"], dark=name.endswith("dark"))
+            assert doc["looks"]["stateLine"].startswith(
+                "\u2714 Runtime 'colab' is reachable through the relay (public mode)"
+            )
+        shots = seen["shots"]
+        assert sorted(p.name for p in shots.iterdir()) == [
+            "notebook-block-lab-dark.png",
+            "notebook-block-lab.png",
+        ]
+        if os.environ.get("HANDY_COLAB_UPDATE_SCREENSHOTS") == "1":
+            for shot in shots.iterdir():
+                shutil.copy(shot, REPO / "docs" / "images" / shot.name)
+        paste_and_log_in(rt, seen["documents"]["lab"]["connect"]["clipboard"], workdir)
+        assert kernel.value("rt.stop()") is True
