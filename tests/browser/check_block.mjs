@@ -4,8 +4,10 @@
 //
 //   node check_block.mjs IN.json OUT.json SHOT_DIR
 //
-// IN.json: {"runtime_html", "status_html", "documents": {NAME: whole HTML page}}. OUT.json gets the observations; the assertions
-// live in tests/e2e/test_notebook_browser.py (this script only looks and reports).
+// IN.json: {"runtime_html", "status_html"} (fragments, put into pages of our own) and/or
+// {"documents": {NAME: a whole HTML page}}. OUT.json gets the observations; the assertions
+// live in tests/e2e/test_notebook_browser.py (this script only looks and reports). If it
+// fails half-way, Playwright's exit handler kills the browser it launched.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
@@ -81,6 +83,7 @@ async function clickCopy(frame, n, root = '#out-rt') {
   const seen = await frame.evaluate(() => ({
     hasClipboardApi: !!(navigator.clipboard && navigator.clipboard.writeText),
     secure: window.isSecureContext,
+    origin: window.origin,
     selection: window.getSelection().toString(),
   }));
   return { ...seen, code: await cmd.locator('code').textContent(),
@@ -163,9 +166,13 @@ if (input.runtime_html) {
   out.cases.noscript = await withContext({ javaScriptEnabled: false }, async (ctx) => {
     const pg = await ctx.newPage();
     await pg.goto(`${origin}/light`);
-    const code = pg.locator('#out-rt .hc-cmd').first().locator('code');
+    const cmd = pg.locator('#out-rt .hc-cmd').first();
+    // The button is dead here (its words stay), which shows that no script ran.
+    await cmd.locator('button.hc-copy').click();
+    const button = await cmd.locator('button.hc-copy').textContent();
+    const code = cmd.locator('code');
     await code.click();
-    return { connect: { code: await code.textContent(),
+    return { connect: { code: await code.textContent(), button,
       selection: await pg.evaluate(() => window.getSelection().toString()) } };
   });
 
@@ -195,7 +202,8 @@ out.documents = {};
 for (const name of Object.keys(input.documents || {})) {
   out.documents[name] = await withContext({}, async (ctx) => {
     await ctx.grantPermissions(['clipboard-read', 'clipboard-write'], { origin });
-    await ctx.route('**/*', (r) => (r.request().url().startsWith(origin) ? r.continue() : r.abort()));
+    const ours = (r) => r.request().url().startsWith(origin);
+    await ctx.route('**/*', (r) => (ours(r) ? r.continue() : r.abort()));
     const pg = await ctx.newPage();
     await pg.goto(`${origin}/doc/${name}`);
     const root = '.handy-colab:not(.hc-status)';

@@ -130,6 +130,8 @@ def test_copy_button_in_chromium_then_the_pasted_line_logs_in(tmp_path: Path) ->
             assert got["button"] == FALLBACK_WORDS, (case, got)
         # (e) no script at all: one click on the line selects all of it.
         assert cases["noscript"]["connect"]["selection"] == line
+        assert cases["noscript"]["connect"]["button"] == "copy"  # no script ran
+        assert cases["sandboxed"]["connect"]["origin"] == "null"  # an opaque origin
         assert cases["insecure"]["connect"]["hasClipboardApi"] is False
         assert cases["insecure"]["connect"]["secure"] is False
         # Light and dark pages: every piece of text takes the page's own colour.
