@@ -166,7 +166,9 @@ def render_runtime(rt: Runtime, st: RuntimeStatus | None) -> str:
         f"{esc(d.reach)} &middot; {esc(rt.platform.label)} &middot; server {esc(rt.server)},"
         f" tunnel {esc(rt.tunnel)}" + (" &middot; already running" if rt.already_running else "")
     )
-    if st is None or st.healthy:
+    if st is None:  # up() saw it answer; whether it still does cannot be read now
+        top = state_line(True, f"Runtime '{rt.name}' was reachable", where + " (when up() ran)")
+    elif st.healthy:
         top = state_line(True, f"Runtime '{rt.name}' is reachable", where)
     else:
         why = f"{st.phase}" + (f": {st.error}" if st.error else "")

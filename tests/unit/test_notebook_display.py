@@ -83,6 +83,13 @@ def test_verdict_first_then_the_paste_line_then_ssh(
     assert "<details" in html and "PyCharm" in html and "SHA256:" in html
 
 
+def test_unreadable_status_claims_only_what_up_saw(
+    make_descriptor: Callable[..., Descriptor],
+) -> None:
+    html = render_runtime(make_rt(make_descriptor()), None)
+    assert "Runtime &#x27;colab&#x27; was reachable</b>" in html and "(when up() ran)" in html
+
+
 def test_not_healthy_says_so_first(make_descriptor: Callable[..., Descriptor]) -> None:
     html = render_runtime(make_rt(make_descriptor()), DOWN)
     first = re.search(r'<div class="hc-state ([^"]*)"[^>]*>(.*?)</div>', html)
