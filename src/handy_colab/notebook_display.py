@@ -72,11 +72,10 @@ def code(text: str, *, wrap: bool = True) -> str:
     return f'<code style="{style}">{esc(text)}</code>'
 
 
-def copyable(cmd: str, label: str = "") -> str:
+def copyable(cmd: str) -> str:
     """A command on its own line with a copy button after it."""
-    lead = f'<span style="opacity:.8">{esc(label)}</span> ' if label else ""
     return (
-        f'<div class="hc-cmd" style="margin:3px 0 3px 1.2em">{lead}{code(cmd)}'
+        f'<div class="hc-cmd" style="margin:3px 0 3px 1.2em">{code(cmd)}'
         f'<button class="hc-copy" type="button" title="copy this line" style="{_BUTTON}"'
         f' onclick="{esc(COPY_JS)}">copy</button></div>'
     )
@@ -209,7 +208,7 @@ def render_runtime(rt: Runtime, st: RuntimeStatus | None) -> str:
             "<b>By hand</b>, without <code>connect</code> (check the fingerprint below)",
             copyable(ssh_command(d)),
         ),
-        _step(f'Host key fingerprint: <code style="{_CODE}">{esc(fps)}</code>'),
+        _step(f"Host key fingerprint: {code(fps)}"),
         _packages(rt),
         _warnings(rt),
         "</div>",

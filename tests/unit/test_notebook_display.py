@@ -56,11 +56,7 @@ DOWN = RuntimeStatus("colab", False, "dead", "embedded down", "openssh down", "g
 
 def commands(html: str) -> list[str]:
     """The copyable lines, in order, as the copy button would copy them (textContent)."""
-    found = re.findall(
-        r'<div class="hc-cmd"[^>]*>(?:<span[^>]*>[^<]*</span> )?<code[^>]*>'
-        r"([^<]*)</code><button",
-        html,
-    )
+    found = re.findall(r'<div class="hc-cmd"[^>]*><code[^>]*>([^<]*)</code><button', html)
     return [unescape(c) for c in found]
 
 
