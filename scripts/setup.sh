@@ -8,6 +8,10 @@ want=${1:-run}
 pkgs=(openssh-server openssh-client rsync python3 python3-venv python3-pip ca-certificates)
 if [ "$want" = test ]; then
   pkgs+=(iproute2 iptables procps socat netcat-openbsd tinyproxy coturn)
+  # The notebook block's browser test: Debian's chromium, driven by playwright-core (npm).
+  pkgs+=(chromium)
+  # Node from Debian only where there is none: Debian's npm conflicts with NodeSource's nodejs.
+  command -v npm >/dev/null || pkgs+=(nodejs npm)
 fi
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()
@@ -35,6 +39,17 @@ if [ "$want" = test ]; then
     [ -x "$nr/bin/python" ] || /usr/bin/python3 -m venv "$nr"
     "$nr/bin/python" -m pip install -q --disable-pip-version-check "asyncssh>=2.14" "cryptography>=41" "websockets>=15"
     chmod -R a+rX /opt/handy-colab-test
+  fi
+  # playwright-core for tests/browser, exactly as the lock file pins it; the stamp skips
+  # `npm ci` (which starts from an empty node_modules) when that lock is installed already.
+  if command -v npm >/dev/null; then
+    lock=tests/browser/package-lock.json stamp=tests/browser/node_modules/.handy-colab-lock
+    if ! cmp -s "$lock" "$stamp"; then
+      (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+      cp "$lock" "$stamp"
+    fi
+  else
+    echo "setup: the browser test needs node and npm (tests/browser: npm ci)" >&2
   fi
   # Real peers for the cloudflared route's tests: cloudflared (pinned, from its Go module)
   # and cfedge, the stand-in for Cloudflare's edge and quick-tunnel API.

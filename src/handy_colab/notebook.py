@@ -8,7 +8,6 @@ library (``runtime``, ``platforms``, ``packages``).
 
 from __future__ import annotations
 
-import html
 import os
 import sys
 import warnings
@@ -18,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from . import platforms, runtime
-from .client.block import render_block, ssh_command
+from .client.block import render_block
 from .client.pycharm import pycharm_settings
 from .config import Backend
 from .descriptor import Descriptor
-from .errors import ConfigError
-from .keys import fingerprint
+from .errors import ConfigError, HandyColabError
+from .notebook_display import render_runtime, render_status
 from .packages import PackageResult
 
 Progress = Callable[[str], None]
@@ -43,6 +42,8 @@ class RuntimeStatus:
     server: str
     tunnel: str
     error: str | None = None
+    endpoint: str = ""  # where the tunnel goes (relay, frps, Cloudflare)
+    reconnects: int = 0
 
     def __str__(self) -> str:
         text = (
@@ -53,6 +54,9 @@ class RuntimeStatus:
         return text + (f": {self.error}" if self.error and not self.healthy else "")
 
     __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        return render_status(self)
 
 
 def _status(name: str) -> RuntimeStatus:
@@ -65,6 +69,8 @@ def _status(name: str) -> RuntimeStatus:
         server=f"{srv.get('kind', '?')} {srv.get('state', '?')}",
         tunnel=f"{tun.get('kind', '?')} {tun.get('state', '?')}",
         error=st.get("error") or tun.get("last_error"),
+        endpoint=str(tun.get("endpoint") or ""),
+        reconnects=int(tun.get("reconnects") or 0),
     )
 
 
@@ -114,12 +120,18 @@ class Runtime:
         head = f"[{self.platform.label}] server: {self.server}; tunnel: {self.tunnel}" + (
             " (already running)" if self.already_running else ""
         )
+        st = self.live_status()
+        if st is not None and not st.healthy:
+            # The block below says how to reach it; say first that it does not answer now.
+            head = f"NOT healthy now: {st.phase}{f': {st.error}' if st.error else ''}\n{head}"
         parts = [head, "", render_block(self.descriptor, self.descriptor_path, None).rstrip()]
         parts += [f"VS Code link: {self.vscode_url}"]
         if self.packages:
             parts += ["", "Extra packages:"]
             parts += [
-                f"    {p.kind} {p.spec}: {p.status} {p.detail}".rstrip() for p in self.packages
+                f"    {p.kind} {p.spec}: "
+                f"{'FAILED' if p.status == 'failed' else p.status} {p.detail}".rstrip()
+                for p in self.packages
             ]
         parts += [f"warning: {w}" for w in self.warnings]
         return "\n".join(parts) + "\n"
@@ -130,59 +142,16 @@ class Runtime:
     def __repr__(self) -> str:
         return self.text()
 
+    def live_status(self) -> RuntimeStatus | None:
+        """The status now, or None when the state cannot be read (the block then shows
+        what ``up()`` found)."""
+        try:
+            return self.status()
+        except (HandyColabError, OSError, ValueError):
+            return None
+
     def _repr_html_(self) -> str:
-        return render_html(self)
-
-
-_COPY_JS = (
-    "navigator.clipboard.writeText(this.parentElement.querySelector('code').innerText)"
-    ".then(()=>{this.innerText='copied'})"
-)
-
-
-def _copyable(cmd: str) -> str:
-    return (
-        '<div class="hc-cmd" style="margin:2px 0">'
-        f'<code style="user-select:all">{html.escape(cmd)}</code> '
-        f'<button class="hc-copy" onclick="{html.escape(_COPY_JS)}">copy</button></div>'
-    )
-
-
-def render_html(rt: Runtime) -> str:
-    d = rt.descriptor
-    esc = html.escape
-    fps = ", ".join(fingerprint(k) for k in d.host_keys)
-    rows = "".join(
-        f"<tr><td>{esc(k)}</td><td><code>{esc(v)}</code></td></tr>"
-        for k, v in rt.pycharm_settings().items()
-    )
-    out = [
-        '<div class="handy-colab">',
-        f"<b>Runtime '{esc(rt.name)}'</b> is reachable {esc(d.reach)}"
-        f" &middot; {esc(rt.platform.label)} &middot; server {esc(rt.server)},"
-        f" tunnel {esc(rt.tunnel)}" + (" &middot; already running" if rt.already_running else ""),
-        f"<div>Host key fingerprint: <code>{esc(fps)}</code></div>",
-        "<p>On the laptop (writes <code>~/.ssh/config</code> with the host key pinned):</p>",
-        _copyable(rt.connect_command),
-        _copyable(rt.ssh_command),
-        "<p>Or by hand (check the fingerprint above):</p>",
-        _copyable(ssh_command(d)),
-        f'<p>VS Code: <a href="{esc(rt.vscode_url)}">open {esc(d.start_dir)} on'
-        f" {esc(rt.name)}</a> (Remote-SSH, after <code>handy-colab connect</code>)</p>",
-        "<p>PyCharm: Settings &gt; Python Interpreter &gt; Add Interpreter &gt; On SSH</p>",
-        f'<table class="hc-pycharm">{rows}</table>',
-    ]
-    if rt.packages:
-        prow = "".join(
-            f"<tr><td>{esc(p.kind)}</td><td><code>{esc(p.spec)}</code></td>"
-            f"<td>{esc(p.status)}</td><td>{esc(p.detail)}</td></tr>"
-            for p in rt.packages
-        )
-        out.append(f'<p>Extra packages:</p><table class="hc-packages">{prow}</table>')
-    for w in rt.warnings:
-        out.append(f'<p class="hc-warning"><b>warning:</b> {esc(w)}</p>')
-    out.append("</div>")
-    return "\n".join(out)
+        return render_runtime(self, self.live_status())
 
 
 def up(

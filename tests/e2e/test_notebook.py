@@ -13,11 +13,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from html import unescape
 from pathlib import Path
 from typing import Any
 
@@ -284,10 +286,12 @@ def test_connection_block_renders(nb: Notebook) -> None:
     html, text = shown[0]["text/html"], shown[0]["text/plain"]
     assert f'href="vscode://vscode-remote/ssh-remote+colab{nb.workdir}"' in html
     assert html.count(">copy</button>") >= 3
-    assert f"<code>{nb.python}</code>" in html  # PyCharm's interpreter: the kernel's
-    assert (
-        "handy-colab connect" in html and '<code style="user-select:all">ssh colab</code>' in html
-    )
+    assert f">{nb.python}</code>" in html  # PyCharm's interpreter: the kernel's
+    # The paste line first, then `ssh colab`, each in its own <code> with a copy button.
+    codes = re.findall(r'<div class="hc-cmd"[^>]*><code[^>]*>([^<]*)</code><button', html)
+    line = nb.kernel.value("rt.connect_command")
+    assert [unescape(c) for c in codes[:2]] == [line, "ssh colab"], codes
+    assert "&#10004; Runtime &#x27;colab&#x27; is reachable</b> through the relay" in html
     assert "ssh colab" in text and "<" not in text.replace("<user>", "")
     printed = nb.kernel.run("print(rt)").check().stdout
     assert printed.strip() == text.strip()
@@ -376,7 +380,10 @@ def test_colab_keys_from_secrets_warning_once_and_packages(tmp_path: Path) -> No
         assert statuses == [["pip", "present"], ["hc-no-such-dist-3f9", "failed"]]
         assert "Colab" in kernel.value("rt.platform.label")
         html = kernel.run("rt").check().results[0]["text/html"]
-        assert "hc-no-such-dist-3f9" in html and "hc-warning" in html
+        # The failed package stands out: a red row with its reason (not twice in a warning).
+        row = re.search(r"<tr[^>]*>.*?hc-no-such-dist-3f9.*?</tr>", html)
+        assert row and "&#10006; failed" in row[0] and "No matching distribution" in row[0]
+        assert "1 failed</b>" in html and "hc-warning" not in html
         again = kernel.run("rt = handy_colab.up(server='embedded', install=False)").check()
         assert "Colab" not in again.stderr, "the terms warning is shown once per kernel"
 
