@@ -94,7 +94,7 @@ def _up_in_a_kernel(tmp: Path, hide_widgets: bool) -> CellResult:
     return res
 
 
-def _widget_states(res: CellResult) -> dict[str, list[dict[str, Any]]]:
+def widget_states(res: CellResult) -> dict[str, list[dict[str, Any]]]:
     """comm id -> its states in order (the opening one, then each update)."""
     states: dict[str, list[dict[str, Any]]] = {}
     for kind, content in res.messages:
@@ -107,7 +107,7 @@ def _widget_states(res: CellResult) -> dict[str, list[dict[str, Any]]]:
 
 def test_with_ipywidgets_one_widget_bar_is_updated(tmp_path: Path) -> None:
     res = _up_in_a_kernel(tmp_path, hide_widgets=False)
-    states = _widget_states(res)
+    states = widget_states(res)
     bars = [s for s in states.values() if s[0].get("_model_name") == "FloatProgressModel"]
     assert len(bars) == 1, states.keys()
     opened, *updates = bars[0]
@@ -128,7 +128,7 @@ def test_with_ipywidgets_one_widget_bar_is_updated(tmp_path: Path) -> None:
 
 def test_without_ipywidgets_one_line_is_updated_in_place(tmp_path: Path) -> None:
     res = _up_in_a_kernel(tmp_path, hide_widgets=True)
-    assert not _widget_states(res)
+    assert not widget_states(res)
     shown = [c for k, c in res.messages if k == "display_data"]
     updates = [c for k, c in res.messages if k == "update_display_data"]
     assert len(shown) == 1, shown
