@@ -103,7 +103,11 @@ class Kernel:
                 res.ename, res.evalue = content["ename"], content["evalue"]
             elif kind == "status" and content["execution_state"] == "idle":
                 idle = True
-        reply = self.kc.get_shell_msg(timeout=max(1.0, deadline - time.monotonic()))
+        while True:
+            # Skip replies to earlier requests (wait_for_ready's kernel_info may answer late).
+            reply = self.kc.get_shell_msg(timeout=max(1.0, deadline - time.monotonic()))
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
         res.status = reply["content"]["status"]
         return res
 
