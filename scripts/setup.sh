@@ -37,7 +37,7 @@ if [ "$want" = test ]; then
   if [ "$(id -u)" = 0 ] && [ -x /usr/bin/python3 ]; then
     nr=/opt/handy-colab-test/nonroot-venv
     [ -x "$nr/bin/python" ] || /usr/bin/python3 -m venv "$nr"
-    "$nr/bin/python" -m pip install -q --disable-pip-version-check "asyncssh>=2.14" "cryptography>=41" "websockets>=15"
+    "$nr/bin/python" -m pip install -q --disable-pip-version-check "asyncssh>=2.14" "cryptography>=41" "websockets>=15" "tqdm>=4.66"
     chmod -R a+rX /opt/handy-colab-test
   fi
   # playwright-core for tests/browser, exactly as the lock file pins it; the stamp skips

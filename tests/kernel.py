@@ -27,6 +27,9 @@ class CellResult:
     results: list[dict[str, Any]] = field(default_factory=list)  # execute_result/display data
     ename: str = ""
     evalue: str = ""
+    # Every iopub message of the cell, in order: (msg_type, content); widget comms and
+    # display updates included.
+    messages: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def check(self) -> CellResult:
         assert self.status == "ok", f"cell failed: {self.ename}: {self.evalue}\n{self.stderr}"
@@ -34,10 +37,12 @@ class CellResult:
 
 
 class Kernel:
-    def __init__(self, work: Path, netns: str, env: dict[str, str], cwd: Path) -> None:
+    def __init__(self, work: Path, netns: str | None, env: dict[str, str], cwd: Path) -> None:
+        """``netns``: the rig namespace to run in (None: this machine's own network)."""
         spec = work / "kernels" / "hc-rt"
         spec.mkdir(parents=True)
-        argv = ["ip", "netns", "exec", netns, sys.executable, "-m", "ipykernel_launcher"]
+        netns_exec = ["ip", "netns", "exec", netns] if netns else []
+        argv = [*netns_exec, sys.executable, "-m", "ipykernel_launcher"]
         (spec / "kernel.json").write_text(
             json.dumps(
                 {
@@ -86,6 +91,7 @@ class Kernel:
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
             kind, content = msg["msg_type"], msg["content"]
+            res.messages.append((kind, content))
             if kind == "stream":
                 if content["name"] == "stdout":
                     res.stdout += content["text"]
@@ -97,7 +103,11 @@ class Kernel:
                 res.ename, res.evalue = content["ename"], content["evalue"]
             elif kind == "status" and content["execution_state"] == "idle":
                 idle = True
-        reply = self.kc.get_shell_msg(timeout=max(1.0, deadline - time.monotonic()))
+        while True:
+            # Skip replies to earlier requests (wait_for_ready's kernel_info may answer late).
+            reply = self.kc.get_shell_msg(timeout=max(1.0, deadline - time.monotonic()))
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
         res.status = reply["content"]["status"]
         return res
 

@@ -356,21 +356,3 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def progress_lines(name: str, say: Callable[[str], None]) -> Progress:
-    """A Progress that says one line per 10 % (or per 10 MB when the size is unknown)."""
-    last = [-1]
-
-    def report(done: int, total: int | None) -> None:
-        mb = done / 1e6
-        if total:
-            step = int(done * 10 / total)
-            if step != last[0]:
-                last[0] = step
-                say(f"downloading {name}: {step * 10}% ({mb:.0f} of {total / 1e6:.0f} MB)")
-        elif int(mb / 10) != last[0]:
-            last[0] = int(mb / 10)
-            say(f"downloading {name}: {mb:.0f} MB")
-
-    return report

@@ -29,9 +29,30 @@ FORMAT = 2
 RELAY_FORMAT = 1
 # `handy-colab connect 'hc1:...'`: the descriptor itself, compressed, in one pasteable line.
 PASTE_PREFIX = "hc1:"
-_PASTE_MAX = 64 * 1024
-# Host names, IPv4/IPv6 literals and user names; nothing ssh_config would split or interpret.
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9_.:%@+-][A-Za-z0-9_.:%@+\[\]-]{0,252}$")
+_PASTE_MAX = 64 * 1024  # the inflated JSON, at most
+_PASTE_LINE_MAX = 16 * 1024  # the pasted line itself (an RSA-keyed one is about 1000)
+_PASTE_BODY_RE = re.compile(r"^[A-Za-z0-9_-]+$")  # urlsafe base64, unpadded
+# Fields ``from_dict`` defaults when absent: the pasted line leaves them out when they hold
+# just that (shorter to paste; the file keeps every field for older laptops).
+_PASTE_DEFAULTS: dict[str, Any] = {
+    "relay_host_keys": [],
+    "python": "",
+    "home": "",
+    "workdir": "",
+    "forwards": [],
+    "identity_hint": "",
+    "socket_path": "",
+    "hostname": "",
+    "frp": {},
+}
+# Host names, IPv4/IPv6 literals and user names; nothing ssh_config would split or interpret,
+# and no leading "-" (a token also lands on command lines: the printed `ssh` line, proxies).
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_.:%@+][A-Za-z0-9_.:%@+\[\]-]{0,252}$")
+
+
+def is_paste(source: str) -> bool:
+    """Whether a `connect` argument is a pasted line (else a file or folder)."""
+    return source.strip().startswith(PASTE_PREFIX)
 
 
 @dataclass
@@ -102,7 +123,12 @@ class Descriptor:
 
     def to_paste(self) -> str:
         """The descriptor as one line to paste into `handy-colab connect` (no secrets in it)."""
-        raw = json.dumps(json.loads(self.to_json()), separators=(",", ":"), sort_keys=True)
+        data = {
+            k: v
+            for k, v in json.loads(self.to_json()).items()
+            if not (k in _PASTE_DEFAULTS and v == _PASTE_DEFAULTS[k])
+        }
+        raw = json.dumps(data, separators=(",", ":"), sort_keys=True)
         packed = base64.urlsafe_b64encode(zlib.compress(raw.encode(), 9)).decode().rstrip("=")
         return PASTE_PREFIX + packed
 
@@ -110,7 +136,18 @@ class Descriptor:
     def from_paste(cls, text: str) -> Descriptor:
         """A pasted ``hc1:...`` line, validated exactly as a descriptor file is."""
         where = "the pasted hc1: line"
-        body = text.strip()[len(PASTE_PREFIX) :]
+        line = text.strip()
+        body = line[len(PASTE_PREFIX) :]
+        fix = (
+            f"Fix: copy the whole line again from the runtime's output (it starts with "
+            f"{PASTE_PREFIX})"
+        )
+        if not line.startswith(PASTE_PREFIX) or len(line) > _PASTE_LINE_MAX:
+            raise ConfigError(f"{where} is not one (or too long). {fix}")
+        # b64decode would skip characters outside the alphabet: refuse them instead, so a
+        # line with anything added (a quote, a space, a newline) is damaged, not "repaired".
+        if not _PASTE_BODY_RE.match(body):
+            raise ConfigError(f"{where} is damaged (a character that is not base64url). {fix}")
         try:
             packed = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
             inflate = zlib.decompressobj()
@@ -120,10 +157,7 @@ class Descriptor:
                 raise ValueError("too long")
             data = json.loads(raw)
         except (ValueError, zlib.error) as exc:
-            raise ConfigError(
-                f"{where} is damaged ({exc}). Fix: copy the whole line again from the runtime's "
-                f"output (it starts with {PASTE_PREFIX})"
-            ) from None
+            raise ConfigError(f"{where} is damaged ({exc}). {fix}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{where} holds no descriptor. Fix: copy the whole line again")
         return cls.from_dict(data, where)

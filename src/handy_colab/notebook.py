@@ -11,10 +11,9 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from . import platforms, runtime
 from .client.block import render_block
@@ -24,12 +23,10 @@ from .descriptor import Descriptor
 from .errors import ConfigError, HandyColabError
 from .notebook_display import render_runtime, render_status
 from .packages import PackageResult
+from .progress import ProgressArg, Say
 
-Progress = Callable[[str], None]
-
-
-def _print_progress(line: str) -> None:
-    print(line, flush=True)
+# Kept for callers that named it: a callable given as ``progress`` gets whole lines.
+Progress = Say
 
 
 @dataclass
@@ -163,7 +160,7 @@ def up(
     secrets: bool | None = None,
     timeout: float = 60.0,
     install: bool = True,
-    progress: Progress | None = _print_progress,
+    progress: ProgressArg | Literal["auto"] = "auto",
 ) -> Runtime:
     """Bring this notebook's runtime up (or find it running) and return its connection info.
 
@@ -171,8 +168,16 @@ def up(
     mounted when needed). On Colab, ``folder=None`` or ``secrets=True`` reads them from
     Colab's secrets instead. SSH sessions get this kernel's environment, working directory
     and Python; calling ``up`` again refreshes them. Extra packages from the config are
-    installed after the tunnel is up, with a line of progress each.
+    installed after the tunnel is up. ``progress="auto"`` shows a download's and the
+    packages' progress as a bar that updates in place (a widget with ipywidgets, else one
+    updated line; outside a kernel: a terminal bar, or plain lines when not a terminal); a
+    callable (e.g. ``print``) gets whole lines instead, a ``progress.Reporter`` the events,
+    and None shows nothing.
     """
+    if progress == "auto":
+        from .progress_view import auto_reporter
+
+        progress = auto_reporter()
     plat = platforms.detect()
     if plat.name == "colab":
         text = platforms.colab_terms_warning_once()

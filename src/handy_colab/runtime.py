@@ -19,11 +19,12 @@ from .connection import Descriptor, write_descriptor
 from .errors import StateError
 from .launch import Launch
 from .proc import group_and_descendants, kill_tree, pid_alive
+from .progress import ProgressArg, Reporter, as_reporter, bytes_bar
 from .server.session import SessionEnv, capture, write_session
 from .state import RuntimeDir, list_runtimes
 
 if TYPE_CHECKING:
-    from .packages import PackageResult, Progress
+    from .packages import PackageResult
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def up(
     python: str | None = None,
     environ: Mapping[str, str] | None = None,
     cwd: str | None = None,
-    progress: Progress | None = None,
+    progress: ProgressArg = None,
     launch: Launch | None = None,
 ) -> UpResult:
     """Start (or find) the runtime's supervisor; return once reachable through the relay.
@@ -119,9 +120,11 @@ def up(
     process's); ``python`` (the notebook's interpreter) goes first on their PATH. Calling
     it again while the runtime runs refreshes all three for new sessions. With
     ``install``, the config's extra packages are installed once the runtime is reachable
-    (into ``python``, else the first python3 on the sessions' PATH); ``progress`` gets a
-    line per step.
+    (into ``python``, else the first python3 on the sessions' PATH). ``progress``: a
+    ``Reporter`` (progress.py: a download's bar, the packages' bar and lines), or a callable
+    that gets each as whole lines, or None.
     """
+    reporter = as_reporter(progress)
     if launch is None:
         # Launched first so that its start-up overlaps ours; it waits for `go` (launch.py).
         launch = Launch.early(folder, name, timeout, server, tunnel)
@@ -149,12 +152,12 @@ def up(
                 _refresh_descriptor(cfg, desc, path, sess)
                 res = UpResult(cfg, desc, path, True, st, sess)
             else:
-                _fetch_binaries(cfg, tunnel, progress)
+                _fetch_binaries(cfg, tunnel, reporter)
                 if launch is None or not launch.matches(cfg.folder):
                     if launch is not None:
                         launch.cancel()
                     launch = Launch(cfg.folder, cfg.name, timeout, server, tunnel)
-                res = _start(cfg, rd, st, timeout, sess, launch, progress)
+                res = _start(cfg, rd, st, timeout, sess, launch, reporter)
     finally:
         if launch is not None:
             launch.cancel()  # no-op once it was told to go
@@ -165,7 +168,7 @@ def up(
             cfg.python_packages,
             cfg.os_packages,
             python=sess.python or sys.executable,
-            progress=progress,
+            progress=reporter,
         )
     return res
 
@@ -185,12 +188,12 @@ def _refresh_descriptor(
             log.warning("cannot rewrite the connection descriptor: %s", exc.strerror)
 
 
-def _fetch_binaries(cfg: RuntimeConfig, tunnel: str | None, progress: Progress | None) -> None:
+def _fetch_binaries(cfg: RuntimeConfig, tunnel: str | None, reporter: Reporter) -> None:
     """Check the route now (a one-line error before anything starts) and fetch the program
     it runs here, where the caller sees the download's progress; the supervisor then finds it
     in the cache (and verifies it again before it runs)."""
     from .backends import choose_tunnel
-    from .binaries import Installer, progress_lines
+    from .binaries import Installer
 
     kind = choose_tunnel(tunnel, cfg).kind
     inst: Installer
@@ -205,7 +208,8 @@ def _fetch_binaries(cfg: RuntimeConfig, tunnel: str | None, progress: Progress |
     else:
         return
     name = inst.spec.name
-    found = inst.resolve(progress_lines(name, progress) if progress else None)
+    with bytes_bar(reporter, f"downloading {name}") as report:
+        found = inst.resolve(report)
     log.info("%s %s from %s (%s)", name, found.version, found.path, found.source)
 
 
@@ -216,7 +220,7 @@ def _start(
     timeout: float,
     sess: SessionEnv,
     launch: Launch,
-    progress: Progress | None = None,
+    reporter: Reporter,
 ) -> UpResult:
     if st is not None:
         # A supervisor that is alive but not ready (stuck, or started from another
@@ -226,7 +230,7 @@ def _start(
     # Fail here, with a clear line, if the state dir cannot take a write (disk full).
     rd.write_state({"name": cfg.name, "phase": "starting", "pid": 0, "pgid": 0})
     launch.go(rd, cfg.name)
-    st = launch.wait_ready(rd, timeout, progress)
+    st = launch.wait_ready(rd, timeout, reporter.say)
     desc, path = _descriptor_from_state(cfg, st)
     return UpResult(cfg, desc, path, False, st, sess)
 

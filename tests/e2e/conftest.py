@@ -162,6 +162,7 @@ def _populate(rig: Rig, tmp: Path, mode: str, start: bool) -> Runtime:
     if start:
         res = rt.up()
         assert res.returncode == 0, res.stderr + res.stdout
+        rt.extra["up_stdout"] = res.stdout  # what the runtime showed (the hc1: line...)
         res = rt.connect()
         assert res.returncode == 0, res.stderr + res.stdout
     return rt

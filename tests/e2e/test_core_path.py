@@ -44,6 +44,31 @@ def test_exec_keeps_exit_code_and_streams(runtime: Runtime) -> None:
     assert res.stdout == "through the relay\n"
 
 
+def test_the_pasted_line_from_up_connects(runtime: Runtime, tmp_path: Path) -> None:
+    """The one line `up` showed, pasted into `connect` on the laptop (no folder, no file):
+    the same Host block as from the descriptor file, and ssh gets in."""
+    shown = next(
+        ln for ln in runtime.extra["up_stdout"].splitlines() if "handy-colab connect 'hc1:" in ln
+    )
+    pasted = shown.split("'")[1]
+    assert len(pasted) < 700, len(pasted)
+    cfg, known = tmp_path / "config", tmp_path / "known_hosts"
+    args = ["--ssh-config", str(cfg), "--known-hosts", str(known)]
+    res = runtime.rig.handy(
+        "laptop", "connect", pasted, "--identity", str(runtime.laptop_key), *args
+    )
+    assert res.returncode == 0, res.stderr + res.stdout
+    # The same Host block as from the file, but for where the files are.
+    ours = cfg.read_text().replace(str(tmp_path), "DIR")
+    theirs = runtime.ssh_config.read_text().replace(str(runtime.ssh_config.parent), "DIR")
+    assert ours == theirs
+    ssh = ["ssh", "-F", str(cfg), "-o", "BatchMode=yes", "colab"]
+    res = runtime.rig.run("laptop", [*ssh, "true"])
+    assert res.returncode == 0, res.stderr
+    res = runtime.rig.run("laptop", [*ssh, "echo pasted; exit 5"])
+    assert (res.returncode, res.stdout) == (5, "pasted\n"), res.stderr
+
+
 def test_generated_config_pins_host_keys(runtime: Runtime) -> None:
     text = runtime.ssh_config.read_text()
     assert "StrictHostKeyChecking yes" in text

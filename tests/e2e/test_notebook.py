@@ -27,6 +27,7 @@ import pytest
 
 from tests.clients import PtySession
 from tests.e2e.conftest import Runtime, finish, make_runtime, need_rig
+from tests.e2e.test_progress_notebook import widget_states
 from tests.kernel import Kernel
 from tests.nonroot import ensure_user
 from tests.rig import REPO, wait_until
@@ -376,6 +377,16 @@ def test_colab_keys_from_secrets_warning_once_and_packages(tmp_path: Path) -> No
         assert "Colab" in first.stderr and "free" in first.stderr, first.stderr
         assert "python package pip: already present" in first.stdout, first.stdout
         assert "hc-no-such-dist-3f9" in first.stdout and "FAILED" in first.stdout
+        # The packages' progress: one widget bar over both (the step under way on it, not a
+        # line each), and a line per result above.
+        assert "installing..." not in first.stdout, first.stdout
+        bars = [
+            s
+            for s in widget_states(first).values()
+            if s[0].get("_model_name") == "FloatProgressModel"
+        ]
+        assert len(bars) == 1 and bars[0][0]["max"] == 2, bars
+        assert [u["value"] for u in bars[0][1:] if "value" in u][-1] == 2, bars
         statuses = kernel.value("[(p.spec, p.status) for p in rt.packages]")
         assert statuses == [["pip", "present"], ["hc-no-such-dist-3f9", "failed"]]
         assert "Colab" in kernel.value("rt.platform.label")

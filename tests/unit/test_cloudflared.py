@@ -21,6 +21,7 @@ from handy_colab.client.connect import connect
 from handy_colab.config import load_config
 from handy_colab.connection import FORMAT, CloudflaredEndpoint, Descriptor, build_descriptor
 from handy_colab.errors import ConfigError
+from handy_colab.progress import LineReporter
 from handy_colab.tunnels.cloudflared_log import classify
 from handy_colab.tunnels.websocket import MAX_MESSAGE, current_hostname
 from tests.unit.conftest import SEED_CONFIG, KeyStore, write_config
@@ -245,9 +246,9 @@ def test_versions_and_platforms() -> None:
     assert binaries.platform_key("Linux", "x86_64") == "linux-amd64"
     assert binaries.platform_key("Linux", "aarch64") == "linux-arm64"
     said: list[str] = []
-    report = binaries.progress_lines("cloudflared", said.append)
+    bar = LineReporter(said.append).bar("downloading cloudflared", 100_000_000, "B")
     for done in range(0, 101, 5):
-        report(done * 1_000_000, 100_000_000)
+        bar.update(done * 1_000_000)
     assert said[0] == "downloading cloudflared: 0% (0 of 100 MB)"
     assert said[-1] == "downloading cloudflared: 100% (100 of 100 MB)" and len(said) == 11
 

@@ -101,3 +101,17 @@ def test_descriptor_and_runtime_side_never_import_the_laptop_side() -> None:
     for name in ("handy_colab.descriptor", "handy_colab.connection", "handy_colab.config"):
         laptop = sorted(m for m in _reachable(name) if m.startswith("handy_colab.client"))
         assert laptop == [], f"{name} reaches {laptop}"
+
+
+def test_the_library_reports_progress_and_never_draws_it() -> None:
+    # progress_view.py draws (tqdm on stdout, notebook displays): only the front ends pick it.
+    assert "handy_colab.progress_view" in GRAPH["handy_colab.commands.runtime_cmds"]
+    assert "handy_colab.progress_view" in GRAPH["handy_colab.notebook"]
+    for name in (
+        "handy_colab.runtime",
+        "handy_colab.binaries",
+        "handy_colab.packages.install",
+        "handy_colab.progress",
+    ):
+        drawn = sorted(m for m in _reachable(name) if m == "handy_colab.progress_view")
+        assert drawn == [], f"{name} reaches {drawn}"

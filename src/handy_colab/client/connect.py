@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..choices import CONFIG_FILE, NAME_RE, SEED_README_CONFIG_FILE
-from ..descriptor import PASTE_PREFIX, Descriptor
+from ..descriptor import Descriptor, is_paste
 from ..errors import ClientConfigError, ConfigError, HandyColabError
 from ..fsutil import atomic_write, read_text_or_empty
 from ..keys import load_private_key
@@ -52,7 +52,7 @@ class ConnectResult:
 def _resolve_source(source: Path, name: str | None) -> tuple[Descriptor, Path | None, Path | None]:
     """Find the descriptor; also return the config folder (if given one) and the file
     (None for a pasted hc1: line)."""
-    if str(source).startswith(PASTE_PREFIX):
+    if is_paste(str(source)):
         return Descriptor.from_paste(str(source)), None, None
     if source.is_dir():
         conn = source / "connections"
@@ -167,7 +167,7 @@ def connect(
             f"--name '{name}' is not a valid runtime name. Fix: use letters, "
             f"digits, '.', '_' or '-'"
         )
-    pasted = str(source).startswith(PASTE_PREFIX)
+    pasted = is_paste(str(source))
     desc, folder, desc_path = _resolve_source(
         source if pasted else source.expanduser().resolve(), name
     )

@@ -15,6 +15,7 @@ from .. import runtime
 from ..client.block import render_block
 from ..config import Backend
 from ..launch import Launch
+from ..progress_view import terminal_reporter
 from ..server.session import read_info
 from ..state import RuntimeDir
 
@@ -36,7 +37,8 @@ def cmd_up(
         install=install,
         server=server,
         tunnel=tunnel,
-        progress=lambda line: print(line, flush=True),
+        # A bar on a terminal; in a log or CI, whole lines (progress_view.py).
+        progress=terminal_reporter(sys.stdout),
         launch=launch,
     )
     if res.already_running:

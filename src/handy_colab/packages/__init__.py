@@ -2,8 +2,8 @@
 
 The parts, each about one thing:
 
-- install.py   ``install_packages()``: both kinds, in order, with progress lines
-- common.py    ``PackageResult``, ``Progress``, and reading pip's/apt-get's verdict
+- install.py   ``install_packages()``: both kinds, in order, with progress (a bar, lines)
+- common.py    ``PackageResult``, ``Steps`` (progress), and reading pip's/apt-get's verdict
 - presence.py  which Python specs the target interpreter already satisfies
 - pip.py       installing the missing Python packages
 - apt.py       installing the missing OS packages

@@ -15,7 +15,7 @@ import subprocess
 from collections.abc import Sequence
 
 from ..proc import run_subprocess
-from .common import PackageResult, Progress, failure_reason, report
+from .common import PackageResult, Steps, failure_reason
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,10 @@ def _dpkg_version(dpkg_query: str, spec: str) -> str | None:
     return None
 
 
-def install_os(specs: Sequence[str], say: Progress, timeout: float) -> list[PackageResult]:
+def install_os(specs: Sequence[str], steps: Steps, timeout: float) -> list[PackageResult]:
     """One result per spec, in order; each missing one is installed by its own apt-get run."""
     n = len(specs)
-    say(f"checking {n} os package{'s' if n != 1 else ''}")
+    steps.say(f"checking {n} os package{'s' if n != 1 else ''}")
     dpkg_query = shutil.which("dpkg-query")
     apt_get = shutil.which("apt-get")
     root = os.geteuid() == 0
@@ -65,12 +65,12 @@ def install_os(specs: Sequence[str], say: Progress, timeout: float) -> list[Pack
         m = _DEB_SPEC.match(spec)
         if m is None:
             detail = "not a Debian package name." + _os_fix(spec)
-            out.append(report(say, PackageResult("os", spec, "failed", detail)))
+            out.append(steps.done(PackageResult("os", spec, "failed", detail)))
             continue
         name, want_version = m.group(1), m.group(2)
         have = _dpkg_version(dpkg_query, name) if dpkg_query else None
         if have is not None and want_version in (None, have):
-            out.append(report(say, PackageResult("os", spec, "present", have)))
+            out.append(steps.done(PackageResult("os", spec, "present", have)))
             continue
         if not (root and apt_get and dpkg_query):
             missing = [
@@ -84,12 +84,12 @@ def install_os(specs: Sequence[str], say: Progress, timeout: float) -> list[Pack
                 f"install {name}), run handy-colab as root, or remove it from user_config.json "
                 "field 'os_packages'."
             )
-            out.append(report(say, PackageResult("os", spec, "failed", detail)))
+            out.append(steps.done(PackageResult("os", spec, "failed", detail)))
             continue
-        say(f"os package {spec}: installing...")
+        steps.step(f"os package {spec}: installing...")
         reason = _apt_install(apt_get, spec, env, timeout)
         if reason is not None and not update_ran and _STALE_LISTS.search(reason):
-            say("os packages: refreshing package lists (apt-get update)...")
+            steps.step("os packages: refreshing package lists (apt-get update)...")
             update_ran = True
             update_error = _apt_update(apt_get, env, timeout)
             reason = _apt_install(apt_get, spec, env, timeout)
@@ -97,10 +97,10 @@ def install_os(specs: Sequence[str], say: Progress, timeout: float) -> list[Pack
             if update_error is not None:
                 reason += f" (apt-get update also failed: {update_error})"
             detail = reason + _os_fix(name)
-            out.append(report(say, PackageResult("os", spec, "failed", detail)))
+            out.append(steps.done(PackageResult("os", spec, "failed", detail)))
             continue
         version = _dpkg_version(dpkg_query, name) or "done"
-        out.append(report(say, PackageResult("os", spec, "installed", version)))
+        out.append(steps.done(PackageResult("os", spec, "installed", version)))
     return out
 
 

@@ -1,16 +1,22 @@
 """What pip and apt-get installs share: the result type, progress, and reading their verdicts.
 
 Both halves (pip.py, apt.py) report one ``PackageResult`` per config entry through the same
-``Progress`` lines, and both tools end a failure the same way (a last ``ERROR:``/``E:``
-line), so the types and the output reading live here, once.
+``Steps`` (whole lines, the step under way, a bar over the packages), and both tools end a
+failure the same way (a last ``ERROR:``/``E:`` line), so the types and the output reading
+live here, once.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
+
+from ..progress import Bar, Reporter
+
+log = logging.getLogger(__name__)
 
 PackageKind = Literal["python", "os"]
 Status = Literal["present", "installed", "failed"]
@@ -89,3 +95,29 @@ def report(say: Progress, r: PackageResult) -> PackageResult:
     else:
         say(f"{what}: already present ({r.detail})")
     return r
+
+
+class Steps:
+    """Where pip.py and apt.py report, for the caller's ``Reporter``: whole lines (``say``),
+    the step under way (``step``: a live line on a bar, a line in a log) and each result
+    (``done``: its line, and the bar over the packages moves). Everything is redacted and
+    logged first."""
+
+    def __init__(self, reporter: Reporter, bar: Bar) -> None:
+        self._reporter, self._bar, self._count = reporter, bar, 0
+
+    def say(self, line: str) -> None:
+        line = redact(line)
+        log.info("%s", line)
+        self._reporter.say(line)
+
+    def step(self, line: str) -> None:
+        line = redact(line)
+        log.info("%s", line)
+        self._bar.step(line)
+
+    def done(self, r: PackageResult) -> PackageResult:
+        report(self.say, r)
+        self._count += 1
+        self._bar.update(self._count)
+        return r

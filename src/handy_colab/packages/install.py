@@ -2,19 +2,19 @@
 
 Each package is checked first and installed only when missing, one at a time, so a bad
 name is reported by name and the rest still go in; nothing here raises for a single
-package. Every progress line is redacted and logged before the caller sees it.
+package. Progress goes to the caller's ``Reporter`` (progress.py): a bar over all the
+packages whose live line says the step under way, and a line per result. Every line is
+redacted and logged before the caller sees it.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
+from ..progress import ProgressArg, as_reporter
 from .apt import install_os
-from .common import PackageResult, Progress, redact
+from .common import PackageResult, Steps
 from .pip import install_python
-
-log = logging.getLogger(__name__)
 
 
 def install_packages(
@@ -22,24 +22,27 @@ def install_packages(
     os_packages: Sequence[str],
     *,
     python: str,
-    progress: Progress | None = None,
+    progress: ProgressArg = None,
     timeout: float = 900.0,
 ) -> list[PackageResult]:
     """Install what is missing of ``python_packages`` (into ``python``) and ``os_packages``.
 
-    Returns one result per entry, in order (Python packages first). ``progress`` gets one
-    human line per step; ``timeout`` applies to each package's install.
+    Returns one result per entry, in order (Python packages first). ``progress``: a
+    ``Reporter``, or a callable that gets one human line per step (as it always did);
+    ``timeout`` applies to each package's install.
     """
-
-    def say(line: str) -> None:
-        line = redact(line)
-        log.info("%s", line)
-        if progress is not None:
-            progress(line)
-
+    reporter = as_reporter(progress)
+    total = len(python_packages) + len(os_packages)
     results: list[PackageResult] = []
-    if python_packages:
-        results += install_python(python_packages, python, say, timeout)
-    if os_packages:
-        results += install_os(os_packages, say, timeout)
+    if not total:
+        return results
+    bar = reporter.bar("extra packages", total, "pkg")
+    try:
+        steps = Steps(reporter, bar)
+        if python_packages:
+            results += install_python(python_packages, python, steps, timeout)
+        if os_packages:
+            results += install_os(os_packages, steps, timeout)
+    finally:
+        bar.close()
     return results

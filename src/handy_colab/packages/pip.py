@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Sequence
 
 from ..proc import run_subprocess
-from .common import CREDENTIALS, PackageResult, Progress, failure_reason, one_line, redact, report
+from .common import CREDENTIALS, PackageResult, Steps, failure_reason, one_line, redact
 from .presence import Presence, python_presence
 
 log = logging.getLogger(__name__)
@@ -29,28 +29,28 @@ def _python_fix(spec: str) -> str:
 
 
 def install_python(
-    specs: Sequence[str], python: str, say: Progress, timeout: float
+    specs: Sequence[str], python: str, steps: Steps, timeout: float
 ) -> list[PackageResult]:
     """One result per spec, in order; each missing one is installed by its own pip run."""
     n = len(specs)
-    say(f"checking {n} python package{'s' if n != 1 else ''}")
+    steps.say(f"checking {n} python package{'s' if n != 1 else ''}")
     known = python_presence(python, specs)
     out: list[PackageResult] = []
     for idx, spec in enumerate(specs):
         p = known.get(spec, Presence(False, None, None))
         if not spec.strip() or spec.lstrip().startswith("-"):
             detail = "not a package spec (empty, or a pip option)." + _python_fix(spec)
-            out.append(report(say, PackageResult("python", spec, "failed", detail)))
+            out.append(steps.done(PackageResult("python", spec, "failed", detail)))
             continue
         if p.present:
             detail = p.note or p.version or "present"
-            out.append(report(say, PackageResult("python", spec, "present", detail)))
+            out.append(steps.done(PackageResult("python", spec, "present", detail)))
             continue
-        say(f"python package {spec}: installing...")
+        steps.step(f"python package {spec}: installing...")
         ok, reason, pip_said = _pip_install(python, spec, timeout)
         if not ok:
             detail = reason + _python_fix(spec)
-            out.append(report(say, PackageResult("python", spec, "failed", detail)))
+            out.append(steps.done(PackageResult("python", spec, "failed", detail)))
             continue
         # What this install brought in may satisfy later entries too: ask about them now.
         pending = [
@@ -61,7 +61,7 @@ def install_python(
         known.update({s: after[s] for s in pending if s in after})
         version = after[probe].version if probe in after else None
         detail = version or pip_said or "done"
-        out.append(report(say, PackageResult("python", spec, "installed", detail)))
+        out.append(steps.done(PackageResult("python", spec, "installed", detail)))
     return out
 
 
