@@ -56,6 +56,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import datetime
 import json
 import math
 import os
@@ -746,6 +747,9 @@ class ModeBench:
                 )
             ),
         )
+        samples["ours"]["tunnel_back_s"] = tunnel_back(
+            samples["ours"]["log"], samples["ours"].get("fault_end_wall")
+        )
         auto_log = tail_from(self.autossh_log, offsets["auto"], limit=400)
         samples["autossh"]["ssh_starts"] = sum(1 for ln in auto_log if "starting ssh" in ln)
         samples["autossh"]["log"] = tail_from(self.autossh_log, offsets["auto"])
@@ -846,6 +850,21 @@ def exit_status_probe(mb: ModeBench) -> dict[str, Any]:
     return out
 
 
+def tunnel_back(log_lines: list[str], fault_end: float | None) -> float | None:
+    """Seconds from the fault's end to the supervisor's "tunnel re-opened" line (None: the
+    tunnel was not re-opened, e.g. only sshd was restarted): how long the heal itself took,
+    without the laptop's own login that the main figure includes."""
+    if fault_end is None:
+        return None
+    back = None
+    for ln in log_lines:
+        if "tunnel re-opened" in ln:
+            with contextlib.suppress(ValueError):
+                stamp = datetime.datetime.strptime(ln[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                back = stamp - fault_end
+    return back
+
+
 def recovery_summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
     vals = [s["seconds"] for s in samples if s["recovered"]]
     failed = len(samples) - len(vals)
@@ -887,8 +906,8 @@ def markdown(result: dict[str, Any]) -> str:
         "median.",
         "",
         "| fault | mode | ours median | ours min | ours max | autossh median | "
-        "autossh min | autossh max | ratio |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "autossh min | autossh max | ratio | ours: tunnel back (log) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     notes: list[str] = []
     for fault, modes in result["results"].items():
@@ -906,7 +925,13 @@ def markdown(result: dict[str, Any]) -> str:
             row = [label, mode]
             for s in (o, b):
                 row += cells(s)
-            lines.append("| " + " | ".join([*row, rs]) + " |")
+            backs = [
+                x["tunnel_back_s"]
+                for x in r["ours"]["samples"]
+                if x.get("tunnel_back_s") is not None
+            ]
+            back = f"{statistics.median(backs):.2f}" if backs else "-"
+            lines.append("| " + " | ".join([*row, rs, back]) + " |")
             for side in SIDES:
                 reasons = sorted({x["reason"] for x in r[side]["samples"] if not x["recovered"]})
                 if reasons:
