@@ -377,31 +377,3 @@ def test_relay_setup_port_zero_is_what_sshd_applies(keys: KeyStore, tmp_path: Pa
     for s in plan.settings:
         assert f"{s.keyword.lower()} {values[s.keyword.lower()]}" == s.effective
     assert rs.effective(SSHD, main, "someone")["permitlisten"] == "any"
-
-
-def test_reconnects_reach_for_the_relay_with_a_shorter_connect_timeout(
-    cfg0: RuntimeConfig, tunnels: list[ScriptedRelay], tmp_path: Path
-) -> None:
-    """A reconnect gives up on a SYN lost in an outage after 2 s and starts afresh (the
-    kernel's next retry would be 2 s later still); the first start keeps 5 s for slow links.
-    Both backends carry it: OpenSSH's argv, the embedded client's settings file."""
-    from handy_colab.state import RuntimeDir
-    from handy_colab.tunnels.embedded import EmbeddedTunnel
-    from handy_colab.tunnels.openssh import OpenSSHTunnel
-
-    t = ScriptedRelay(cfg0, set(), alloc=free_port())
-    tunnels.append(t)
-    assert t.connect_timeout == 5 and not t.reconnecting
-    t.start(10)
-    assert t.reconnecting and t.connect_timeout == relayport.RECONNECT_CONNECT_TIMEOUT == 2
-
-    rd = RuntimeDir(tmp_path / "state").ensure()
-    ossh = OpenSSHTunnel(cfg0, rd, 22)
-    assert "ConnectTimeout=5" in ossh.argv()
-    ossh.reconnecting = True
-    assert "ConnectTimeout=2" in ossh.argv() and "ConnectTimeout=5" not in ossh.argv()
-    emb = EmbeddedTunnel(cfg0, rd, 22)
-    assert json.loads(emb.settings_path.read_text())["connect_timeout"] == 5
-    emb.reconnecting = True
-    emb.request_changed()  # what start() does after the first success
-    assert json.loads(emb.settings_path.read_text())["connect_timeout"] == 2

@@ -69,9 +69,7 @@ class EmbeddedTunnel(RelayTunnel):
     def request_changed(self) -> None:
         # The child reads the port to ask the relay for from this file at each start.
         self.settings = dataclasses.replace(
-            self.settings,
-            listen_port=self.cfg.ssh_relay.remote_port,
-            connect_timeout=float(self.connect_timeout),
+            self.settings, listen_port=self.cfg.ssh_relay.remote_port
         )
         self._write_settings()
 

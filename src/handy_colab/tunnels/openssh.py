@@ -103,7 +103,6 @@ class OpenSSHTunnel(RelayTunnel):
             "ServerAliveCountMax": "3",
             # Short: a blocked SYN is retried by the next attempt anyway (TCP's own retry
             # schedule would otherwise hold an attempt long after the network is back).
-            # The tunnel's argv overrides it (shorter for reconnects, see relayport).
             "ConnectTimeout": "5",
             "TCPKeepAlive": "yes",
             # The check's channel to the relay's socket (private mode) rides this
@@ -138,8 +137,6 @@ class OpenSSHTunnel(RelayTunnel):
             "-F",
             str(self.rd.tunnel_config),
             "-v",
-            "-o",
-            f"ConnectTimeout={self.connect_timeout}",
             "-N",
             "-R",
             self.forward_spec(),

@@ -49,11 +49,6 @@ PORT_WAIT_RETRY = 1.0
 # supervisor's usual back-off, up to 5 s, spares the relay's auth log on a stock sshd that
 # holds a dead listener for hours).
 HELD_FAST_RETRY = 60.0
-# ConnectTimeout of a reconnect (the first start keeps the client's 5 s, for slow links). A
-# SYN sent into a silent outage is retried by the kernel 1 s later, then 2 s after that:
-# ending the attempt at 2 s and starting a fresh one keeps a SYN going out about every second,
-# so a tunnel comes back within ~1 s of the network instead of up to 2-3 s.
-RECONNECT_CONNECT_TIMEOUT = 2
 
 
 def allocated_port(lines: Iterable[str]) -> int | None:
@@ -112,20 +107,14 @@ class RelayTunnel(Tunnel):
         # The TCP connection of the tunnel last up (public mode), to abort once it is dead.
         self._conn: tuple[str, int, str, int] | None = None
         self._held_since: float | None = None  # our port refused since (reconnects)
-        self.reconnecting = False  # True once a start succeeded: later starts are reconnects
         if self.allocating:
             prev = previous_port(cfg)
             if prev is not None:
                 self.cfg = with_remote_port(cfg, prev)
 
     def request_changed(self) -> None:
-        """The port to ask for (``self.cfg``) or ``connect_timeout`` changed: a backend that
-        wrote them into a file rewrites it here. OpenSSH's argv is built from them each time."""
-
-    @property
-    def connect_timeout(self) -> int:
-        """Seconds to reach the relay (TCP and banner) in this start."""
-        return RECONNECT_CONNECT_TIMEOUT if self.reconnecting else 5
+        """The port to ask for changed (``self.cfg``): a backend that wrote it into a file
+        rewrites it here. OpenSSH's ``-R`` argument is built from ``self.cfg`` each time."""
 
     def _ask(self, port: int) -> None:
         if port != self.cfg.ssh_relay.remote_port:
@@ -138,9 +127,6 @@ class RelayTunnel(Tunnel):
         except TunnelError as err:
             raise self._after_refusal(err) from None
         self._held_since = None
-        if not self.reconnecting:
-            self.reconnecting = True
-            self.request_changed()
         if self.cfg.mode == "public" and self.pid is not None:
             self._conn = relay_connection(self.pid, self.cfg.ssh_relay.port)
 
