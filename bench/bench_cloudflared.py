@@ -25,65 +25,37 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from common import REPO, OneRigBench, fmt, log, run_and_report, summary, write_payload
 
-from bench.bench_core import (  # noqa: E402
-    fmt,
-    log,
-    machine_info,
-    run_and_report,
-    summary,
-    write_payload,
-)
-from tests.cfrig import PEERS_BIN, prerequisites  # noqa: E402
-from tests.e2e.cfhelpers import CfRuntime, finish, make_cf_runtime  # noqa: E402
+from tests.cfrig import PEERS_BIN, prerequisites
+from tests.e2e.cfhelpers import CfRuntime, finish, make_cf_runtime
 
 OPS = ("cat_down", "cat_up")
 ROUTES = ("ws-proxy", "cf-access", "direct")
 
 
-class CloudflaredBench:
+class CloudflaredBench(OneRigBench):
     def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.work = Path(tempfile.mkdtemp(prefix="hc-bench-cf-"))
-        shm = Path("/dev/shm")
-        self.data = Path(tempfile.mkdtemp(prefix="hc-bench-cf-data-", dir=shm))
-        self.src = self.data / "payload.bin"
+        super().__init__(args, "cf", finish)
         self.rt: CfRuntime | None = None
-        self.leftovers: list[str] = []
-        self.result: dict[str, Any] = {
-            "machine": machine_info(),
-            "params": {
+        self.result.update(
+            params={
                 "size_mib": args.size_mib,
                 "reps": args.reps,
                 "ready_runs": args.runs,
                 "protocol": "http2",
                 "throughput_definition": "size / wall time of the whole ssh command",
             },
-            "time_to_ready": {},
-            "throughput": {},
-            "cpu_s_per_mib": {},
-        }
-
-    def close(self) -> None:
-        if self.rt is not None:
-            try:
-                finish(self.rt)
-            except AssertionError as exc:
-                self.leftovers.append(str(exc))
-        shutil.rmtree(self.work, ignore_errors=True)
-        shutil.rmtree(self.data, ignore_errors=True)
-        self.result["leftovers"] = self.leftovers
+            time_to_ready={},
+            throughput={},
+            cpu_s_per_mib={},
+        )
 
     # -- time to ready ------------------------------------------------------------------------
     def time_to_ready(self, rt: CfRuntime) -> None:
