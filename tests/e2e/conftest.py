@@ -135,20 +135,36 @@ def make_runtime(tmp: Path, mode: str, *, start: bool = True) -> Runtime:
 
 
 def _populate(rig: Rig, tmp: Path, mode: str, start: bool) -> Runtime:
+    # portmap.io hands out PEM RSA keys; the private relay uses a modern ed25519 one.
+    rt = rig_runtime(rig, tmp, mode, tmp / "drive" / "colab_data", pem_relay_key=mode == "public")
+    if start:
+        res = rt.up()
+        assert res.returncode == 0, res.stderr + res.stdout
+        res = rt.connect()
+        assert res.returncode == 0, res.stderr + res.stdout
+    return rt
+
+
+def rig_runtime(
+    rig: Rig,
+    tmp: Path,
+    mode: str,
+    folder: Path,
+    *,
+    pem_relay_key: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> Runtime:
+    """Keys in ``tmp/keys``, the relay started, ``folder`` written in ``mode``'s format."""
     keys = tmp / "keys"
     keys.mkdir()
-    # portmap.io hands out PEM RSA keys; the private relay uses a modern ed25519 one.
-    relay_key = (
-        keygen(keys / "relay", "rsa", pem=True) if mode == "public" else keygen(keys / "relay")
-    )
+    relay_key = keygen(keys / "relay", "rsa", pem=True) if pem_relay_key else keygen(keys / "relay")
     laptop_key = keygen(keys / "laptop")
     relay_host_key = rig.start_relay([relay_key, laptop_key])
-    folder = tmp / "drive" / "colab_data"
     if mode == "public":
         write_seed_folder(folder, relay_key, laptop_key)
     else:
         write_private_folder(folder, relay_key, laptop_key, relay_host_key, rig.relay_socket)
-    rt = Runtime(
+    return Runtime(
         rig,
         folder,
         laptop_key,
@@ -157,14 +173,8 @@ def _populate(rig: Rig, tmp: Path, mode: str, start: bool) -> Runtime:
         tmp / "laptop" / "known_hosts",
         mode,
         relay_host_key,
-        extra={"etc_ssh": _etc_ssh_digest()},
+        extra={**(extra or {}), "etc_ssh": _etc_ssh_digest()},
     )
-    if start:
-        res = rt.up()
-        assert res.returncode == 0, res.stderr + res.stdout
-        res = rt.connect()
-        assert res.returncode == 0, res.stderr + res.stdout
-    return rt
 
 
 def finish(rt: Runtime) -> None:

@@ -105,6 +105,20 @@ class Emb:
             [*argv, *args, "127.0.0.1", "true"], capture_output=True, text=True, timeout=30
         )
 
+    def asyncssh_connect(self) -> Any:
+        """An asyncssh connection (``async with``) with the authorized key, host key pinned."""
+        import asyncssh
+
+        return asyncssh.connect(
+            "127.0.0.1",
+            self.port,
+            username=self.user,
+            client_keys=[str(self.key)],
+            known_hosts=str(self.known_hosts),
+            agent_path=None,
+            config=[],
+        )
+
     def log(self) -> str:
         return "\n".join(self.server.last_lines(2000))
 
@@ -239,18 +253,9 @@ def test_stdin_and_eof(emb: Emb, tmp_path: Path) -> None:
 
 
 def test_exit_signal_and_signal_requests(emb: Emb) -> None:
-    import asyncssh
 
     async def run() -> tuple[Any, Any, Any, str]:
-        async with asyncssh.connect(
-            "127.0.0.1",
-            emb.port,
-            username=emb.user,
-            client_keys=[str(emb.key)],
-            known_hosts=str(emb.known_hosts),
-            agent_path=None,
-            config=[],
-        ) as conn:
+        async with emb.asyncssh_connect() as conn:
             killed = await conn.run("kill -TERM $$", check=False)
             # A signal request reaches the command's whole process group: the subshell
             # (a child of the shell) traps it too.
@@ -349,18 +354,9 @@ def test_pty_login_shell_resize_and_ctrl_c(emb: Emb) -> None:
 
 
 def test_signal_request_on_a_pty_reaches_the_foreground_job(emb: Emb) -> None:
-    import asyncssh
 
     async def run() -> float:
-        async with asyncssh.connect(
-            "127.0.0.1",
-            emb.port,
-            username=emb.user,
-            client_keys=[str(emb.key)],
-            known_hosts=str(emb.known_hosts),
-            agent_path=None,
-            config=[],
-        ) as conn:
+        async with emb.asyncssh_connect() as conn:
             proc = await conn.create_process(term_type="xterm", term_size=(80, 24))
             proc.stdin.write("sleep 30; echo slept\n")
             await asyncio.sleep(0.7)
