@@ -361,6 +361,18 @@ class Rig:
         return leftovers
 
 
+def stop_process(proc: subprocess.Popen[Any] | None) -> None:
+    """SIGTERM a helper process if it still runs, SIGKILL it if it lingers past 5 s."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 def wait_until(pred: Any, timeout: float, interval: float = 0.1) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,11 +138,17 @@ def _populate(rig: Rig, tmp: Path, mode: str, start: bool) -> Runtime:
     # portmap.io hands out PEM RSA keys; the private relay uses a modern ed25519 one.
     rt = rig_runtime(rig, tmp, mode, tmp / "drive" / "colab_data", pem_relay_key=mode == "public")
     if start:
-        res = rt.up()
-        assert res.returncode == 0, res.stderr + res.stdout
-        res = rt.connect()
-        assert res.returncode == 0, res.stderr + res.stdout
+        up_and_connect(rt)
     return rt
+
+
+def up_and_connect(rt: Any, connect: Callable[[], Any] | None = None) -> None:
+    """`up` on the runtime, then the laptop's ``connect`` (rt.connect by default): both must
+    succeed."""
+    res = rt.up()
+    assert res.returncode == 0, res.stderr + res.stdout
+    res = (connect or rt.connect)()
+    assert res.returncode == 0, res.stderr + res.stdout
 
 
 def rig_runtime(
