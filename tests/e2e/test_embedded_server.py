@@ -83,6 +83,12 @@ class Emb:
     def ssh_argv(self, *args: str) -> list[str]:
         return ["ssh", "-F", str(self.ssh_config), *args]
 
+    def forward(self, *specs: str) -> subprocess.Popen[bytes]:
+        """``ssh -N`` holding the forwards ``specs`` (-L/-R/-D and their arguments) open."""
+        return subprocess.Popen(
+            self.ssh_argv("-N", "-o", "ExitOnForwardFailure=yes", *specs, "emb")
+        )
+
     def ssh(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
         kw.setdefault("timeout", 30)
         return subprocess.run(
@@ -566,20 +572,10 @@ def listening_addresses(port: int) -> set[str]:
 def test_forwards_local_remote_dynamic(emb: Emb) -> None:
     svc = LineServer(b"from-service")
     lport, rport, dport = free_port(), free_port(), free_port()
-    fwd = subprocess.Popen(
-        emb.ssh_argv(
-            "-N",
-            "-o",
-            "ExitOnForwardFailure=yes",
-            "-L",
-            f"{lport}:127.0.0.1:{svc.port}",
-            "-R",
-            f"{rport}:127.0.0.1:{svc.port}",
-            "-D",
-            f"127.0.0.1:{dport}",
-            "emb",
-        )
-    )
+    fwd = emb.forward(
+        "-L", f"{lport}:127.0.0.1:{svc.port}", "-R", f"{rport}:127.0.0.1:{svc.port}",
+        "-D", f"127.0.0.1:{dport}",
+    )  # fmt: skip
     try:
         assert read_line(("127.0.0.1", lport)) == b"from-service"
         # -R: the server listens (loopback only, as asked with no bind address) and the
@@ -611,18 +607,7 @@ def test_unix_socket_forwards(emb: Emb, tmp_path: Path) -> None:
     stale = socket.socket(socket.AF_UNIX)
     stale.bind(str(remote_sock))
     stale.close()
-    fwd = subprocess.Popen(
-        emb.ssh_argv(
-            "-N",
-            "-o",
-            "ExitOnForwardFailure=yes",
-            "-L",
-            f"{local_sock}:{svc_sock}",
-            "-R",
-            f"{remote_sock}:{svc_sock}",
-            "emb",
-        )
-    )
+    fwd = emb.forward("-L", f"{local_sock}:{svc_sock}", "-R", f"{remote_sock}:{svc_sock}")
     try:
         assert read_line(str(local_sock)) == b"from-unix-service"
         assert read_line(str(remote_sock)) == b"from-unix-service"

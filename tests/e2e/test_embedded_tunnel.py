@@ -164,13 +164,17 @@ def test_tofu_pin_is_what_openssh_records(public_rt: Runtime, tmp_path: Path) ->
     assert theirs.read_text() == recorded
 
 
-def test_public_tunnel_child_sigkill(public_rt: Runtime, tmp_path: Path) -> None:
-    before = status(public_rt)["tunnel"]
+def assert_tunnel_child_sigkill_recovers(rt: Runtime, tmp_path: Path) -> None:
+    before = status(rt)["tunnel"]
     os.kill(before["pid"], signal.SIGKILL)
-    took = time_to_ssh(public_rt, 20)
-    assert took < 10, status(public_rt)
-    assert status(public_rt)["tunnel"]["reconnects"] == before["reconnects"] + 1
-    assert_transfer_ok(public_rt, tmp_path)
+    took = time_to_ssh(rt, 20)
+    assert took < 10, status(rt)
+    assert status(rt)["tunnel"]["reconnects"] == before["reconnects"] + 1
+    assert_transfer_ok(rt, tmp_path)
+
+
+def test_public_tunnel_child_sigkill(public_rt: Runtime, tmp_path: Path) -> None:
+    assert_tunnel_child_sigkill_recovers(public_rt, tmp_path)
 
 
 def test_public_relay_sshd_restarts(public_rt: Runtime, tmp_path: Path) -> None:
@@ -232,12 +236,7 @@ def test_private_reaches_the_runtime_and_checks_without_ssh(private_rt: Runtime)
 
 
 def test_private_tunnel_child_sigkill(private_rt: Runtime, tmp_path: Path) -> None:
-    before = status(private_rt)["tunnel"]
-    os.kill(before["pid"], signal.SIGKILL)
-    took = time_to_ssh(private_rt, 20)
-    assert took < 10, status(private_rt)
-    assert status(private_rt)["tunnel"]["reconnects"] == before["reconnects"] + 1
-    assert_transfer_ok(private_rt, tmp_path)
+    assert_tunnel_child_sigkill_recovers(private_rt, tmp_path)
 
 
 def test_private_down_leaves_nothing(private_rt: Runtime) -> None:
