@@ -25,13 +25,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from common import REPO, OneRigBench, fmt, log, run_and_report, summary, write_payload
+from common import (
+    REPO,
+    OneRigBench,
+    fmt,
+    log,
+    run_and_report,
+    summary,
+    timed_run,
+    write_payload,
+)
 
 from tests.cfrig import PEERS_BIN, prerequisites
 from tests.e2e.cfhelpers import CfRuntime, finish, make_cf_runtime
@@ -125,18 +133,10 @@ class CloudflaredBench(OneRigBench):
             role = "laptop"
             ssh = ["ssh", "-F", str(cfgs[route]), "colab"]
         remote = f"cat {self.src}" if op == "cat_down" else "cat > /dev/null"
-        argv = ["ip", "netns", "exec", rt.rig.ns[role], *ssh, remote]
         with open(self.src if op == "cat_up" else os.devnull, "rb") as stdin:
-            t0 = time.perf_counter()
-            res = subprocess.run(
-                argv,
-                stdin=stdin,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                env=rt.env(),
-                timeout=600,
+            secs, res = timed_run(
+                rt.rig.ns[role], [*ssh, remote], stdin=stdin, env=rt.env(), timeout=600
             )
-        secs = time.perf_counter() - t0
         if res.returncode != 0:
             log(f"  {route} {op} FAILED: {res.stderr.decode(errors='replace')[-300:]}")
             return None

@@ -54,6 +54,7 @@ from common import (
     sha256,
     stale_namespaces,
     summary,
+    timed_run,
     tmpfs_dir,
     write_payload,
 )
@@ -294,17 +295,10 @@ class Bench:
     def run_laptop(
         self, rt: Runtime, argv: list[str], stdin: Any = subprocess.DEVNULL, timeout: float = 300
     ) -> tuple[float, int, str]:
-        full = ["ip", "netns", "exec", rt.rig.ns["laptop"], *argv]
-        t0 = time.perf_counter()
-        res = subprocess.run(
-            full,
-            stdin=stdin,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            timeout=timeout,
-            env=rt.rig.env(),
+        secs, res = timed_run(
+            rt.rig.ns["laptop"], argv, stdin=stdin, env=rt.rig.env(), timeout=timeout
         )
-        return time.perf_counter() - t0, res.returncode, res.stderr.decode(errors="replace")
+        return secs, res.returncode, res.stderr.decode(errors="replace")
 
     def transfer(self, rt: Runtime, route: Route, op: str, verify: bool) -> dict[str, Any]:
         down_copy = self.data / f"down-{route.name}.bin"

@@ -105,17 +105,7 @@ class EmbeddedBench(Bench):
         )
         if res.returncode != 0:
             raise RuntimeError(f"{name} up failed: {res.stderr or res.stdout}")
-        res = rt.rig.handy(
-            "laptop",
-            "connect",
-            str(folder / "connections" / f"{name}.json"),
-            "--identity",
-            str(rt.laptop_key),
-            "--ssh-config",
-            str(rt.ssh_config),
-            "--known-hosts",
-            str(rt.known_hosts),
-        )
+        res = rt.connect(folder / "connections" / f"{name}.json")
         if res.returncode != 0:
             raise RuntimeError(f"{name} connect failed: {res.stderr or res.stdout}")
 

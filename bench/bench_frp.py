@@ -28,7 +28,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import MIB, REPO, OneRigBench, fmt, log, run_and_report, summary, write_payload
+from common import (
+    MIB,
+    REPO,
+    OneRigBench,
+    fmt,
+    log,
+    run_and_report,
+    summary,
+    timed_run,
+    write_payload,
+)
 
 from tests.e2e.conftest import Runtime, finish, make_runtime
 from tests.frprig import Frps, prerequisites
@@ -150,16 +160,8 @@ class FrpBench(OneRigBench):
             "scp_up": [*scp, str(self.src), f"{name}:{copy}.up"],
         }[op]
         with open(self.src if op == "cat_up" else os.devnull, "rb") as stdin:
-            t0 = time.perf_counter()
-            res = subprocess.run(
-                ["ip", "netns", "exec", rt.rig.ns[ROLE.get(name, "laptop")], *argv],
-                stdin=stdin,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                env=self.env(rt),
-                timeout=600,
-            )
-            secs = time.perf_counter() - t0
+            ns = rt.rig.ns[ROLE.get(name, "laptop")]
+            secs, res = timed_run(ns, argv, stdin=stdin, env=self.env(rt), timeout=600)
         for p in (copy, Path(f"{copy}.up")):
             p.unlink(missing_ok=True)
         if res.returncode != 0:

@@ -97,6 +97,23 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def timed_run(
+    ns: str, argv: list[str], *, stdin: Any, env: dict[str, str], timeout: float
+) -> tuple[float, subprocess.CompletedProcess[bytes]]:
+    """``argv`` in network namespace ``ns``, its output thrown away (only stderr kept):
+    (the wall seconds of the whole command, its result)."""
+    t0 = time.perf_counter()
+    res = subprocess.run(
+        ["ip", "netns", "exec", ns, *argv],
+        stdin=stdin,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        timeout=timeout,
+    )
+    return time.perf_counter() - t0, res
+
+
 def first_ssh(
     rig: Any,
     ssh: list[str],
