@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.clients import PtySession, socks5_script
+from tests.clients import PtySession, rsync_tree, socks5_script
 from tests.e2e.conftest import Runtime, _etc_ssh_digest, need, need_rig, rig_runtime
 from tests.nonroot import NonRoot
 from tests.nonroot import prerequisites as nonroot_prerequisites
@@ -171,11 +171,7 @@ def test_sftp_batch(nr_runtime: Runtime, tmp_path: Path) -> None:
 
 
 def test_rsync_over_ssh(nr_runtime: Runtime, tmp_path: Path) -> None:
-    src = tmp_path / "tree"
-    (src / "sub").mkdir(parents=True)
-    for i in range(20):
-        (src / "sub" / f"f{i}.txt").write_text(f"file {i}\n" * (i + 1))
-    (src / "big.bin").write_bytes(os.urandom(1 << 20))
+    src = rsync_tree(tmp_path / "tree", 1 << 20)
     ssh = f"ssh -F {nr_runtime.ssh_config} -o BatchMode=yes"
     res = nr_runtime.rig.run("laptop", ["rsync", "-a", "-e", ssh, f"{src}/", "colab:rsynced/"])
     assert res.returncode == 0, res.stderr

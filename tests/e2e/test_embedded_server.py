@@ -34,7 +34,7 @@ from handy_colab.proc import descendants, start_time
 from handy_colab.server.embedded import EmbeddedServer, login_defaults
 from handy_colab.server.session import capture, write_session
 from handy_colab.state import RuntimeDir
-from tests.clients import PtySession, socks5_script
+from tests.clients import PtySession, rsync_tree, socks5_script
 from tests.rig import wait_until
 
 TOOLS = ("ssh", "ssh-keygen", "scp", "sftp", "rsync")
@@ -440,11 +440,7 @@ def test_sftp_batch(emb: Emb, tmp_path: Path) -> None:
 
 
 def test_rsync(emb: Emb, tmp_path: Path) -> None:
-    src = tmp_path / "tree"
-    (src / "sub").mkdir(parents=True)
-    for i in range(20):
-        (src / "sub" / f"f{i}.txt").write_text(f"file {i}\n" * (i + 1))
-    (src / "big.bin").write_bytes(os.urandom(2 << 20))
+    src = rsync_tree(tmp_path / "tree", 2 << 20)
     rsh = f"ssh -F {emb.ssh_config}"
     res = subprocess.run(
         ["rsync", "-a", "-e", rsh, f"{src}/", "emb:rsynced/"], capture_output=True, timeout=60
