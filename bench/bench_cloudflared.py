@@ -35,6 +35,7 @@ from common import (
     OneRigBench,
     fmt,
     log,
+    rotated,
     run_and_report,
     summary,
     timed_run,
@@ -153,7 +154,7 @@ class CloudflaredBench(OneRigBench):
             (self.work / f"{name}.cpu").unlink(missing_ok=True)
         samples: dict[str, dict[str, list[float]]] = {op: {r: [] for r in ROUTES} for op in OPS}
         for rep in range(self.args.reps):
-            order = ROUTES[rep % len(ROUTES) :] + ROUTES[: rep % len(ROUTES)]
+            order = rotated(ROUTES, rep)
             for op in OPS:
                 for route in order:
                     v = self.run(rt, route, op, cfgs)

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_core import OPS, Bench, Route
-from common import REPO, first_ssh, fmt, log, run_main, summary
+from common import REPO, first_ssh, fmt, log, rotated, run_main, summary
 
 from handy_colab.proc import descendants
 from tests.e2e.conftest import REMOTE_PORT, Runtime, make_runtime
@@ -153,8 +153,7 @@ class EmbeddedBench(Bench):
         ]
         out: dict[str, Any] = {op: {r.name: {"samples": []} for r in routes} for op in OPS}
         for rep in range(self.args.reps):
-            k = rep % len(routes)
-            order = routes[k:] + routes[:k]
+            order = rotated(routes, rep)
             for op in OPS:
                 for route in order:
                     pid = self.tunnel_pid(rt, route.name)

@@ -34,6 +34,7 @@ from common import (
     OneRigBench,
     fmt,
     log,
+    rotated,
     run_and_report,
     summary,
     timed_run,
@@ -173,7 +174,7 @@ class FrpBench(OneRigBench):
         samples: dict[str, dict[str, list[float]]] = {op: {r: [] for r in ROUTES} for op in OPS}
         crossed: dict[str, list[float]] = {r: [] for r in ROUTES}
         for rep in range(self.args.reps):
-            order = ROUTES[rep % len(ROUTES) :] + ROUTES[: rep % len(ROUTES)]
+            order = rotated(ROUTES, rep)
             for op in OPS:
                 for name in order:
                     before = self.relay_rx_tx(rt)

@@ -63,6 +63,7 @@ from common import (
     log,
     machine_info,
     ready_sample,
+    rotated,
     run_main,
     summary,
     tmpfs_dir,
@@ -478,11 +479,6 @@ def tree_processes(root: int) -> list[dict[str, Any]]:
             continue
         out.append({"pid": pid, "rss_mib": tree_rss_kib(pid)[0] / 1024, "cmd": cmd[:160]})
     return out
-
-
-def rotated(items: Sequence[Target], k: int) -> list[Target]:
-    k %= len(items)
-    return [*items[k:], *items[:k]]
 
 
 def ratio(x: float | None, ref: float | None) -> float | None:

@@ -21,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -30,6 +30,7 @@ if str(REPO) not in sys.path:
 from tests.rig import sh  # noqa: E402
 
 MIB = 1024 * 1024
+T = TypeVar("T")
 
 
 def log(msg: str) -> None:
@@ -70,6 +71,12 @@ def machine_info() -> dict[str, Any]:
             "unknown",
         ),
     }
+
+
+def rotated(items: Sequence[T], k: int) -> list[T]:
+    """``items`` rotated left by ``k``: repetition k's order, so that no item is always first."""
+    k %= len(items)
+    return [*items[k:], *items[:k]]
 
 
 def tmpfs_dir(prefix: str) -> Path:
