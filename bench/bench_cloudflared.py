@@ -25,65 +25,46 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from bench.bench_core import (  # noqa: E402
+from common import (
+    REPO,
+    OneRigBench,
     fmt,
     log,
-    machine_info,
+    rotated,
     run_and_report,
     summary,
+    timed_run,
     write_payload,
 )
-from tests.cfrig import PEERS_BIN, prerequisites  # noqa: E402
-from tests.e2e.cfhelpers import CfRuntime, finish, make_cf_runtime  # noqa: E402
+
+from tests.cfrig import PEERS_BIN, prerequisites
+from tests.e2e.cfhelpers import CfRuntime, finish, make_cf_runtime
 
 OPS = ("cat_down", "cat_up")
 ROUTES = ("ws-proxy", "cf-access", "direct")
 
 
-class CloudflaredBench:
+class CloudflaredBench(OneRigBench):
     def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.work = Path(tempfile.mkdtemp(prefix="hc-bench-cf-"))
-        shm = Path("/dev/shm")
-        self.data = Path(tempfile.mkdtemp(prefix="hc-bench-cf-data-", dir=shm))
-        self.src = self.data / "payload.bin"
+        super().__init__(args, "cf", finish)
         self.rt: CfRuntime | None = None
-        self.leftovers: list[str] = []
-        self.result: dict[str, Any] = {
-            "machine": machine_info(),
-            "params": {
+        self.result.update(
+            params={
                 "size_mib": args.size_mib,
                 "reps": args.reps,
                 "ready_runs": args.runs,
                 "protocol": "http2",
                 "throughput_definition": "size / wall time of the whole ssh command",
             },
-            "time_to_ready": {},
-            "throughput": {},
-            "cpu_s_per_mib": {},
-        }
-
-    def close(self) -> None:
-        if self.rt is not None:
-            try:
-                finish(self.rt)
-            except AssertionError as exc:
-                self.leftovers.append(str(exc))
-        shutil.rmtree(self.work, ignore_errors=True)
-        shutil.rmtree(self.data, ignore_errors=True)
-        self.result["leftovers"] = self.leftovers
+            time_to_ready={},
+            throughput={},
+            cpu_s_per_mib={},
+        )
 
     # -- time to ready ------------------------------------------------------------------------
     def time_to_ready(self, rt: CfRuntime) -> None:
@@ -153,18 +134,10 @@ class CloudflaredBench:
             role = "laptop"
             ssh = ["ssh", "-F", str(cfgs[route]), "colab"]
         remote = f"cat {self.src}" if op == "cat_down" else "cat > /dev/null"
-        argv = ["ip", "netns", "exec", rt.rig.ns[role], *ssh, remote]
         with open(self.src if op == "cat_up" else os.devnull, "rb") as stdin:
-            t0 = time.perf_counter()
-            res = subprocess.run(
-                argv,
-                stdin=stdin,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                env=rt.env(),
-                timeout=600,
+            secs, res = timed_run(
+                rt.rig.ns[role], [*ssh, remote], stdin=stdin, env=rt.env(), timeout=600
             )
-        secs = time.perf_counter() - t0
         if res.returncode != 0:
             log(f"  {route} {op} FAILED: {res.stderr.decode(errors='replace')[-300:]}")
             return None
@@ -181,7 +154,7 @@ class CloudflaredBench:
             (self.work / f"{name}.cpu").unlink(missing_ok=True)
         samples: dict[str, dict[str, list[float]]] = {op: {r: [] for r in ROUTES} for op in OPS}
         for rep in range(self.args.reps):
-            order = ROUTES[rep % len(ROUTES) :] + ROUTES[: rep % len(ROUTES)]
+            order = rotated(ROUTES, rep)
             for op in OPS:
                 for route in order:
                     v = self.run(rt, route, op, cfgs)

@@ -27,60 +27,46 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
-import hashlib
 import json
 import os
-import platform
 import re
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from common import (
+    REPO,
+    close_runtime,
+    first_ssh,
+    fmt,
+    hand_sshd_config,
+    log,
+    machine_info,
+    ready_sample,
+    run_main,
+    sha256,
+    stale_namespaces,
+    summary,
+    timed_run,
+    tmpfs_dir,
+    write_payload,
+)
 
-from tests.e2e.conftest import Runtime, finish, make_runtime  # noqa: E402
-from tests.rig import RELAY_IP, RELAY_USER, keygen, prerequisites, sh  # noqa: E402
+from tests.e2e.conftest import Runtime, finish, make_runtime
+from tests.rig import RELAY_IP, RELAY_USER, keygen, prerequisites
 
 MODES = ("public", "private")
 OPS = ("cat_down", "cat_up", "scp_down", "scp_up")
 BASE_REMOTE_PORT = 2323  # the baseline's port on the relay (ours uses conftest's REMOTE_PORT)
 BASE_SSHD_PORT = 22022  # the hand-started sshd, 127.0.0.1 in the rt namespace
-MIB = 1024 * 1024
 BY_HAND = "by-hand"  # a side of --ready-only: the seed's commands by hand (--by-hand)
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def summary(values: Sequence[float]) -> dict[str, float | None]:
-    if not values:
-        return {"median": None, "min": None, "max": None}
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
-def first_ssh(rig: Any, ssh: list[str], t0: float, limit: float, what: str) -> int:
-    """Try ``ssh ... true`` from the laptop until it works; return how many tries it took."""
-    attempts = 0
-    while True:
-        attempts += 1
-        res = rig.run("laptop", [*ssh, "-o", "ConnectTimeout=5", "true"], timeout=30)
-        if res.returncode == 0:
-            return attempts
-        if time.perf_counter() - t0 > limit:
-            raise RuntimeError(f"{what}: ssh never succeeded: {res.stderr}")
-        time.sleep(0.05)
 
 
 def popen_logged(rig: Any, argv: list[str], log_file: Path) -> subprocess.Popen[bytes]:
@@ -97,25 +83,6 @@ def popen_logged(rig: Any, argv: list[str], log_file: Path) -> subprocess.Popen[
     return proc
 
 
-def write_payload(path: Path, size_mib: int) -> str:
-    """``size_mib`` MiB of random bytes (incompressible, like SSH's own); returns its sha256."""
-    h = hashlib.sha256()
-    with open(path, "wb") as fh:
-        for _ in range(size_mib):
-            block = os.urandom(MIB)
-            h.update(block)
-            fh.write(block)
-    return h.hexdigest()
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(4 * MIB):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @dataclass
 class Route:
     """How the laptop reaches one SSH server: argv prefixes for ssh and scp, and a target."""
@@ -130,11 +97,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.work = Path(tempfile.mkdtemp(prefix="hc-bench-"))
-        # The payload and its copies live on tmpfs so disks do not enter the numbers.
-        shm = Path("/dev/shm")
-        self.data = Path(
-            tempfile.mkdtemp(prefix="hc-bench-data-", dir=shm if shm.is_dir() else None)
-        )
+        self.data = tmpfs_dir("hc-bench-data-")  # the payload and its copies
         self.src = self.data / "payload.bin"
         self.src_sha = ""
         self.runtimes: list[Runtime] = []
@@ -251,26 +214,8 @@ class Bench:
         shutil.rmtree(rig.state_dir, ignore_errors=True)
         for f in (rt.ssh_config, rt.known_hosts):
             f.unlink(missing_ok=True)
-        t0 = time.perf_counter()
-        res = rt.up()
-        t_up = time.perf_counter()
-        if res.returncode != 0:
-            raise RuntimeError(f"{rt.mode} up failed: {res.stderr or res.stdout}")
-        res = rt.connect()
-        t_conn = time.perf_counter()
-        if res.returncode != 0:
-            raise RuntimeError(f"{rt.mode} connect failed: {res.stderr or res.stdout}")
-        attempts = first_ssh(rig, [*rt.ssh_base(), "colab"], t0, 90, rt.mode)
-        t_ssh = time.perf_counter()
-        s = {
-            "total_s": t_ssh - t0,
-            "up_s": t_up - t0,
-            "connect_s": t_conn - t_up,
-            "first_ssh_s": t_ssh - t_conn,
-            "ssh_attempts": attempts,
-            "previous_down_s": down_s,
-        }
-        return s
+        s = ready_sample(rig, rt.up, rt.connect, [*rt.ssh_base(), "colab"], 90, rt.mode)
+        return {**s, "previous_down_s": down_s}
 
     # -- baseline ---------------------------------------------------------------------------
     def start_baseline(self, rt: Runtime, tmp: Path) -> Route:
@@ -295,24 +240,8 @@ class Bench:
         hostkey = keygen(d / "ssh_host_ed25519_key")
         ak = d / "authorized_keys"
         shutil.copy(f"{rt.laptop_key}.pub", ak)
-        cfg = d / "sshd_config"
-        cfg.write_text(
-            "\n".join(
-                [
-                    f"Port {BASE_SSHD_PORT}",
-                    "ListenAddress 127.0.0.1",
-                    f"HostKey {hostkey}",
-                    f"AuthorizedKeysFile {ak}",
-                    f"PidFile {d / 'sshd.pid'}",
-                    "StrictModes no",
-                    "UsePAM no",
-                    "PasswordAuthentication no",
-                    "KbdInteractiveAuthentication no",
-                    "PermitRootLogin prohibit-password",
-                    "Subsystem sftp /usr/lib/openssh/sftp-server",
-                    "",
-                ]
-            )
+        cfg = hand_sshd_config(
+            d, BASE_SSHD_PORT, hostkey, ak, "Subsystem sftp /usr/lib/openssh/sftp-server"
         )
         sshd_argv = ["/usr/sbin/sshd", "-D", "-e", "-f", str(cfg)]
         if rt.mode == "public":
@@ -366,17 +295,10 @@ class Bench:
     def run_laptop(
         self, rt: Runtime, argv: list[str], stdin: Any = subprocess.DEVNULL, timeout: float = 300
     ) -> tuple[float, int, str]:
-        full = ["ip", "netns", "exec", rt.rig.ns["laptop"], *argv]
-        t0 = time.perf_counter()
-        res = subprocess.run(
-            full,
-            stdin=stdin,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            timeout=timeout,
-            env=rt.rig.env(),
+        secs, res = timed_run(
+            rt.rig.ns["laptop"], argv, stdin=stdin, env=rt.rig.env(), timeout=timeout
         )
-        return time.perf_counter() - t0, res.returncode, res.stderr.decode(errors="replace")
+        return secs, res.returncode, res.stderr.decode(errors="replace")
 
     def transfer(self, rt: Runtime, route: Route, op: str, verify: bool) -> dict[str, Any]:
         down_copy = self.data / f"down-{route.name}.bin"
@@ -485,88 +407,11 @@ class Bench:
 
     def close(self) -> None:
         for rt in self.runtimes:
-            close_runtime(rt, self.leftovers)
+            close_runtime(rt, self.leftovers, finish)
         self.runtimes.clear()
         shutil.rmtree(self.work, ignore_errors=True)
         shutil.rmtree(self.data, ignore_errors=True)
         self.result["leftovers"] = self.leftovers + stale_namespaces(self.prefixes)
-
-
-def run_and_report(
-    bench: Any,
-    body: Callable[[], None],
-    out: Path,
-    render: Callable[[dict[str, Any]], str],
-    t0: float,
-) -> int:
-    """Run a benchmark body, always clean up, write JSON, print the table.
-
-    Exit code: 0 fine, 1 the benchmark failed, 3 it had to kill leftovers.
-    """
-    code = 0
-    try:
-        body()
-    except Exception as exc:
-        log(f"benchmark failed: {exc!r}")
-        bench.result["error"] = repr(exc)
-        code = 1
-    finally:
-        bench.close()
-    bench.result["wall_s"] = time.perf_counter() - t0
-    if bench.leftovers:
-        code = code or 3
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(bench.result, indent=2, default=str) + "\n")
-    print(render(bench.result), end="")
-    return code
-
-
-def close_runtime(rt: Runtime, leftovers: list[str]) -> None:
-    """Tear one rig down, recording (not raising) whatever it had to kill."""
-    try:
-        finish(rt)
-    except AssertionError as exc:
-        leftovers.append(f"{rt.mode}: {exc}")
-        log(f"{rt.mode}: {exc}")
-    except Exception as exc:  # keep cleaning the rest
-        leftovers.append(f"{rt.mode}: close failed: {exc!r}")
-        log(f"{rt.mode}: close failed: {exc!r}")
-
-
-def stale_namespaces(prefixes: Sequence[str]) -> list[str]:
-    netns = sh("ip", "netns", "list", check=False).stdout
-    stale = [ln for ln in netns.splitlines() if any(p in ln for p in prefixes)]
-    return [f"namespaces left: {stale}"] if stale else []
-
-
-def machine_info() -> dict[str, Any]:
-    def out(*argv: str) -> str:
-        try:
-            res = subprocess.run(argv, capture_output=True, text=True, timeout=10)
-        except OSError as exc:
-            return f"unavailable: {exc}"
-        return (res.stdout + res.stderr).strip()
-
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "nproc": os.cpu_count(),
-        "nproc_cmd": out("nproc"),
-        "ssh_version": out("ssh", "-V"),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "cpu_model": next(
-            (
-                ln.split(":", 1)[1].strip()
-                for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")
-            ),
-            "unknown",
-        ),
-    }
-
-
-def fmt(x: float | None, spec: str = ".1f") -> str:
-    return "-" if x is None else format(x, spec)
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -661,13 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(m not in MODES for m in modes):
         ap.error(f"--modes must be a subset of {','.join(MODES)}")
 
-    def on_term(signum: int, _frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGHUP, on_term)
     bench = Bench(args)
-    t0 = time.perf_counter()
 
     def body() -> None:
         if not args.ready_only:
@@ -675,9 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for mode in modes:
             bench.run_mode(mode)
 
-    code = run_and_report(bench, body, args.out, markdown, t0)
-    log(f"done in {bench.result['wall_s']:.0f}s; raw numbers in {args.out}")
-    return code
+    return run_main(bench, body, args.out, markdown)
 
 
 if __name__ == "__main__":

@@ -29,29 +29,18 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from bench_core import OPS, Bench, Route
+from common import REPO, first_ssh, fmt, log, rotated, run_main, summary
 
-from bench.bench_core import (  # noqa: E402
-    OPS,
-    Bench,
-    Route,
-    fmt,
-    log,
-    run_and_report,
-    summary,
-)
-from handy_colab.proc import descendants  # noqa: E402
-from tests.e2e.conftest import REMOTE_PORT, Runtime, make_runtime  # noqa: E402
-from tests.rig import prerequisites  # noqa: E402
+from handy_colab.proc import descendants
+from tests.e2e.conftest import REMOTE_PORT, Runtime, make_runtime
+from tests.rig import prerequisites
 
 # name -> (server, tunnel)
 CONFIGS: dict[str, tuple[str, str]] = {
@@ -116,17 +105,7 @@ class EmbeddedBench(Bench):
         )
         if res.returncode != 0:
             raise RuntimeError(f"{name} up failed: {res.stderr or res.stdout}")
-        res = rt.rig.handy(
-            "laptop",
-            "connect",
-            str(folder / "connections" / f"{name}.json"),
-            "--identity",
-            str(rt.laptop_key),
-            "--ssh-config",
-            str(rt.ssh_config),
-            "--known-hosts",
-            str(rt.known_hosts),
-        )
+        res = rt.connect(folder / "connections" / f"{name}.json")
         if res.returncode != 0:
             raise RuntimeError(f"{name} connect failed: {res.stderr or res.stdout}")
 
@@ -136,15 +115,7 @@ class EmbeddedBench(Bench):
             rt.rig.handy("rt", "down", name, timeout=60)
             t0 = time.perf_counter()
             self.up(rt, name, folder)
-            while True:
-                res = rt.rig.run(
-                    "laptop", [*rt.ssh_base(), "-o", "ConnectTimeout=5", name, "true"], timeout=30
-                )
-                if res.returncode == 0:
-                    break
-                if time.perf_counter() - t0 > 90:
-                    raise RuntimeError(f"{name}: ssh never succeeded: {res.stderr}")
-                time.sleep(0.05)
+            first_ssh(rt.rig, [*rt.ssh_base(), name], t0, 90, name)
             samples.append(time.perf_counter() - t0)
             log(f"{rt.mode} {name} ready run {i + 1}: {samples[-1]:.3f}s")
         return {"samples": samples, "total_s": summary(samples)}
@@ -182,8 +153,7 @@ class EmbeddedBench(Bench):
         ]
         out: dict[str, Any] = {op: {r.name: {"samples": []} for r in routes} for op in OPS}
         for rep in range(self.args.reps):
-            k = rep % len(routes)
-            order = routes[k:] + routes[:k]
+            order = rotated(routes, rep)
             for op in OPS:
                 for route in order:
                     pid = self.tunnel_pid(rt, route.name)
@@ -308,22 +278,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cannot run: missing {', '.join(missing)}", file=sys.stderr)
         return 2
 
-    def on_term(signum: int, _frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGHUP, on_term)
     bench = EmbeddedBench(args)
-    t0 = time.perf_counter()
 
     def body() -> None:
         bench.make_payload()
         for mode in args.modes.split(","):
             bench.run_mode(mode)
 
-    code = run_and_report(bench, body, args.out, markdown, t0)
-    log(f"done in {bench.result['wall_s']:.0f}s; raw numbers in {args.out}")
-    return code
+    return run_main(bench, body, args.out, markdown)
 
 
 if __name__ == "__main__":

@@ -24,28 +24,27 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from bench.bench_core import (  # noqa: E402
+from common import (
     MIB,
+    REPO,
+    OneRigBench,
     fmt,
     log,
-    machine_info,
+    rotated,
     run_and_report,
     summary,
+    timed_run,
     write_payload,
 )
-from tests.e2e.conftest import Runtime, finish, make_runtime  # noqa: E402
-from tests.frprig import Frps, prerequisites  # noqa: E402
-from tests.p2prig import add_nat_laptop, start_stun  # noqa: E402
-from tests.rig import RELAY_IP  # noqa: E402
+
+from tests.e2e.conftest import Runtime, finish, make_runtime
+from tests.frprig import Frps, prerequisites
+from tests.p2prig import add_nat_laptop, start_stun
+from tests.rig import RELAY_IP
 
 ROUTES = ("relay", "frp-pub", "frp-priv", "frp-p2p")
 # The p2p route is measured from a laptop behind a NAT of its own (the others' laptop has none).
@@ -64,32 +63,17 @@ rtts.sort(); print(rtts[len(rtts) // 2])
 """
 
 
-class FrpBench:
+class FrpBench(OneRigBench):
     def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.work = Path(tempfile.mkdtemp(prefix="hc-bench-frp-"))
-        self.data = Path(tempfile.mkdtemp(prefix="hc-bench-frp-data-", dir="/dev/shm"))
-        self.src = self.data / "payload.bin"
+        super().__init__(args, "frp", finish)
         self.rt: Runtime | None = None
-        self.leftovers: list[str] = []
-        self.result: dict[str, Any] = {
-            "machine": machine_info(),
-            "params": vars(args) | {"out": str(args.out)},
-            "time_to_ready": {},
-            "throughput": {},
-            "echo_rtt_ms": {},
-            "relay_bytes_per_mib": {},
-        }
-
-    def close(self) -> None:
-        if self.rt is not None:
-            try:
-                finish(self.rt)
-            except AssertionError as exc:
-                self.leftovers.append(str(exc))
-        shutil.rmtree(self.work, ignore_errors=True)
-        shutil.rmtree(self.data, ignore_errors=True)
-        self.result["leftovers"] = self.leftovers
+        self.result.update(
+            params=vars(args) | {"out": str(args.out)},
+            time_to_ready={},
+            throughput={},
+            echo_rtt_ms={},
+            relay_bytes_per_mib={},
+        )
 
     # -- set-up ---------------------------------------------------------------------------------
     def folders(self, rt: Runtime) -> dict[str, Path]:
@@ -177,16 +161,8 @@ class FrpBench:
             "scp_up": [*scp, str(self.src), f"{name}:{copy}.up"],
         }[op]
         with open(self.src if op == "cat_up" else os.devnull, "rb") as stdin:
-            t0 = time.perf_counter()
-            res = subprocess.run(
-                ["ip", "netns", "exec", rt.rig.ns[ROLE.get(name, "laptop")], *argv],
-                stdin=stdin,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                env=self.env(rt),
-                timeout=600,
-            )
-            secs = time.perf_counter() - t0
+            ns = rt.rig.ns[ROLE.get(name, "laptop")]
+            secs, res = timed_run(ns, argv, stdin=stdin, env=self.env(rt), timeout=600)
         for p in (copy, Path(f"{copy}.up")):
             p.unlink(missing_ok=True)
         if res.returncode != 0:
@@ -198,7 +174,7 @@ class FrpBench:
         samples: dict[str, dict[str, list[float]]] = {op: {r: [] for r in ROUTES} for op in OPS}
         crossed: dict[str, list[float]] = {r: [] for r in ROUTES}
         for rep in range(self.args.reps):
-            order = ROUTES[rep % len(ROUTES) :] + ROUTES[: rep % len(ROUTES)]
+            order = rotated(ROUTES, rep)
             for op in OPS:
                 for name in order:
                     before = self.relay_rx_tx(rt)

@@ -23,14 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from common import REPO, write_payload
 
-from bench.bench_core import write_payload  # noqa: E402
-from tests.e2e.conftest import finish, make_runtime  # noqa: E402
-
-MIB = 1024 * 1024
+from tests.e2e.conftest import finish, make_runtime
 
 
 def old_package(rev: str, into: Path) -> Path:

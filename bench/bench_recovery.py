@@ -74,24 +74,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from bench.bench_core import (  # noqa: E402
-    BASE_REMOTE_PORT,
-    BASE_SSHD_PORT,
-    MODES,
+from bench_core import BASE_REMOTE_PORT, BASE_SSHD_PORT, MODES
+from common import (
+    REPO,
     close_runtime,
     fmt,
+    hand_sshd_config,
     log,
     machine_info,
-    run_and_report,
+    run_main,
     stale_namespaces,
 )
-from handy_colab.proc import pid_alive as proc_pid_alive  # noqa: E402
-from tests.e2e.conftest import REMOTE_PORT, Runtime, make_runtime  # noqa: E402
-from tests.rig import RELAY_IP, RELAY_USER, keygen, prerequisites, sh  # noqa: E402
+
+from handy_colab.proc import pid_alive as proc_pid_alive
+from tests.e2e.conftest import REMOTE_PORT, Runtime, finish, make_runtime
+from tests.rig import RELAY_IP, RELAY_USER, keygen, prerequisites, sh
 
 FAULTS: dict[str, str] = {
     "kill9": "tunnel ssh SIGKILLed",
@@ -250,24 +247,7 @@ class ModeBench:
         self.base_hostkey = keygen(d / "ssh_host_ed25519_key")
         ak = d / "authorized_keys"
         shutil.copy(f"{self.rt.laptop_key}.pub", ak)
-        (d / "sshd_config").write_text(
-            "\n".join(
-                [
-                    f"Port {BASE_SSHD_PORT}",
-                    "ListenAddress 127.0.0.1",
-                    f"HostKey {self.base_hostkey}",
-                    f"AuthorizedKeysFile {ak}",
-                    f"PidFile {d / 'sshd.pid'}",
-                    "StrictModes no",
-                    "UsePAM no",
-                    "PasswordAuthentication no",
-                    "KbdInteractiveAuthentication no",
-                    "PermitRootLogin prohibit-password",
-                    "MaxStartups 100:30:200",
-                    "",
-                ]
-            )
-        )
+        hand_sshd_config(d, BASE_SSHD_PORT, self.base_hostkey, ak, "MaxStartups 100:30:200")
         # The relay's host key, pinned for autossh as ours pins it.
         (d / "relay_known_hosts").write_text(f"{RELAY_IP} {self.rt.relay_host_key}\n")
         host_pub = " ".join(Path(f"{self.base_hostkey}.pub").read_text().split()[:2])
@@ -1132,7 +1112,7 @@ class Bench:
                 mb.close()
             except Exception as exc:
                 self.leftovers.append(f"{mb.mode}: baseline close failed: {exc!r}")
-            close_runtime(mb.rt, self.leftovers)
+            close_runtime(mb.rt, self.leftovers, finish)
         self.benches.clear()
         shutil.rmtree(self.work, ignore_errors=True)
         self.result["leftovers"] = self.leftovers + stale_namespaces(self.prefixes)
@@ -1183,21 +1163,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.runs < 1:
         ap.error("--runs must be at least 1")
 
-    def on_term(signum: int, _frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGHUP, on_term)
     bench = Bench(args, faults, modes)
-    t0 = time.perf_counter()
 
     def body() -> None:
         bench.setup()
         bench.run()
 
-    code = run_and_report(bench, body, args.out, markdown, t0)
-    log(f"done in {bench.result['wall_s']:.0f}s; raw numbers in {args.out}")
-    return code
+    return run_main(bench, body, args.out, markdown)
 
 
 if __name__ == "__main__":

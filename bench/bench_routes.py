@@ -44,7 +44,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -55,27 +54,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from bench.bench_core import (  # noqa: E402
+from bench_embedded import tree_rss_kib
+from bench_frp import ECHO
+from common import (
     MIB,
+    REPO,
     fmt,
     log,
     machine_info,
-    run_and_report,
+    ready_sample,
+    rotated,
+    run_main,
     summary,
+    tmpfs_dir,
     write_payload,
 )
-from bench.bench_embedded import tree_rss_kib  # noqa: E402
-from bench.bench_frp import ECHO  # noqa: E402
-from handy_colab.proc import descendants  # noqa: E402
-from tests import cfrig, frprig, p2prig  # noqa: E402
-from tests.e2e.cfhelpers import RouteRuntime, make_cf_runtime  # noqa: E402
-from tests.e2e.conftest import Runtime, make_runtime  # noqa: E402
-from tests.e2e.test_frp import make_frp_runtime  # noqa: E402
-from tests.rig import RELAY_IP, prerequisites  # noqa: E402
+
+from handy_colab.proc import descendants
+from tests import cfrig, frprig, p2prig
+from tests.e2e.cfhelpers import RouteRuntime, make_cf_runtime
+from tests.e2e.conftest import Runtime, make_runtime
+from tests.e2e.test_frp import make_frp_runtime
+from tests.rig import RELAY_IP, prerequisites
 
 ROUTES = (
     "openssh-public",
@@ -179,11 +179,7 @@ class RoutesBench:
         self.args = args
         self.routes = routes
         self.work = Path(tempfile.mkdtemp(prefix="hc-bench-routes-"))
-        shm = Path("/dev/shm")
-        # The payload lives on tmpfs so disks do not enter the numbers.
-        self.data = Path(
-            tempfile.mkdtemp(prefix="hc-bench-routes-data-", dir=shm if shm.is_dir() else None)
-        )
+        self.data = tmpfs_dir("hc-bench-routes-data-")
         self.src = self.data / "payload.bin"
         self.targets: list[Target] = []  # every rig built (all torn down in close)
         self.active: list[Target] = []  # the routes still measured (none has failed yet)
@@ -277,34 +273,18 @@ class RoutesBench:
         # The laptop starts from nothing each run; the config folder (host key) stays.
         for f in (t.rt.ssh_config, t.rt.known_hosts):
             f.unlink(missing_ok=True)
-        t0 = time.perf_counter()
-        res = t.up()
-        t_up = time.perf_counter()
-        if res.returncode != 0:
-            raise RuntimeError(f"{t.route}: up failed: {res.stderr or res.stdout}")
-        res = t.connect()
-        t_conn = time.perf_counter()
-        if res.returncode != 0:
-            raise RuntimeError(f"{t.route}: connect failed: {res.stderr or res.stdout}")
-        attempts = 0
-        while True:
-            attempts += 1
-            res = t.rt.rig.run(
-                t.role, t.ssh("true", opts=("-o", "ConnectTimeout=10")), env=t.env(), timeout=60
-            )
-            if res.returncode == 0:
-                break
-            if time.perf_counter() - t0 > 120:
-                raise RuntimeError(f"{t.route}: ssh never succeeded: {res.stderr}")
-            time.sleep(0.05)
-        t_ssh = time.perf_counter()
-        return {
-            "total_s": t_ssh - t0,
-            "up_s": t_up - t0,
-            "connect_s": t_conn - t_up,
-            "first_ssh_s": t_ssh - t_conn,
-            "ssh_attempts": attempts,
-        }
+        return ready_sample(
+            t.rt.rig,
+            t.up,
+            t.connect,
+            t.ssh(),
+            120,
+            t.route,
+            role=t.role,
+            env=t.env(),
+            connect_timeout=10,
+            timeout=60,
+        )
 
     def time_to_ready(self) -> None:
         samples: dict[str, list[dict[str, float]]] = {t.route: [] for t in self.active}
@@ -501,11 +481,6 @@ def tree_processes(root: int) -> list[dict[str, Any]]:
     return out
 
 
-def rotated(items: Sequence[Target], k: int) -> list[Target]:
-    k %= len(items)
-    return [*items[k:], *items[:k]]
-
-
 def ratio(x: float | None, ref: float | None) -> float | None:
     return x / ref if x and ref else None
 
@@ -606,16 +581,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("cannot run: needs root (network namespaces)", file=sys.stderr)
         return 2
 
-    def on_term(signum: int, _frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGHUP, on_term)
     bench = RoutesBench(args, routes)
-    t0 = time.perf_counter()
-    code = run_and_report(bench, bench.body, args.out, render, t0)
-    log(f"done in {bench.result['wall_s']:.0f}s; raw numbers in {args.out}")
-    return code
+    return run_main(bench, bench.body, args.out, render)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.rig import RELAY_IP, Rig
+from tests.rig import RELAY_IP, Rig, stop_process
 
 PEERS_BIN = Path(os.environ.get("HANDY_COLAB_TEST_BIN", "/opt/handy-colab-test/bin"))
 CLOUDFLARED_BIN = PEERS_BIN / "cloudflared"
@@ -227,13 +227,7 @@ class CloudflareStandIn:
         return self._control("GET", "/_control/state")
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         for d in self.netns_dirs:
             shutil.rmtree(d, ignore_errors=True)
 

@@ -91,6 +91,16 @@ class PtySession:
             os.close(self.master)
 
 
+def rsync_tree(root: Path, big_bytes: int) -> Path:
+    """A small tree for rsync: 20 text files in a subfolder and one random file of
+    ``big_bytes``."""
+    (root / "sub").mkdir(parents=True)
+    for i in range(20):
+        (root / "sub" / f"f{i}.txt").write_text(f"file {i}\n" * (i + 1))
+    (root / "big.bin").write_bytes(os.urandom(big_bytes))
+    return root
+
+
 def socks5_script(proxy_port: int, host: str, port: int) -> str:
     """Python source: through the SOCKS5 proxy on 127.0.0.1:proxy_port, connect to host:port
     and print the first line the far side sends (e.g. an SSH banner)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.cfrig import PEERS_BIN, make_ca_and_leaf
-from tests.rig import RELAY_IP, Rig
+from tests.rig import RELAY_IP, Rig, stop_process
 
 FRPS_BIN = PEERS_BIN / "frps"
 FRPC_BIN = PEERS_BIN / "frpc"
@@ -74,13 +74,7 @@ class Frps:
         self.rig.wait_tcp("relay", RELAY_IP, FRPS_PORT)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         self.proc = None
 
     def api(self, path: str) -> Any:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from tests.rig import RELAY_IP, Rig, sh
+from tests.rig import RELAY_IP, Rig, behind_nat, bridge_port, sh
 
 LNAT_OUT_IP = "10.99.0.4"
 LNAT_IN_IP = "192.168.88.1"
@@ -34,48 +34,8 @@ def add_nat_laptop(rig: Rig) -> str:
         rig.ns[role] = f"{rig.prefix}-{role}"
         sh("ip", "netns", "add", rig.ns[role])
         sh("ip", "-n", rig.ns[role], "link", "set", "lo", "up")
-    br, lnat, lap = rig.ns["br"], rig.ns["lnat"], rig.ns["laptop2"]
-    sh(
-        "ip",
-        "link",
-        "add",
-        "eth0",
-        "netns",
-        lnat,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "p9",
-        "netns",
-        br,
-    )
-    sh("ip", "-n", br, "link", "set", "p9", "master", "br0", "up")
-    sh("ip", "-n", lnat, "addr", "add", f"{LNAT_OUT_IP}/24", "dev", "eth0")
-    sh("ip", "-n", lnat, "link", "set", "eth0", "up")
-    sh(
-        "ip",
-        "link",
-        "add",
-        "eth1",
-        "netns",
-        lnat,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        lap,
-    )
-    sh("ip", "-n", lnat, "addr", "add", f"{LNAT_IN_IP}/24", "dev", "eth1")
-    sh("ip", "-n", lnat, "link", "set", "eth1", "up")
-    sh("ip", "-n", lap, "addr", "add", f"{LAPTOP2_IP}/24", "dev", "eth0")
-    sh("ip", "-n", lap, "link", "set", "eth0", "up")
-    sh("ip", "-n", lap, "route", "add", "default", "via", LNAT_IN_IP)
-    ipt = ("ip", "netns", "exec", lnat, "iptables")
-    sh("ip", "netns", "exec", lnat, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-    sh(*ipt, "-t", "nat", "-A", "POSTROUTING", "-o", "eth0", "-j", "MASQUERADE")
+    bridge_port(rig.ns["br"], "p9", rig.ns["lnat"], LNAT_OUT_IP)
+    behind_nat(rig.ns["lnat"], LNAT_IN_IP, rig.ns["laptop2"], LAPTOP2_IP)
     for role in ("lnat", "router"):
         # Packets from outside with a TTL a real path would have used up never arrive (and,
         # dropped before connection tracking, cannot spoil the NAT's mapping).

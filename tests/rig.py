@@ -39,6 +39,35 @@ def sh(*argv: str, check: bool = True, **kw: Any) -> subprocess.CompletedProcess
     return subprocess.run(argv, check=check, text=True, capture_output=True, **kw)
 
 
+def veth(ns_a: str, name_a: str, ns_b: str, name_b: str) -> None:
+    """A veth pair: ``name_a`` in namespace ``ns_a``, its peer ``name_b`` in ``ns_b``."""
+    sh("ip", "link", "add", name_a, "netns", ns_a, "type", "veth", "peer", "name", name_b,
+       "netns", ns_b)  # fmt: skip
+
+
+def addr_up(ns: str, dev: str, ip: str) -> None:
+    sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", dev)
+    sh("ip", "-n", ns, "link", "set", dev, "up")
+
+
+def bridge_port(br: str, port: str, ns: str, ip: str) -> None:
+    """Plug namespace ``ns`` (its eth0 at ``ip``) into br0 of ``br`` through ``port``."""
+    veth(ns, "eth0", br, port)
+    sh("ip", "-n", br, "link", "set", port, "master", "br0", "up")
+    addr_up(ns, "eth0", ip)
+
+
+def behind_nat(router: str, router_ip: str, host: str, host_ip: str) -> None:
+    """``host`` (eth0) behind ``router`` (eth1), which masquerades what it forwards out eth0."""
+    veth(router, "eth1", host, "eth0")
+    addr_up(router, "eth1", router_ip)
+    addr_up(host, "eth0", host_ip)
+    sh("ip", "-n", host, "route", "add", "default", "via", router_ip)
+    sh("ip", "netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+    sh("ip", "netns", "exec", router, "iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "eth0",
+       "-j", "MASQUERADE")  # fmt: skip
+
+
 def prerequisites() -> list[str]:
     """What is missing for the rig on this machine ([] when it can run)."""
     missing = []
@@ -103,46 +132,9 @@ class Rig:
         for i, (ns, ip) in enumerate(
             ((relay, RELAY_IP), (router, ROUTER_OUT_IP), (laptop, LAPTOP_IP))
         ):
-            sh(
-                "ip",
-                "link",
-                "add",
-                "eth0",
-                "netns",
-                ns,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                f"p{i}",
-                "netns",
-                br,
-            )
-            sh("ip", "-n", br, "link", "set", f"p{i}", "master", "br0", "up")
-            sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
-            sh("ip", "-n", ns, "link", "set", "eth0", "up")
-        sh(
-            "ip",
-            "link",
-            "add",
-            "eth1",
-            "netns",
-            router,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            rt,
-        )
-        sh("ip", "-n", router, "addr", "add", f"{ROUTER_IN_IP}/24", "dev", "eth1")
-        sh("ip", "-n", router, "link", "set", "eth1", "up")
-        sh("ip", "-n", rt, "addr", "add", f"{RUNTIME_IP}/24", "dev", "eth0")
-        sh("ip", "-n", rt, "link", "set", "eth0", "up")
-        sh("ip", "-n", rt, "route", "add", "default", "via", ROUTER_IN_IP)
+            bridge_port(br, f"p{i}", ns, ip)
+        behind_nat(router, ROUTER_IN_IP, rt, RUNTIME_IP)
         ipt = ("ip", "netns", "exec", router, "iptables")
-        sh("ip", "netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         sh(*ipt, "-P", "FORWARD", "DROP")
         sh(*ipt, "-A", "FORWARD", "-i", "eth1", "-o", "eth0", "-j", "ACCEPT")
         sh(
@@ -156,7 +148,6 @@ class Rig:
             "-j",
             "ACCEPT",
         )
-        sh(*ipt, "-t", "nat", "-A", "POSTROUTING", "-o", "eth0", "-j", "MASQUERADE")
 
     def run(
         self,
@@ -368,6 +359,18 @@ class Rig:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         return leftovers
+
+
+def stop_process(proc: subprocess.Popen[Any] | None) -> None:
+    """SIGTERM a helper process if it still runs, SIGKILL it if it lingers past 5 s."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 def wait_until(pred: Any, timeout: float, interval: float = 0.1) -> bool:

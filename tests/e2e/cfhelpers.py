@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.cfrig import PEERS_BIN, CloudflareStandIn, prerequisites
-from tests.e2e.conftest import need, need_rig
+from tests.e2e.conftest import need, need_rig, up_and_connect
 from tests.rig import Rig, keygen
 
 
@@ -142,10 +142,7 @@ def make_cf_runtime(
         rt = route_runtime(rig, tmp, cf=cf, base_config={"server": {"kind": server}})
         rt.write_config(**(cloudflared or {}))
         if start:
-            res = rt.up()
-            assert res.returncode == 0, res.stderr + res.stdout
-            res = rt.connect()
-            assert res.returncode == 0, res.stderr + res.stdout
+            up_and_connect(rt)
         return rt
     except BaseException:
         rig.close()

@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,20 +135,44 @@ def make_runtime(tmp: Path, mode: str, *, start: bool = True) -> Runtime:
 
 
 def _populate(rig: Rig, tmp: Path, mode: str, start: bool) -> Runtime:
+    # portmap.io hands out PEM RSA keys; the private relay uses a modern ed25519 one.
+    rt = rig_runtime(rig, tmp, mode, tmp / "drive" / "colab_data", pem_relay_key=mode == "public")
+    if start:
+        up_and_connect(rt)
+    return rt
+
+
+def up_and_connect(rt: Any, connect: Callable[[], Any] | None = None) -> None:
+    """`up` on the runtime, then the laptop's ``connect`` (rt.connect by default): both must
+    succeed."""
+    res = rt.up()
+    assert res.returncode == 0, res.stderr + res.stdout
+    if isinstance(getattr(rt, "extra", None), dict):
+        rt.extra["up_stdout"] = res.stdout  # what the runtime showed (the hc1: line...)
+    res = (connect or rt.connect)()
+    assert res.returncode == 0, res.stderr + res.stdout
+
+
+def rig_runtime(
+    rig: Rig,
+    tmp: Path,
+    mode: str,
+    folder: Path,
+    *,
+    pem_relay_key: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> Runtime:
+    """Keys in ``tmp/keys``, the relay started, ``folder`` written in ``mode``'s format."""
     keys = tmp / "keys"
     keys.mkdir()
-    # portmap.io hands out PEM RSA keys; the private relay uses a modern ed25519 one.
-    relay_key = (
-        keygen(keys / "relay", "rsa", pem=True) if mode == "public" else keygen(keys / "relay")
-    )
+    relay_key = keygen(keys / "relay", "rsa", pem=True) if pem_relay_key else keygen(keys / "relay")
     laptop_key = keygen(keys / "laptop")
     relay_host_key = rig.start_relay([relay_key, laptop_key])
-    folder = tmp / "drive" / "colab_data"
     if mode == "public":
         write_seed_folder(folder, relay_key, laptop_key)
     else:
         write_private_folder(folder, relay_key, laptop_key, relay_host_key, rig.relay_socket)
-    rt = Runtime(
+    return Runtime(
         rig,
         folder,
         laptop_key,
@@ -157,15 +181,8 @@ def _populate(rig: Rig, tmp: Path, mode: str, start: bool) -> Runtime:
         tmp / "laptop" / "known_hosts",
         mode,
         relay_host_key,
-        extra={"etc_ssh": _etc_ssh_digest()},
+        extra={**(extra or {}), "etc_ssh": _etc_ssh_digest()},
     )
-    if start:
-        res = rt.up()
-        assert res.returncode == 0, res.stderr + res.stdout
-        rt.extra["up_stdout"] = res.stdout  # what the runtime showed (the hc1: line...)
-        res = rt.connect()
-        assert res.returncode == 0, res.stderr + res.stdout
-    return rt
 
 
 def finish(rt: Runtime) -> None:

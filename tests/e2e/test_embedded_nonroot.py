@@ -19,28 +19,17 @@ from typing import Any
 
 import pytest
 
-from tests.clients import PtySession, socks5_script
-from tests.e2e.conftest import (
-    Runtime,
-    _etc_ssh_digest,
-    need_rig,
-    write_private_folder,
-    write_seed_folder,
-)
+from tests.clients import PtySession, rsync_tree, socks5_script
+from tests.e2e.conftest import Runtime, _etc_ssh_digest, need, need_rig, rig_runtime
 from tests.nonroot import NonRoot
 from tests.nonroot import prerequisites as nonroot_prerequisites
-from tests.rig import Rig, keygen, wait_until
+from tests.rig import Rig, wait_until
 
 pytestmark = pytest.mark.e2e
 
 
 def need_nonroot() -> None:
-    missing = nonroot_prerequisites()
-    if not missing:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true but non-root prerequisites are missing: {', '.join(missing)}")
-    pytest.skip(f"needs: {', '.join(missing)}")
+    need(nonroot_prerequisites(), "non-root prerequisites")
 
 
 @pytest.fixture(scope="module", params=["public", "private"])
@@ -54,31 +43,11 @@ def nr_runtime(
     nr = NonRoot()
     rig = Rig(tmp / "rig", gateway_ports="yes" if mode == "public" else "no")
     try:
-        keys = tmp / "keys"
-        keys.mkdir()
-        relay_key = keygen(keys / "relay")
-        laptop_key = keygen(keys / "laptop")
-        relay_host_key = rig.start_relay([relay_key, laptop_key])
         drive = nr.root / "drive"
-        folder = drive / "colab_data"
-        if mode == "public":
-            write_seed_folder(folder, relay_key, laptop_key)
-        else:
-            write_private_folder(folder, relay_key, laptop_key, relay_host_key, rig.relay_socket)
+        rt = rig_runtime(rig, tmp, mode, drive / "colab_data", extra={"nr": nr})
         nr.own(drive)
         drive.chmod(0o700)
-        rt = Runtime(
-            rig,
-            folder,
-            laptop_key,
-            relay_key,
-            tmp / "laptop" / "config",
-            tmp / "laptop" / "known_hosts",
-            mode,
-            relay_host_key,
-            extra={"nr": nr, "etc_ssh": _etc_ssh_digest()},
-        )
-        res = rig.run("rt", nr.argv("up", str(folder), "--timeout", "40"), timeout=90)
+        res = rig.run("rt", nr.argv("up", str(rt.folder), "--timeout", "40"), timeout=90)
         rt.extra["up"] = res
         assert res.returncode == 0, res.stderr + res.stdout
         res = rt.connect()
@@ -202,11 +171,7 @@ def test_sftp_batch(nr_runtime: Runtime, tmp_path: Path) -> None:
 
 
 def test_rsync_over_ssh(nr_runtime: Runtime, tmp_path: Path) -> None:
-    src = tmp_path / "tree"
-    (src / "sub").mkdir(parents=True)
-    for i in range(20):
-        (src / "sub" / f"f{i}.txt").write_text(f"file {i}\n" * (i + 1))
-    (src / "big.bin").write_bytes(os.urandom(1 << 20))
+    src = rsync_tree(tmp_path / "tree", 1 << 20)
     ssh = f"ssh -F {nr_runtime.ssh_config} -o BatchMode=yes"
     res = nr_runtime.rig.run("laptop", ["rsync", "-a", "-e", ssh, f"{src}/", "colab:rsynced/"])
     assert res.returncode == 0, res.stderr

@@ -34,7 +34,7 @@ from handy_colab.proc import descendants, start_time
 from handy_colab.server.embedded import EmbeddedServer, login_defaults
 from handy_colab.server.session import capture, write_session
 from handy_colab.state import RuntimeDir
-from tests.clients import PtySession, socks5_script
+from tests.clients import PtySession, rsync_tree, socks5_script
 from tests.rig import wait_until
 
 TOOLS = ("ssh", "ssh-keygen", "scp", "sftp", "rsync")
@@ -83,6 +83,12 @@ class Emb:
     def ssh_argv(self, *args: str) -> list[str]:
         return ["ssh", "-F", str(self.ssh_config), *args]
 
+    def forward(self, *specs: str) -> subprocess.Popen[bytes]:
+        """``ssh -N`` holding the forwards ``specs`` (-L/-R/-D and their arguments) open."""
+        return subprocess.Popen(
+            self.ssh_argv("-N", "-o", "ExitOnForwardFailure=yes", *specs, "emb")
+        )
+
     def ssh(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
         kw.setdefault("timeout", 30)
         return subprocess.run(
@@ -103,6 +109,20 @@ class Emb:
             argv += ["-o", opt]
         return subprocess.run(
             [*argv, *args, "127.0.0.1", "true"], capture_output=True, text=True, timeout=30
+        )
+
+    def asyncssh_connect(self) -> Any:
+        """An asyncssh connection (``async with``) with the authorized key, host key pinned."""
+        import asyncssh
+
+        return asyncssh.connect(
+            "127.0.0.1",
+            self.port,
+            username=self.user,
+            client_keys=[str(self.key)],
+            known_hosts=str(self.known_hosts),
+            agent_path=None,
+            config=[],
         )
 
     def log(self) -> str:
@@ -239,18 +259,9 @@ def test_stdin_and_eof(emb: Emb, tmp_path: Path) -> None:
 
 
 def test_exit_signal_and_signal_requests(emb: Emb) -> None:
-    import asyncssh
 
     async def run() -> tuple[Any, Any, Any, str]:
-        async with asyncssh.connect(
-            "127.0.0.1",
-            emb.port,
-            username=emb.user,
-            client_keys=[str(emb.key)],
-            known_hosts=str(emb.known_hosts),
-            agent_path=None,
-            config=[],
-        ) as conn:
+        async with emb.asyncssh_connect() as conn:
             killed = await conn.run("kill -TERM $$", check=False)
             # A signal request reaches the command's whole process group: the subshell
             # (a child of the shell) traps it too.
@@ -349,18 +360,9 @@ def test_pty_login_shell_resize_and_ctrl_c(emb: Emb) -> None:
 
 
 def test_signal_request_on_a_pty_reaches_the_foreground_job(emb: Emb) -> None:
-    import asyncssh
 
     async def run() -> float:
-        async with asyncssh.connect(
-            "127.0.0.1",
-            emb.port,
-            username=emb.user,
-            client_keys=[str(emb.key)],
-            known_hosts=str(emb.known_hosts),
-            agent_path=None,
-            config=[],
-        ) as conn:
+        async with emb.asyncssh_connect() as conn:
             proc = await conn.create_process(term_type="xterm", term_size=(80, 24))
             proc.stdin.write("sleep 30; echo slept\n")
             await asyncio.sleep(0.7)
@@ -438,11 +440,7 @@ def test_sftp_batch(emb: Emb, tmp_path: Path) -> None:
 
 
 def test_rsync(emb: Emb, tmp_path: Path) -> None:
-    src = tmp_path / "tree"
-    (src / "sub").mkdir(parents=True)
-    for i in range(20):
-        (src / "sub" / f"f{i}.txt").write_text(f"file {i}\n" * (i + 1))
-    (src / "big.bin").write_bytes(os.urandom(2 << 20))
+    src = rsync_tree(tmp_path / "tree", 2 << 20)
     rsh = f"ssh -F {emb.ssh_config}"
     res = subprocess.run(
         ["rsync", "-a", "-e", rsh, f"{src}/", "emb:rsynced/"], capture_output=True, timeout=60
@@ -570,20 +568,10 @@ def listening_addresses(port: int) -> set[str]:
 def test_forwards_local_remote_dynamic(emb: Emb) -> None:
     svc = LineServer(b"from-service")
     lport, rport, dport = free_port(), free_port(), free_port()
-    fwd = subprocess.Popen(
-        emb.ssh_argv(
-            "-N",
-            "-o",
-            "ExitOnForwardFailure=yes",
-            "-L",
-            f"{lport}:127.0.0.1:{svc.port}",
-            "-R",
-            f"{rport}:127.0.0.1:{svc.port}",
-            "-D",
-            f"127.0.0.1:{dport}",
-            "emb",
-        )
-    )
+    fwd = emb.forward(
+        "-L", f"{lport}:127.0.0.1:{svc.port}", "-R", f"{rport}:127.0.0.1:{svc.port}",
+        "-D", f"127.0.0.1:{dport}",
+    )  # fmt: skip
     try:
         assert read_line(("127.0.0.1", lport)) == b"from-service"
         # -R: the server listens (loopback only, as asked with no bind address) and the
@@ -615,18 +603,7 @@ def test_unix_socket_forwards(emb: Emb, tmp_path: Path) -> None:
     stale = socket.socket(socket.AF_UNIX)
     stale.bind(str(remote_sock))
     stale.close()
-    fwd = subprocess.Popen(
-        emb.ssh_argv(
-            "-N",
-            "-o",
-            "ExitOnForwardFailure=yes",
-            "-L",
-            f"{local_sock}:{svc_sock}",
-            "-R",
-            f"{remote_sock}:{svc_sock}",
-            "emb",
-        )
-    )
+    fwd = emb.forward("-L", f"{local_sock}:{svc_sock}", "-R", f"{remote_sock}:{svc_sock}")
     try:
         assert read_line(str(local_sock)) == b"from-unix-service"
         assert read_line(str(remote_sock)) == b"from-unix-service"

@@ -8,6 +8,7 @@ one line.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -163,13 +164,17 @@ def test_tofu_pin_is_what_openssh_records(public_rt: Runtime, tmp_path: Path) ->
     assert theirs.read_text() == recorded
 
 
-def test_public_tunnel_child_sigkill(public_rt: Runtime, tmp_path: Path) -> None:
-    before = status(public_rt)["tunnel"]
+def assert_tunnel_child_sigkill_recovers(rt: Runtime, tmp_path: Path) -> None:
+    before = status(rt)["tunnel"]
     os.kill(before["pid"], signal.SIGKILL)
-    took = time_to_ssh(public_rt, 20)
-    assert took < 10, status(public_rt)
-    assert status(public_rt)["tunnel"]["reconnects"] == before["reconnects"] + 1
-    assert_transfer_ok(public_rt, tmp_path)
+    took = time_to_ssh(rt, 20)
+    assert took < 10, status(rt)
+    assert status(rt)["tunnel"]["reconnects"] == before["reconnects"] + 1
+    assert_transfer_ok(rt, tmp_path)
+
+
+def test_public_tunnel_child_sigkill(public_rt: Runtime, tmp_path: Path) -> None:
+    assert_tunnel_child_sigkill_recovers(public_rt, tmp_path)
 
 
 def test_public_relay_sshd_restarts(public_rt: Runtime, tmp_path: Path) -> None:
@@ -231,12 +236,7 @@ def test_private_reaches_the_runtime_and_checks_without_ssh(private_rt: Runtime)
 
 
 def test_private_tunnel_child_sigkill(private_rt: Runtime, tmp_path: Path) -> None:
-    before = status(private_rt)["tunnel"]
-    os.kill(before["pid"], signal.SIGKILL)
-    took = time_to_ssh(private_rt, 20)
-    assert took < 10, status(private_rt)
-    assert status(private_rt)["tunnel"]["reconnects"] == before["reconnects"] + 1
-    assert_transfer_ok(private_rt, tmp_path)
+    assert_tunnel_child_sigkill_recovers(private_rt, tmp_path)
 
 
 def test_private_down_leaves_nothing(private_rt: Runtime) -> None:
@@ -337,41 +337,36 @@ def test_relay_blackholed(relay_as_made: Runtime, no_ssh_path: str) -> None:
         rt.rig.run("router", ["iptables", "-D", *rule], check=True)
 
 
-def test_relay_closes_at_hello(relay_as_made: Runtime, no_ssh_path: str) -> None:
-    rt = relay_as_made
+@contextlib.contextmanager
+def fake_relay(rt: Runtime, on_accept: str) -> Iterator[None]:
+    """The runtime's relay made a TCP listener on 2200 that runs ``on_accept`` (Python, with
+    the accepted ``(conn, addr)`` as ``c``) for each connection, until the block ends."""
+    # SO_REUSEADDR: the test that closes at hello runs first and leaves its connections in
+    # TIME_WAIT on 2200 for a minute; a plain bind then fails (seen in a run).
     code = (
         "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
-        "s.bind(('0.0.0.0',2200))\ns.listen()\n"
-        "while True:\n c,_=s.accept()\n c.close()"
+        "s.bind(('0.0.0.0',2200))\ns.listen()\nheld=[]\n"
+        f"while True:\n c=s.accept()\n {on_accept}"
     )
-    closer = rt.rig.popen("relay", ["python3", "-c", code])
+    listener = rt.rig.popen("relay", ["python3", "-c", code])
     try:
         rt.rig.wait_tcp("relay", RELAY_IP, 2200)
         set_relay(rt, port=2200)
-        same_failure(rt, no_ssh_path, "closed the connection at hello")
+        yield
     finally:
-        closer.kill()
-        closer.wait(5)
+        listener.kill()
+        listener.wait(5)
+
+
+def test_relay_closes_at_hello(relay_as_made: Runtime, no_ssh_path: str) -> None:
+    with fake_relay(relay_as_made, "c[0].close()"):
+        same_failure(relay_as_made, no_ssh_path, "closed the connection at hello")
 
 
 def test_relay_silent_at_hello(relay_as_made: Runtime, no_ssh_path: str) -> None:
     """TCP is accepted but no SSH banner ever comes: connect timeout, not minutes."""
-    rt = relay_as_made
-    # SO_REUSEADDR (both tests): the closer above closes first, which leaves its connections
-    # in TIME_WAIT on 2200 for a minute, and a plain bind then fails (seen in a run).
-    code = (
-        "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
-        "s.bind(('0.0.0.0',2200))\ns.listen()\nheld=[]\n"
-        "while True:\n held.append(s.accept())"
-    )
-    silent = rt.rig.popen("relay", ["python3", "-c", code])
-    try:
-        rt.rig.wait_tcp("relay", RELAY_IP, 2200)
-        set_relay(rt, port=2200)
-        same_failure(rt, no_ssh_path, "unreachable (connection timed out)")
-    finally:
-        silent.kill()
-        silent.wait(5)
+    with fake_relay(relay_as_made, "held.append(c)"):
+        same_failure(relay_as_made, no_ssh_path, "unreachable (connection timed out)")
 
 
 def test_relay_name_does_not_resolve(relay_as_made: Runtime, no_ssh_path: str) -> None:

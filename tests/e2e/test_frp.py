@@ -16,7 +16,7 @@ import pytest
 from tests.cfrig import wait_for
 from tests.clients import check_local_forward, check_pty
 from tests.e2e.cfhelpers import RouteRuntime, finish, route_runtime
-from tests.e2e.conftest import need, need_rig
+from tests.e2e.conftest import need, need_rig, up_and_connect
 from tests.frprig import Frps, prerequisites
 from tests.rig import Rig
 
@@ -41,11 +41,8 @@ def make_frp_runtime(
         config = {"server": {"kind": server}, "frp": section}
         (rt.folder / "user_config.json").write_text(json.dumps(config, indent=2))
         if start:
-            res = rt.up()
-            assert res.returncode == 0, res.stderr + res.stdout
             # The config folder (synced, in real use): private modes need its secret.
-            res = rt.connect_to(rt.ssh_config, rt.known_hosts, str(rt.folder))
-            assert res.returncode == 0, res.stderr + res.stdout
+            up_and_connect(rt, lambda: rt.connect_to(rt.ssh_config, rt.known_hosts, str(rt.folder)))
         return rt
     except BaseException:
         rig.close()

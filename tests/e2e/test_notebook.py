@@ -411,21 +411,29 @@ def test_colab_keys_from_secrets_warning_once_and_packages(tmp_path: Path) -> No
 # -- docs/example.ipynb, top to bottom in a real kernel -------------------------------------
 
 
-def test_example_notebook_runs_top_to_bottom(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def example_in_kernel(tmp: Path) -> Iterator[tuple[Any, Runtime, Kernel, Path]]:
+    """docs/example.ipynb (validated) and a public-mode kernel_in_runtime whose
+    HANDY_COLAB_FOLDER, for the notebook's FOLDER cell, is the folder the rig writes:
+    (notebook, runtime, kernel, workdir)."""
     import nbformat
 
     notebook = nbformat.read(REPO / "docs" / "example.ipynb", as_version=4)
     nbformat.validate(notebook)
-    cells = [c.source for c in notebook.cells if c.cell_type == "code"]
-    # The folder the rig will write (make_runtime's layout), for the notebook's FOLDER cell.
-    folder = tmp_path / "rig" / "drive" / "colab_data"
-    with kernel_in_runtime(tmp_path, "public", {"HANDY_COLAB_FOLDER": str(folder)}) as (
+    folder = tmp / "rig" / "drive" / "colab_data"  # make_runtime's layout
+    with kernel_in_runtime(tmp, "public", {"HANDY_COLAB_FOLDER": str(folder)}) as (
         rt,
         kernel,
         workdir,
         _home,
     ):
         assert rt.folder == folder
+        yield notebook, rt, kernel, workdir
+
+
+def test_example_notebook_runs_top_to_bottom(tmp_path: Path) -> None:
+    with example_in_kernel(tmp_path) as (notebook, rt, kernel, workdir):
+        cells = [c.source for c in notebook.cells if c.cell_type == "code"]
         outputs = []
         for i, source in enumerate(cells):
             outputs.append(kernel.run(source).check())

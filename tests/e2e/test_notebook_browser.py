@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.conftest import Runtime, need
-from tests.e2e.test_notebook import kernel_in_runtime
+from tests.e2e.test_notebook import example_in_kernel, kernel_in_runtime
 from tests.kernel import CellResult
 from tests.rig import REPO
 
@@ -190,18 +190,10 @@ def test_exported_example_notebook_in_jupyterlab_css(tmp_path: Path) -> None:
     themes (JupyterLab's own stylesheet): in Chromium the block keeps its colours readable
     and the first copy button copies the line that, pasted on the laptop, logs in."""
     need(browser_missing(), "the browser test's prerequisites (scripts/setup.sh test)")
-    import nbformat
     from nbconvert import HTMLExporter
 
-    notebook = nbformat.read(REPO / "docs" / "example.ipynb", as_version=4)
-    code_cells = [c for c in notebook.cells if c.cell_type == "code"]
-    folder = tmp_path / "rig" / "drive" / "colab_data"
-    with kernel_in_runtime(tmp_path, "public", {"HANDY_COLAB_FOLDER": str(folder)}) as (
-        rt,
-        kernel,
-        workdir,
-        _home,
-    ):
+    with example_in_kernel(tmp_path) as (notebook, rt, kernel, workdir):
+        code_cells = [c for c in notebook.cells if c.cell_type == "code"]
         # Up to status(): the cells a user runs before going to the laptop.
         for count, cell in enumerate(code_cells[:4], start=1):
             cell.outputs = as_outputs(kernel.run(cell.source).check(), count)

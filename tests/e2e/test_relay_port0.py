@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pwd
 import signal
 import subprocess
 import time
@@ -26,6 +25,7 @@ import pytest
 
 from tests.e2e.conftest import Runtime, finish, make_runtime, need_rig
 from tests.e2e.test_recovery import assert_transfer_ok, reconnected, status, time_to_ssh
+from tests.e2e.test_relay_setup import ACCOUNT, relay_setup_runtime
 from tests.rig import RELAY_IP, wait_until
 
 # The tunnels' grace for a refused port (tunnels/relayport.py STICKY_GRACE) plus back-off.
@@ -236,7 +236,6 @@ def test_two_runtimes_share_one_relay_account(p0: Port0, tmp_path: Path) -> None
 
 
 # -- relay-setup --remote-port 0 -----------------------------------------------------------
-ACCOUNT = "hctunnel"  # the account test_relay_setup.py uses: made once, reused
 
 
 @dataclass
@@ -254,15 +253,8 @@ class Locked:
 def locked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Locked]:
     need_rig()
     tmp = tmp_path_factory.mktemp("port0-relay-setup")
-    rt = make_runtime(tmp, "public", start=False)
-    try:
+    with relay_setup_runtime(tmp, "public") as rt:
         yield _lock_down(rt, tmp)
-    finally:
-        try:
-            finish(rt)
-        finally:
-            with contextlib.suppress(KeyError, FileNotFoundError):
-                (Path(pwd.getpwnam(ACCOUNT).pw_dir) / ".ssh" / "authorized_keys").unlink()
 
 
 def _lock_down(rt: Runtime, tmp: Path) -> Locked:

@@ -58,6 +58,22 @@ def _listening(log: Path) -> int:
     return log.read_text(errors="replace").count("Server listening on")
 
 
+@contextlib.contextmanager
+def relay_setup_runtime(tmp: Path, mode: str) -> Iterator[Runtime]:
+    """A rig with its runtime not yet up, for a relay that relay-setup will lock down. On the
+    way out the rig must be empty; the account stays (acceptable in CI, reused next time),
+    the test keys do not."""
+    rt = make_runtime(tmp, mode, start=False)
+    try:
+        yield rt
+    finally:
+        try:
+            finish(rt)
+        finally:
+            with contextlib.suppress(KeyError, FileNotFoundError):
+                (Path(pwd.getpwnam(ACCOUNT).pw_dir) / ".ssh" / "authorized_keys").unlink()
+
+
 @pytest.fixture(scope="module", params=["public", "private"])
 def locked(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -65,16 +81,8 @@ def locked(
     need_rig()
     mode: str = request.param
     tmp = tmp_path_factory.mktemp(f"relay-setup-{mode}")
-    rt = make_runtime(tmp, mode, start=False)
-    try:
+    with relay_setup_runtime(tmp, mode) as rt:
         yield _lock_down(rt, mode, tmp)
-    finally:
-        try:
-            finish(rt)
-        finally:
-            # The account stays (acceptable in CI, reused next time); the test keys do not.
-            with contextlib.suppress(KeyError, FileNotFoundError):
-                (Path(pwd.getpwnam(ACCOUNT).pw_dir) / ".ssh" / "authorized_keys").unlink()
     assert _etc_ssh_digest() == rt.extra["etc_ssh"], "the system's /etc/ssh was changed"
 
 

@@ -14,6 +14,7 @@ import pytest
 from handy_colab.descriptor import Descriptor
 
 SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
+SSH = shutil.which("ssh")
 
 SEED_CONFIG: dict[str, Any] = {
     "tunnel_options": {
@@ -38,6 +39,24 @@ _KEY_SPECS: dict[str, list[str]] = {
     "enc_ed25519": ["-t", "ed25519", "-N", "secret-pass"],
     "enc_rsa_pem": ["-t", "rsa", "-b", "2048", "-m", "PEM", "-N", "secret-pass"],
 }
+
+
+def ssh_g(config: Path, host: str) -> dict[str, str]:
+    """`ssh -G` resolves the config for ``host`` without connecting; parse its output."""
+    assert SSH is not None
+    proc = subprocess.run(
+        [SSH, "-G", "-F", str(config), host],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=20,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result: dict[str, str] = {}
+    for line in proc.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        result.setdefault(key.lower(), value)
+    return result
 
 
 class KeyStore:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-import subprocess
 import zlib
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from handy_colab.errors import ConfigError
 from handy_colab.progress import LineReporter
 from handy_colab.tunnels.cloudflared_log import classify
 from handy_colab.tunnels.websocket import MAX_MESSAGE, current_hostname
-from tests.unit.conftest import SEED_CONFIG, KeyStore, write_config
+from tests.unit.conftest import SEED_CONFIG, KeyStore, ssh_g, write_config
 
 SSH = shutil.which("ssh")
 
@@ -167,10 +166,7 @@ def test_host_block_follows_the_descriptor_and_pins_by_alias(
     )
     cfg = tmp_path / "config"
     cfg.write_text(block)
-    out = subprocess.run(
-        [SSH, "-G", "-F", str(cfg), "colab"], capture_output=True, text=True, check=True
-    ).stdout
-    opts = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+    opts = ssh_g(cfg, "colab")
     assert opts["hostkeyalias"] == "colab"
     assert opts["stricthostkeychecking"] == "true"
     assert "handy_colab.tunnels.websocket" in opts["proxycommand"]

@@ -22,7 +22,7 @@ from handy_colab.tunnels import frp_visitor
 from handy_colab.tunnels.frp_config import FrpConfig
 from handy_colab.tunnels.frp_log import classify
 from handy_colab.tunnels.frp_visitor import visitor_config
-from tests.unit.conftest import SEED_CONFIG, KeyStore, write_config
+from tests.unit.conftest import SEED_CONFIG, KeyStore, ssh_g, write_config
 
 SSH = shutil.which("ssh")
 
@@ -176,10 +176,7 @@ def test_host_block(tmp_path: Path, keys: KeyStore, mode: str) -> None:
     block = S.render_host_blocks(desc, "/k/id", "/k/known", frp_profile="/k/colab.frp.json")
     cfg = tmp_path / "config"
     cfg.write_text(block)
-    out = subprocess.run(
-        [SSH, "-G", "-F", str(cfg), "colab"], capture_output=True, text=True, check=True
-    ).stdout
-    opts = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+    opts = ssh_g(cfg, "colab")
     assert opts["stricthostkeychecking"] == "true" and opts["hostkeyalias"] == "colab"
     if mode == "public":
         assert (opts["hostname"], opts["port"]) == ("vps.example.org", "6022")

@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import stat
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from handy_colab.client import sshconfig as S
 from handy_colab.client.connect import connect
 from handy_colab.descriptor import Descriptor
 from handy_colab.errors import ClientConfigError, ConfigError, HandyColabError
+from tests.unit.conftest import ssh_g
 
 MakeDesc = Callable[..., Descriptor]
 SSH = shutil.which("ssh")
@@ -48,24 +48,6 @@ def _snapshot(root: Path) -> dict[str, bytes | None]:
     for p in sorted(root.rglob("*")):
         out[str(p.relative_to(root))] = None if p.is_dir() else p.read_bytes()
     return out
-
-
-def ssh_g(config: Path, host: str) -> dict[str, str]:
-    """`ssh -G` resolves the config for ``host`` without connecting; parse its output."""
-    assert SSH is not None
-    proc = subprocess.run(
-        [SSH, "-G", "-F", str(config), host],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=20,
-    )
-    assert proc.returncode == 0, proc.stderr
-    result: dict[str, str] = {}
-    for line in proc.stdout.splitlines():
-        key, _, value = line.partition(" ")
-        result.setdefault(key.lower(), value)
-    return result
 
 
 def _write_desc(path: Path, desc: Descriptor) -> Path:
