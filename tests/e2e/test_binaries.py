@@ -5,15 +5,12 @@ executed, never cached), an unreachable server; each failure one line through `u
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
-import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +19,7 @@ import pytest
 from handy_colab.binaries import Asset, BinarySpec, Installer, platform_key
 from handy_colab.errors import BinaryError
 from handy_colab.tunnels.cloudflared import CLOUDFLARED
+from tests import webserver
 from tests.cfrig import CLOUDFLARED_BIN
 from tests.e2e.cfhelpers import need_peers, one_line_error
 
@@ -30,14 +28,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 @contextlib.contextmanager
 def serve(root: Path) -> Iterator[str]:
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/releases/download"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with webserver.serve(root) as base:
+        yield f"{base}/releases/download"
 
 
 def release_dir(root: Path, asset: str, data: bytes) -> Path:

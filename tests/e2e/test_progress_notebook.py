@@ -12,33 +12,20 @@ kernel): one text display, updated in place with ``update_display_data``.
 from __future__ import annotations
 
 import contextlib
-import functools
-import http.server
 import json
 import os
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from handy_colab.binaries import platform_key
 from handy_colab.tunnels.cloudflared import CLOUDFLARED
+from tests import webserver
 from tests.kernel import CellResult, Kernel
 
 SIZE = 4 * 1024 * 1024 + 77
-
-
-class _Slow(http.server.SimpleHTTPRequestHandler):
-    def copyfile(self, source, outputfile):  # type: ignore[no-untyped-def]
-        while chunk := source.read(256 * 1024):
-            outputfile.write(chunk)
-            time.sleep(0.04)
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 @contextlib.contextmanager
@@ -46,15 +33,8 @@ def _mirror(root: Path) -> Iterator[str]:
     asset = CLOUDFLARED.assets[platform_key()].filename
     (root / CLOUDFLARED.version).mkdir(parents=True)
     (root / CLOUDFLARED.version / asset).write_bytes(os.urandom(SIZE))
-    httpd = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_Slow, directory=str(root))
-    )
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with webserver.serve(root, slow=True) as base:
+        yield base
 
 
 def _up_in_a_kernel(tmp: Path, hide_widgets: bool) -> CellResult:

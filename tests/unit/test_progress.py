@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import hashlib
-import http.server
 import os
 import pty
 import re
@@ -22,7 +20,6 @@ import struct
 import subprocess
 import sys
 import termios
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +27,7 @@ from pathlib import Path
 import pyte
 
 from handy_colab.progress import LineReporter, QuietReporter, as_reporter
+from tests import webserver
 
 SIZE = 6 * 1024 * 1024 + 123
 
@@ -63,32 +61,14 @@ rep.say("after")
 """
 
 
-class _Slow(http.server.SimpleHTTPRequestHandler):
-    """Serves in small pieces with pauses, so the bar has several sizes to show."""
-
-    def copyfile(self, source, outputfile):  # type: ignore[no-untyped-def]
-        while chunk := source.read(512 * 1024):
-            outputfile.write(chunk)
-            time.sleep(0.05)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @contextlib.contextmanager
 def _release(tmp: Path) -> Iterator[tuple[str, str]]:
     """(base URL, sha256) of a fake release asset served on loopback."""
     data = os.urandom(SIZE)
     (tmp / "www" / "1.0.0").mkdir(parents=True)
     (tmp / "www" / "1.0.0" / "hcfake").write_bytes(data)
-    handler = functools.partial(_Slow, directory=str(tmp / "www"))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", hashlib.sha256(data).hexdigest()
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with webserver.serve(tmp / "www", slow=True) as base:
+        yield base, hashlib.sha256(data).hexdigest()
 
 
 def _argv(tmp: Path, base: str, digest: str) -> list[str]:
