@@ -145,7 +145,7 @@ def _packages(rt: Runtime) -> str:
 
 def _warnings(rt: Runtime) -> str:
     # A failed package already has its red row (with the reason): no second copy here.
-    dupes = {f"{p.kind} package {p.spec} failed: {p.detail}" for p in rt.packages}
+    dupes = {p.failure_line for p in rt.packages}
     notes = [w for w in rt.warnings if w not in dupes]
     if not notes:
         return ""

@@ -44,11 +44,7 @@ class UpResult:
     @property
     def package_failures(self) -> list[str]:
         """One line per extra package that failed (the tunnel is up regardless)."""
-        return [
-            f"{p.kind} package {p.spec} failed: {p.detail}"
-            for p in self.packages
-            if p.status == "failed"
-        ]
+        return [p.failure_line for p in self.packages if p.status == "failed"]
 
 
 @contextlib.contextmanager

@@ -157,6 +157,12 @@ def _tunnel_sport(rt: Runtime, pid: int) -> int:
     raise AssertionError(f"no TCP connection of pid {pid} in: {out}")
 
 
+def _relay_sessions(rt: Runtime) -> set[str]:
+    """The relay's established TCP connections, as "local peer" pairs."""
+    out = rt.rig.run("relay", ["ss", "-Htn", "state", "established"]).stdout
+    return {" ".join(line.split()[2:4]) for line in out.splitlines() if line.strip()}
+
+
 def test_stale_listener_on_relay(runtime: Runtime, tmp_path: Path) -> None:
     """The runtime vanishes for the relay: no FIN or RST of the old tunnel ever arrives.
 
@@ -167,6 +173,7 @@ def test_stale_listener_on_relay(runtime: Runtime, tmp_path: Path) -> None:
     rt = runtime
     pid = status(rt)["tunnel"]["pid"]
     sport = _tunnel_sport(rt, pid)
+    relay_before = _relay_sessions(rt)
     rules = [["OUTPUT", "--sport"], ["INPUT", "--dport"]]
     for chain, opt in rules:
         rt.rig.run(
@@ -198,6 +205,10 @@ def test_stale_listener_on_relay(runtime: Runtime, tmp_path: Path) -> None:
     finally:
         for chain, opt in rules:
             rt.rig.run("rt", ["iptables", "-D", chain, "-p", "tcp", opt, str(sport), "-j", "DROP"])
+        # Private mode ends long before the relay gives the dead session up; its next
+        # keepalive now meets a RST (within ClientAliveInterval, 10 s). Waited for here so
+        # the teardown does not find the relay's half of the old tunnel still running.
+        wait_until(lambda: not relay_before & _relay_sessions(rt), 30, 0.5)
 
 
 def test_frozen_tunnel_found_by_health_check(runtime: Runtime, tmp_path: Path) -> None:

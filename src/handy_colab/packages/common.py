@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from ..progress import Bar, Reporter
+from ..progress import Bar, Reporter, Say
 
 log = logging.getLogger(__name__)
 
 PackageKind = Literal["python", "os"]
 Status = Literal["present", "installed", "failed"]
-Progress = Callable[[str], None]
+Progress = Say  # kept: packages exports it (a callable that takes whole lines)
 
 
 @dataclass(frozen=True)
@@ -31,6 +30,11 @@ class PackageResult:
     spec: str  # exactly as written in the config
     status: Status
     detail: str  # one line: the version, or for a failure the reason and a fix
+
+    @property
+    def failure_line(self) -> str:
+        """The warning `up` gives for a failed entry (the notebook's block matches on it)."""
+        return f"{self.kind} package {self.spec} failed: {self.detail}"
 
 
 # user:password@ or token@ inside a URL: never on a command line or in a log line.
