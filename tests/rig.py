@@ -328,11 +328,35 @@ class Rig:
         out = sh("ip", "netns", "pids", self.ns[role], check=False).stdout.split()
         return [int(p) for p in out]
 
+    def relay_holds(self) -> list[int]:
+        """The laptop's held relay connections (private mode's OpenSSH masters, relayhop.py):
+        they outlive a session by design, so they are ended here, not counted as leftovers."""
+        found = []
+        for pid in self.ns_pids("laptop") if "laptop" in self.ns else []:
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv[0].endswith(b"ssh") and any(b"/handy-colab-hop/" in a for a in argv):
+                found.append(pid)
+        return found
+
+    def end_relay_holds(self) -> None:
+        pids = self.relay_holds()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while pids and time.monotonic() < deadline:
+            pids = [p for p in pids if Path(f"/proc/{p}").exists()]
+            time.sleep(0.05)
+
     def close(self) -> list[str]:
         """Tear everything down; return what had to be killed by force (should be [])."""
         leftovers = []
         with contextlib.suppress(Exception):
             self.handy("rt", "down", timeout=30)
+        self.end_relay_holds()
         for step in reversed(self.cleanups):
             with contextlib.suppress(Exception):
                 step()

@@ -16,7 +16,7 @@ from .errors import HandyColabError
 
 # Commands that live wholly in their module: ``add_parser(sub)`` registers the subcommand and
 # sets ``func`` (called with the parsed args, returns the exit code). Import must stay cheap.
-PLUGGED_COMMANDS: tuple[str, ...] = ("forward", "code", "init", "listing")
+PLUGGED_COMMANDS: tuple[str, ...] = ("forward", "code", "init", "listing", "disconnect")
 
 
 DESCRIPTION = """\

@@ -12,6 +12,8 @@ import dataclasses
 import os
 import re
 import stat
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from ..descriptor import Descriptor, is_paste
 from ..errors import ClientConfigError, ConfigError, HandyColabError
 from ..fsutil import atomic_write, read_text_or_empty
 from ..keys import load_private_key
+from . import relayhop
 from . import windows as win
 from .laptop import DESCRIPTOR_COMMENT, alias_of, save_descriptor, saved_descriptor
 from .sshconfig import (
@@ -193,6 +196,7 @@ def connect(
             # An address this runtime had before (a new port, say) is not left pinned.
             pins |= {k: [] for k in known_hosts_lines(before) if k not in pins}
         saved = save_descriptor(desc, known)
+        hold = _hold_dir(desc, known.parent, windows)
         block = render_host_blocks(
             desc,
             ident,
@@ -203,6 +207,7 @@ def connect(
             follow=str(desc_path) if desc.mode == "quick" and desc_path else None,
             frp_profile=str(profile) if profile else None,
             windows=windows,
+            hold_dir=str(hold) if hold else None,
         )
         if runtime_name != desc.name:
             # OpenSSH matches Host patterns case-sensitively: the name the runtime prints
@@ -230,6 +235,8 @@ def connect(
             f"permissions, or pass --ssh-config/--known-hosts elsewhere"
         ) from None
     os.chmod(managed, stat.S_IMODE(managed.stat().st_mode) & ~0o022)
+    if hold is not None:
+        _prestart_hold(hold, managed, desc)
     follows = desc_path if desc.mode == "quick" else None
     notes = _windows_key_notes(ident) if windows and ident else []
     if vscode and include_in is not None:
@@ -253,6 +260,30 @@ def _launcher(desc: Descriptor, cloudflared_access: bool, windows: bool) -> str 
             return win.launcher("ws-access" if cloudflared_access else "ws")
         return win.launcher("frp" if desc.route == "frp" else "relay")
     return ws_launcher(cloudflared_access) if desc.cloudflared else None
+
+
+def _hold_dir(desc: Descriptor, key_dir: Path, windows: bool) -> Path | None:
+    """Where private mode's held relay connections live (None: the asyncssh proxy, as on
+    Windows, whose OpenSSH has no ControlMaster, or where the path is too long for a
+    Unix socket)."""
+    if desc.route != "relay" or desc.mode != "private" or windows:
+        return None
+    folder = key_dir / relayhop.HOLD_DIR
+    return folder if len(str(folder)) <= relayhop.max_dir_len() else None
+
+
+def _prestart_hold(folder: Path, config: Path, desc: Descriptor) -> None:
+    """Log in to the relay in the background now, so the first ``ssh`` finds the held
+    connection ready (or nearly): not waited for, and its errors are the first ssh's."""
+    argv = [sys.executable, "-I", "-S", relayhop.__file__, "--prestart", "--dir", str(folder)]
+    argv += ["-F", str(config), desc.relay_alias, desc.socket_path]
+    subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def _windows_key_notes(identity: str) -> list[str]:

@@ -37,14 +37,24 @@ def _q(path: str) -> str:
 
 
 def proxy_command(
-    desc: Descriptor, config_file: str, launcher: str | None = None, windows: bool = False
+    desc: Descriptor,
+    config_file: str,
+    launcher: str | None = None,
+    windows: bool = False,
+    hold_dir: str | None = None,
 ) -> str:
-    """Private mode's ProxyCommand: it logs into the relay (the relay's Host block in
-    ``config_file``) and opens the runtime's Unix socket there as a direct-streamlocal
-    channel, piping it to stdio (streamlocal.py)."""
+    """Private mode's ProxyCommand, to the runtime's Unix socket on the relay (the relay's
+    Host block in ``config_file``). With ``hold_dir``: through a relay connection OpenSSH
+    holds between sessions (relayhop.py); else over the proxy's own asyncssh connection,
+    a direct-streamlocal channel piped to stdio (streamlocal.py)."""
+    cfg = quoted(config_file) if windows else _q(config_file)
+    if hold_dir is not None and launcher is None and not windows:
+        from . import relayhop
+
+        hop = f"{_q(sys.executable)} -I -S {_q(relayhop.__file__)} --dir {_q(hold_dir)}"
+        return f"{hop} -F {cfg} {desc.relay_alias} {desc.socket_path}"
     if launcher is None:
         launcher = f"{_q(sys.executable)} -m handy_colab.streamlocal"
-    cfg = quoted(config_file) if windows else _q(config_file)
     return f"{launcher} -F {cfg} {desc.relay_alias} {desc.socket_path}"
 
 
@@ -75,13 +85,15 @@ def render_host_blocks(
     follow: str | None = None,
     frp_profile: str | None = None,
     windows: bool = False,
+    hold_dir: str | None = None,
 ) -> str:
     """The Host block(s) for one runtime: the runtime itself, and its relay in private mode.
 
     ``launcher``: the ProxyCommand's program (default: this interpreter's module);
     ``follow``: the descriptor a cloudflared ProxyCommand re-reads at each connection;
     ``frp_profile``: the visitor profile of frp's private and p2p modes;
-    ``windows``: paths as Windows' OpenSSH reads them (client/windows.py).
+    ``windows``: paths as Windows' OpenSSH reads them (client/windows.py);
+    ``hold_dir``: private mode's held relay connections live there (relayhop.py).
     """
     fmt = quoted if windows else _q
     relay_private = desc.route == "relay" and desc.mode == "private"
@@ -117,7 +129,8 @@ def render_host_blocks(
         "    ServerAliveCountMax 4",
     ]
     if relay_private:
-        out.append(f"    ProxyCommand {proxy_command(desc, config_file, launcher, windows)}")
+        cmd = proxy_command(desc, config_file, launcher, windows, hold_dir)
+        out.append(f"    ProxyCommand {cmd}")
     elif desc.cloudflared:
         follow = fwd_slashes(follow) if windows and follow else follow
         cmd = ws_proxy_command(desc.hostname, launcher or ws_launcher(), follow)

@@ -1,0 +1,34 @@
+"""The relay connections private mode's ProxyCommand holds (relayhop.py), seen from the
+ssh config `connect` wrote: which runtime has one, and ending them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .laptop import find_runtime, known_runtimes, proxy_argv
+from .relayhop import Hold, HopError, alive, end_master, parse_args
+
+
+def hold_of(argv: list[str] | None) -> Hold | None:
+    """The held connection a ProxyCommand argv uses (None: not relayhop's)."""
+    if not argv or not any(a.endswith("relayhop.py") for a in argv):
+        return None
+    script = next(i for i, a in enumerate(argv) if a.endswith("relayhop.py"))
+    try:
+        _pre, folder, config, relay, remote = parse_args(argv[script + 1 :])
+    except HopError:
+        return None
+    return Hold(folder, config, relay, remote)
+
+
+def end_holds(names: list[str], ssh_config: Path | None = None) -> list[str]:
+    """End the held relay connections of ``names`` (all runtimes without names); return
+    the aliases that had one running."""
+    runtimes = [find_runtime(n, ssh_config) for n in names] if names else known_runtimes(ssh_config)
+    ended = []
+    for rt in runtimes:
+        hold = hold_of(proxy_argv(rt))
+        if hold is not None and alive(hold):
+            end_master(hold)
+            ended.append(rt.alias)
+    return ended

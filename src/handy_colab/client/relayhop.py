@@ -1,0 +1,382 @@
+"""Private mode's ProxyCommand on Linux and macOS: a relay connection held between sessions.
+
+Why: each ``ssh NAME`` used to start a Python process that imported asyncssh and logged in
+to the relay before OpenSSH's own handshake could begin (0.3-0.4 s on a 2-vCPU machine,
+twice what ProxyJump's relay hop costs). OpenSSH 9.2's ``ssh -W`` cannot open a Unix socket,
+so the relay hop cannot simply be ProxyJump. Instead one OpenSSH master connection to the
+relay (ControlPersist) holds a local forward ``DIR/KEY.sock`` -> the runtime's socket on the
+relay; the ProxyCommand is this stdlib-only script, run with ``python -I -S``: it connects to
+that socket (starting the master when there is none) and copies bytes. ``connect`` starts
+the master ahead of the first ``ssh`` (``--prestart``).
+
+The master lives ``PERSIST`` seconds after its last session ends (ssh's ControlPersist),
+dies with the relay connection (ServerAlive), and ``close_holds`` (``handy-colab connect
+--close``) ends it at once. Its socket, control socket and log are 0600 in a 0700 folder
+beside the pinned known_hosts. Windows' OpenSSH has no ControlMaster: there the asyncssh
+proxy (streamlocal.py) stays.
+
+This file must not import the package (it runs as a script, without site-packages), and
+imports only what is cheap to start: no contextlib, typing or the socket wrapper module.
+"""
+# ruff: noqa: SIM105
+
+from __future__ import annotations
+
+import _socket as socket  # the C module: `socket` imports enum, selectors, collections
+import errno
+import os
+import select
+import sys
+import time
+import zlib
+
+HOLD_DIR = "handy-colab-hop"
+PERSIST = 600  # s a held relay connection outlives its last session (ssh's ControlPersist)
+PERSIST_ENV = "HANDY_COLAB_HOLD_SECONDS"
+FIRST_BYTE = 5.0  # s for the runtime's banner through a held connection before it is replaced
+_CHUNK = 256 * 1024
+
+
+def max_dir_len() -> int:
+    """The longest folder whose sockets fit in sockaddr_un (104 bytes on macOS and the BSDs,
+    108 on Linux, with the NUL): ssh binds its control socket at PATH + ".XXXXXXXXXXXXXXXX"
+    first. Longer folders keep the asyncssh proxy."""
+    room = 108 if sys.platform.startswith("linux") else 104
+    return room - 1 - len("/0123456789.c") - len(".XXXXXXXXXXXXXXXX")
+
+
+def persist_seconds() -> int:
+    """ControlPersist: PERSIST, or HANDY_COLAB_HOLD_SECONDS if that is a positive integer."""
+    value = os.environ.get(PERSIST_ENV, "")
+    return int(value) if value.isdigit() and int(value) > 0 else PERSIST
+
+
+class HopError(Exception):
+    """A one-line reason the hop cannot carry this session."""
+
+
+class Hold:
+    """The files of one held relay connection: per relay and runtime socket."""
+
+    def __init__(self, folder: str, config: str, relay: str, remote: str) -> None:
+        # Not a secret, only a short unique name (sockaddr_un is short): two checksums.
+        text = f"{config}\0{relay}\0{remote}".encode()
+        key = f"{zlib.crc32(text):08x}{zlib.adler32(text) & 0xFF:02x}"
+        self.folder, self.config, self.relay, self.remote = folder, config, relay, remote
+        base = os.path.join(folder, key)
+        self.sock, self.ctl, self.lock, self.log, self.pid = (
+            base + ".s",
+            base + ".c",
+            base + ".lock",
+            base + ".log",
+            base + ".pid",
+        )
+
+    def ssh(self, *args: str) -> list[str]:
+        return ["ssh", "-F", self.config, "-o", f"ControlPath={self.ctl}", *args]
+
+
+def _connect(path: str) -> socket.socket | None:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+        return s
+    except OSError as exc:
+        s.close()
+        if exc.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK):
+            return None
+        raise HopError(f"cannot use {path}: {exc.strerror}") from None
+
+
+def _last_log_line(hold: Hold) -> str:
+    try:
+        with open(hold.log, encoding="utf-8", errors="replace") as f:
+            lines = [ln.strip() for ln in f.read().splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+def _start_master(hold: Hold) -> None:
+    """Log in to the relay with OpenSSH and hold the forward (under the caller's lock)."""
+    import subprocess
+
+    for stale in (hold.ctl, hold.sock):
+        _unlink(stale)
+    argv = hold.ssh(
+        "-f",
+        "-N",
+        "-o",
+        "ControlMaster=yes",
+        "-o",
+        f"ControlPersist={persist_seconds()}",
+        "-o",
+        "ExitOnForwardFailure=yes",
+        "-o",
+        "StreamLocalBindUnlink=yes",
+        "-o",
+        "StreamLocalBindMask=0177",
+        "-o",
+        "ServerAliveInterval=5",
+        "-o",
+        "ServerAliveCountMax=3",
+        "-o",
+        "ConnectTimeout=15",
+        "-L",
+        f"{hold.sock}:{hold.remote}",
+        hold.relay,
+    )
+    fd = os.open(hold.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        # A new session: the terminal's ^C and the ProxyCommand's SIGHUP are not its.
+        # Its stderr is the log, never ssh's: whoever reads ssh's stderr would wait on it.
+        proc = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=fd,
+            start_new_session=True,
+            timeout=60,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise HopError(f"no answer from the relay {hold.relay} within 60s") from None
+    finally:
+        os.close(fd)
+    if proc.returncode != 0:
+        why = _last_log_line(hold) or f"ssh exited with {proc.returncode}"
+        raise HopError(f"cannot log in to the relay {hold.relay}: {why} (log: {hold.log})")
+    # Its pid, for end_master: a frozen (stopped) master cannot answer `-O exit`.
+    check = subprocess.run(
+        hold.ssh("-O", "check", hold.relay),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    pid = check.stderr.partition("(pid=")[2].partition(")")[0]
+    if pid.isdigit():
+        fd = os.open(hold.pid, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.write(fd, pid.encode())
+        os.close(fd)
+
+
+def _master_pid(hold: Hold) -> int | None:
+    """The pid the master had when it started, if that process still runs ssh with our
+    control socket (pids are reused)."""
+    try:
+        with open(hold.pid) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            mine = f"ControlPath={hold.ctl}".encode() in f.read()
+    except OSError:
+        # No /proc (macOS): ps says which command the pid runs.
+        import subprocess
+
+        out = subprocess.run(
+            ["ps", "-o", "command=", "-p", str(pid)], capture_output=True, check=False
+        ).stdout
+        mine = f"ControlPath={hold.ctl}".encode() in out
+    return pid if mine else None
+
+
+def end_master(hold: Hold) -> None:
+    """Ask a held connection to exit (its control socket answers even if the relay does
+    not), then remove its files."""
+    import subprocess
+
+    if os.path.exists(hold.ctl):
+        try:
+            subprocess.run(
+                hold.ssh("-O", "exit", hold.relay),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=2,
+                check=False,
+            )
+        except (subprocess.TimeoutExpired, OSError):
+            pass
+    pid = _master_pid(hold)
+    if pid is not None:
+        import signal
+
+        # Still there: a stopped process cannot answer `-O exit`, SIGKILL ends it anyway.
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for path in (hold.ctl, hold.sock, hold.pid):
+        _unlink(path)
+
+
+def alive(hold: Hold) -> bool:
+    """Whether a master answers on the control socket (connecting opens no channel)."""
+    s = _connect(hold.ctl)
+    if s is None:
+        return False
+    s.close()
+    return True
+
+
+class _Locked:
+    """One starter at a time per held connection: the others wait for it."""
+
+    def __init__(self, hold: Hold) -> None:
+        self.hold, self.fd = hold, -1
+
+    def __enter__(self) -> None:
+        import fcntl
+
+        os.makedirs(self.hold.folder, mode=0o700, exist_ok=True)
+        self.fd = os.open(self.hold.lock, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)  # releases the lock
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def prestart(hold: Hold) -> None:
+    """Make sure a master holds the forward, without opening a way to the runtime."""
+    with _Locked(hold):
+        if not alive(hold):
+            _start_master(hold)
+
+
+def held_socket(hold: Hold) -> socket.socket:
+    """A connection to the runtime's socket through the held relay connection, which is
+    started first if there is none."""
+    s = _connect(hold.sock)
+    if s is not None:
+        return s
+    with _Locked(hold):
+        s = _connect(hold.sock)
+        if s is None:
+            if alive(hold):
+                end_master(hold)  # a master without its forward is of no use
+            _start_master(hold)
+            s = _connect(hold.sock)
+    if s is None:
+        raise HopError(f"the relay connection to {hold.relay} holds no {hold.sock}")
+    return s
+
+
+def _first_bytes(s: socket.socket, pending: bytearray, deadline: float | None) -> bytes | None:
+    """What the runtime sends first; None if nothing came by ``deadline``. ssh's own bytes
+    are kept in ``pending`` meanwhile, so a silent connection can be replaced and they sent
+    on the new one. Raises SystemExit(0) if ssh went away."""
+    stdin = sys.stdin.fileno()
+    while True:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        ready, _, _ = select.select([s, stdin], [], [], left)
+        if s in ready:
+            return s.recv(_CHUNK)
+        if stdin in ready:
+            data = os.read(stdin, _CHUNK)
+            if not data:
+                raise SystemExit(0)
+            pending += data
+            continue
+        if deadline is not None and time.monotonic() >= deadline:
+            return None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _pump(s: socket.socket, first: bytes, pending: bytes) -> None:
+    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
+    _write_all(stdout, first)
+    if pending:
+        s.sendall(pending)
+    watch = [s, stdin]
+    while watch:
+        ready, _, _ = select.select(watch, [], [])
+        if stdin in ready:
+            data = os.read(stdin, _CHUNK)
+            if data:
+                s.sendall(data)
+            else:
+                watch.remove(stdin)
+                try:
+                    s.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+        if s in ready:
+            data = s.recv(_CHUNK)
+            if not data:
+                return
+            _write_all(stdout, data)
+
+
+def run(hold: Hold) -> None:
+    pending = bytearray()
+    for attempt in (1, 2):
+        s = held_socket(hold)
+        # A held connection can be frozen (a laptop that slept, a relay that vanished
+        # silently) until its keepalives give up: replace it once rather than wait.
+        deadline = time.monotonic() + FIRST_BYTE if attempt == 1 else None
+        first = _first_bytes(s, pending, deadline)
+        if first is None:
+            s.close()
+            end_master(hold)
+            continue
+        if not first:
+            why = _last_log_line(hold)
+            raise HopError(
+                f"the relay closed the way to {hold.remote}: is the runtime up? "
+                f"(`handy-colab status` on it){f'; relay says: {why}' if why else ''}"
+            )
+        _pump(s, first, bytes(pending))
+        return
+
+
+def parse_args(argv: list[str]) -> tuple[bool, str, str, str, str]:
+    pre, folder, config = False, "", ""
+    rest: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        if arg == "--prestart":
+            pre = True
+        elif arg == "--dir":
+            folder = next(it, "")
+        elif arg == "-F":
+            config = next(it, "")
+        else:
+            rest.append(arg)
+    if not folder or not config or len(rest) != 2:
+        raise HopError("usage: relayhop.py [--prestart] --dir DIR -F CONFIG RELAY SOCKET_PATH")
+    return pre, folder, config, rest[0], rest[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        pre, folder, config, relay, remote = parse_args(sys.argv[1:] if argv is None else argv)
+        hold = Hold(folder, config, relay, remote)
+        if pre:
+            prestart(hold)
+        else:
+            run(hold)
+    except HopError as exc:
+        print(f"handy-colab proxy: {exc}", file=sys.stderr)
+        return 255
+    except (BrokenPipeError, ConnectionResetError, KeyboardInterrupt):
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
