@@ -5,10 +5,11 @@ with ``StreamLocalBindUnlink yes`` a new tunnel replaces the socket of a dead on
 where a TCP listener would stay bound until the relay notices the old session is gone.
 OpenSSH 9.2's ``ssh -W`` cannot open a Unix socket (measured: no channel is opened).
 
-- The laptop's ProxyCommand (``main``) opens the socket as a stream-local channel over one
-  SSH connection of its own (asyncssh), with the relay's Host block of our ssh config: no
-  local Unix socket, which Windows' OpenSSH cannot use and which left private folders
-  behind in /tmp when a proxy was killed.
+- The laptop's ProxyCommand on Windows, and `handy-colab proxy` by hand (``main``), opens
+  the socket as a stream-local channel over one SSH connection of its own (asyncssh), with
+  the relay's Host block of our ssh config: no local Unix socket, which Windows' OpenSSH
+  cannot use. On Linux and macOS `connect` writes client/relayhop.py instead (a relay
+  connection OpenSSH holds between sessions: no Python import or relay log-in per ssh).
 - The runtime's end-to-end check (``forwarded_port``) uses the OpenSSH tunnel's own ssh:
   ``-L 127.0.0.1:PORT:socket`` on a loopback port, then reads the banner.
 """
