@@ -4,6 +4,7 @@ OpenSSH master; the real master is in tests/e2e/test_relay_hold.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import subprocess
@@ -39,16 +40,22 @@ def private_desc() -> Descriptor:
 
 
 def test_arguments() -> None:
-    assert relayhop.parse_args(["--dir", "D", "-F", "C", "r", "/s"]) == (False, "D", "C", "r", "/s")
-    assert relayhop.parse_args(["--prestart", "--dir", "D", "-F", "C", "r", "/s"])[0] is True
-    for bad in (
-        [],
-        ["--dir", "D", "r", "/s"],
-        ["--dir", "D", "-F", "C", "r"],
-        ["-F", "C", "r", "/s"],
-    ):
+    args = relayhop.Args(["--dir", "D", "-F", "C", "r", "/s"])
+    assert (args.prestart, args.folder, args.config, args.relay, args.remote, args.tag) == (
+        False,
+        "D",
+        "C",
+        "r",
+        "/s",
+        "",
+    )
+    args = relayhop.Args(["--prestart", "--dir", "D", "--tag", "t1", "-F", "C", "r", "/s"])
+    assert args.prestart and args.tag == "t1"
+    assert args.hold().sock != relayhop.Args(["--dir", "D", "-F", "C", "r", "/s"]).hold().sock
+    bad_ones = [["--dir", "D", "r", "/s"], ["--dir", "D", "-F", "C", "r"], ["-F", "C", "r", "/s"]]
+    for bad in [[], *bad_ones]:
         with pytest.raises(relayhop.HopError, match="usage"):
-            relayhop.parse_args(bad)
+            relayhop.Args(bad)
 
 
 def test_one_hold_per_config_relay_and_socket(tmp_path: Path) -> None:
@@ -89,15 +96,27 @@ def test_persist_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_proxy_command_connect_writes() -> None:
     desc = private_desc()
     held = proxy_command(desc, "/home/a b/.ssh/cfg", hold_dir="/home/a b/.ssh/handy-colab-hop")
+    tag = held.split("--tag ")[1].split()[0]
     assert held == (
-        f'{sys.executable} -I -S {SCRIPT} --dir "/home/a b/.ssh/handy-colab-hop" '
+        f'{sys.executable} -I -S {SCRIPT} --dir "/home/a b/.ssh/handy-colab-hop" --tag {tag} '
         f'-F "/home/a b/.ssh/cfg" colab-relay /tmp/hc-me-colab.sock'
     )
+    # Another relay (address, account or host key) is another held connection.
+    changes: list[dict[str, object]] = [
+        {"relay_host": "relay2.example.org"},
+        {"relay_port": 2222},
+        {"relay_user": "you"},
+        {"relay_host_keys": ["ssh-ed25519 AAAAother"]},
+    ]
+    for change in changes:
+        other = proxy_command(dataclasses.replace(desc, **change), "/cfg", hold_dir="/d")
+        assert f"--tag {tag} " not in other, change
+    assert f"--tag {tag} " in proxy_command(desc, "/elsewhere/cfg", hold_dir="/d")
     # Windows (and a folder that is too long): the asyncssh proxy, as before.
     assert "streamlocal" in proxy_command(desc, "C:/cfg", windows=True, hold_dir="/x")
     assert "streamlocal" in proxy_command(desc, "/cfg")
     block = render_host_blocks(desc, None, "/k", "/cfg", hold_dir="/d")
-    assert f"ProxyCommand {sys.executable} -I -S {SCRIPT} --dir /d -F /cfg colab-relay" in block
+    assert f"ProxyCommand {sys.executable} -I -S {SCRIPT} --dir /d --tag {tag} -F /cfg" in block
 
 
 def test_starts_without_the_package_or_heavy_imports(tmp_path: Path) -> None:
@@ -110,7 +129,8 @@ def test_starts_without_the_package_or_heavy_imports(tmp_path: Path) -> None:
     assert res.returncode == 255
     errors = [ln for ln in res.stderr.splitlines() if not ln.startswith("import time:")]
     assert errors == [
-        "handy-colab proxy: usage: relayhop.py [--prestart] --dir DIR -F CONFIG RELAY SOCKET_PATH"
+        "handy-colab proxy: usage: relayhop.py [--prestart] --dir DIR [--tag TAG] -F CONFIG "
+        "RELAY SOCKET_PATH"
     ]
     imported = {ln.split("|")[-1].strip() for ln in res.stderr.splitlines() if "|" in ln}
     for heavy in ("handy_colab", "typing", "socket", "contextlib", "subprocess", "asyncio"):

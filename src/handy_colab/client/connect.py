@@ -13,7 +13,6 @@ import os
 import re
 import stat
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from .laptop import DESCRIPTOR_COMMENT, alias_of, save_descriptor, saved_descrip
 from .sshconfig import (
     default_paths,
     ensure_include,
+    hop_argv,
     known_hosts_lines,
     merge_known_hosts,
     render_host_blocks,
@@ -275,8 +275,8 @@ def _hold_dir(desc: Descriptor, key_dir: Path, windows: bool) -> Path | None:
 def _prestart_hold(folder: Path, config: Path, desc: Descriptor) -> None:
     """Log in to the relay in the background now, so the first ``ssh`` finds the held
     connection ready (or nearly): not waited for, and its errors are the first ssh's."""
-    argv = [sys.executable, "-I", "-S", relayhop.__file__, "--prestart", "--dir", str(folder)]
-    argv += ["-F", str(config), desc.relay_alias, desc.socket_path]
+    argv = hop_argv(desc, str(config), str(folder))
+    argv.insert(4, "--prestart")  # after the script
     subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,

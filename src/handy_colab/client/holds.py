@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .laptop import find_runtime, known_runtimes, proxy_argv
-from .relayhop import Hold, HopError, alive, end_master, parse_args
+from .relayhop import Args, Hold, HopError, alive, end_master
 
 
 def hold_of(argv: list[str] | None) -> Hold | None:
@@ -15,10 +15,9 @@ def hold_of(argv: list[str] | None) -> Hold | None:
         return None
     script = next(i for i, a in enumerate(argv) if a.endswith("relayhop.py"))
     try:
-        _pre, folder, config, relay, remote = parse_args(argv[script + 1 :])
+        return Args(argv[script + 1 :]).hold()
     except HopError:
         return None
-    return Hold(folder, config, relay, remote)
 
 
 def end_holds(names: list[str], ssh_config: Path | None = None) -> list[str]:

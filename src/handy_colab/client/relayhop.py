@@ -58,9 +58,9 @@ class HopError(Exception):
 class Hold:
     """The files of one held relay connection: per relay and runtime socket."""
 
-    def __init__(self, folder: str, config: str, relay: str, remote: str) -> None:
+    def __init__(self, folder: str, config: str, relay: str, remote: str, tag: str = "") -> None:
         # Not a secret, only a short unique name (sockaddr_un is short): two checksums.
-        text = f"{config}\0{relay}\0{remote}".encode()
+        text = f"{config}\0{relay}\0{remote}\0{tag}".encode()
         key = f"{zlib.crc32(text):08x}{zlib.adler32(text) & 0xFF:02x}"
         self.folder, self.config, self.relay, self.remote = folder, config, relay, remote
         base = os.path.join(folder, key)
@@ -344,29 +344,44 @@ def run(hold: Hold) -> None:
         return
 
 
-def parse_args(argv: list[str]) -> tuple[bool, str, str, str, str]:
-    pre, folder, config = False, "", ""
-    rest: list[str] = []
-    it = iter(argv)
-    for arg in it:
-        if arg == "--prestart":
-            pre = True
-        elif arg == "--dir":
-            folder = next(it, "")
-        elif arg == "-F":
-            config = next(it, "")
-        else:
-            rest.append(arg)
-    if not folder or not config or len(rest) != 2:
-        raise HopError("usage: relayhop.py [--prestart] --dir DIR -F CONFIG RELAY SOCKET_PATH")
-    return pre, folder, config, rest[0], rest[1]
+class Args:
+    """The script's command line: ``[--prestart] --dir DIR [--tag TAG] -F CONFIG RELAY SOCKET``.
+
+    TAG names what the relay's Host block said when `connect` wrote it: a relay that changes
+    (another host, key or account) gets a new held connection, not the old one."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.prestart, self.folder, self.config, self.tag = False, "", "", ""
+        rest: list[str] = []
+        it = iter(argv)
+        for arg in it:
+            if arg == "--prestart":
+                self.prestart = True
+            elif arg in ("--dir", "-F", "--tag"):
+                value = next(it, "")
+                if arg == "--dir":
+                    self.folder = value
+                elif arg == "-F":
+                    self.config = value
+                else:
+                    self.tag = value
+            else:
+                rest.append(arg)
+        if not self.folder or not self.config or len(rest) != 2:
+            raise HopError(
+                "usage: relayhop.py [--prestart] --dir DIR [--tag TAG] -F CONFIG RELAY SOCKET_PATH"
+            )
+        self.relay, self.remote = rest
+
+    def hold(self) -> Hold:
+        return Hold(self.folder, self.config, self.relay, self.remote, self.tag)
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        pre, folder, config, relay, remote = parse_args(sys.argv[1:] if argv is None else argv)
-        hold = Hold(folder, config, relay, remote)
-        if pre:
+        args = Args(sys.argv[1:] if argv is None else argv)
+        hold = args.hold()
+        if args.prestart:
             prestart(hold)
         else:
             run(hold)

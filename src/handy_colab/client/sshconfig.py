@@ -12,6 +12,7 @@ import re
 import shlex
 import stat
 import sys
+import zlib
 from pathlib import Path
 
 from ..descriptor import Descriptor
@@ -45,17 +46,26 @@ def proxy_command(
 ) -> str:
     """Private mode's ProxyCommand, to the runtime's Unix socket on the relay (the relay's
     Host block in ``config_file``). With ``hold_dir``: through a relay connection OpenSSH
-    holds between sessions (relayhop.py); else over the proxy's own asyncssh connection,
-    a direct-streamlocal channel piped to stdio (streamlocal.py)."""
+    holds between sessions (relayhop.py), tagged with the relay's address, account and host
+    keys (a relay that changes gets a new one); else over the proxy's own asyncssh
+    connection, a direct-streamlocal channel piped to stdio (streamlocal.py)."""
     cfg = quoted(config_file) if windows else _q(config_file)
     if hold_dir is not None and launcher is None and not windows:
-        from . import relayhop
-
-        hop = f"{_q(sys.executable)} -I -S {_q(relayhop.__file__)} --dir {_q(hold_dir)}"
-        return f"{hop} -F {cfg} {desc.relay_alias} {desc.socket_path}"
+        return " ".join(_q(a) for a in hop_argv(desc, config_file, hold_dir))
     if launcher is None:
         launcher = f"{_q(sys.executable)} -m handy_colab.streamlocal"
     return f"{launcher} -F {cfg} {desc.relay_alias} {desc.socket_path}"
+
+
+def hop_argv(desc: Descriptor, config_file: str, hold_dir: str) -> list[str]:
+    """relayhop.py's command line for this runtime (``--prestart`` goes after the script)."""
+    from . import relayhop
+
+    relay = [desc.relay_host, str(desc.relay_port), desc.relay_user]
+    tag = f"{zlib.crc32(chr(0).join(relay + sorted(desc.relay_host_keys)).encode()):08x}"
+    script = [sys.executable, "-I", "-S", relayhop.__file__]
+    where = [desc.relay_alias, desc.socket_path]
+    return [*script, "--dir", hold_dir, "--tag", tag, "-F", config_file, *where]
 
 
 def frp_launcher() -> str:
