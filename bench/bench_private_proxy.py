@@ -43,7 +43,7 @@ def main() -> int:
         try:
             held_cfg = rt.ssh_config
             text = held_cfg.read_text()
-            hop = re.search(r"ProxyCommand (\S+) -I -S \S+relayhop\.py --dir \S+ ", text)
+            hop = re.search(r"ProxyCommand (\S+) -I -S \S+relayhop\.py --dir \S+ --tag \S+ ", text)
             assert hop, "connect wrote another ProxyCommand than expected"
             asy_cfg = tmp / "asyncssh_config"
             asy_cfg.write_text(
