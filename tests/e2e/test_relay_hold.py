@@ -137,12 +137,12 @@ def test_disconnect_ends_it_and_the_next_ssh_logs_in_again(rt: Runtime) -> None:
 
 def test_it_ends_after_its_last_session(rt: Runtime) -> None:
     disconnect(rt)
-    env = {**rt.rig.env(), "HANDY_COLAB_HOLD_SECONDS": "2"}
+    env = {**rt.rig.env(), "HANDY_COLAB_HOLD_SECONDS": "4"}
     res = rt.rig.run("laptop", [*rt.ssh_base(), "colab", "sleep 3; echo long"], env=env)
     assert (res.returncode, res.stdout) == (0, "long\n"), res.stderr
     pid = one_master(rt)
-    assert "ControlPersist=2 " in cmdline(pid) + " "
-    # Alive for the 3 s session, then 2 s after it.
+    assert "ControlPersist=4 " in cmdline(pid) + " "
+    # Alive for the 3 s session, then 4 s after it.
     assert wait_until(lambda: masters(rt) == [], 15, 0.1), cmdline(pid)
     res = rt.ssh("true")
     assert res.returncode == 0, res.stderr
