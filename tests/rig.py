@@ -329,15 +329,19 @@ class Rig:
         return [int(p) for p in out]
 
     def relay_holds(self) -> list[int]:
-        """The laptop's held relay connections (private mode's OpenSSH masters, relayhop.py):
-        they outlive a session by design, so they are ended here, not counted as leftovers."""
+        """The laptop's held relay connections (private mode's OpenSSH masters, relayhop.py,
+        and connect's background start of one): they outlive a session by design, so they
+        are ended here, not counted as leftovers."""
         found = []
         for pid in self.ns_pids("laptop") if "laptop" in self.ns else []:
             try:
                 argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if argv[0].endswith(b"ssh") and any(b"/handy-colab-hop/" in a for a in argv):
+            master = argv[0].endswith(b"ssh") and any(b"/handy-colab-hop/" in a for a in argv)
+            # connect's background log-in, if the relay is slow to answer it
+            prestart = b"--prestart" in argv and any(a.endswith(b"relayhop.py") for a in argv)
+            if master or prestart:
                 found.append(pid)
         return found
 
