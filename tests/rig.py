@@ -350,10 +350,7 @@ class Rig:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        while pids and time.monotonic() < deadline:
-            pids = [p for p in pids if Path(f"/proc/{p}").exists()]
-            time.sleep(0.05)
+        wait_until(lambda: not any(Path(f"/proc/{p}").exists() for p in pids), 5, 0.05)
 
     def close(self) -> list[str]:
         """Tear everything down; return what had to be killed by force (should be [])."""

@@ -275,10 +275,8 @@ def _hold_dir(desc: Descriptor, key_dir: Path, windows: bool) -> Path | None:
 def _prestart_hold(folder: Path, config: Path, desc: Descriptor) -> None:
     """Log in to the relay in the background now, so the first ``ssh`` finds the held
     connection ready (or nearly): not waited for, and its errors are the first ssh's."""
-    argv = hop_argv(desc, str(config), str(folder))
-    argv.insert(4, "--prestart")  # after the script
     subprocess.Popen(
-        argv,
+        [*hop_argv(desc, str(config), str(folder)), "--prestart"],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -11,9 +11,9 @@ from .relayhop import Args, Hold, HopError, alive, end_master
 
 def hold_of(argv: list[str] | None) -> Hold | None:
     """The held connection a ProxyCommand argv uses (None: not relayhop's)."""
-    if not argv or not any(a.endswith("relayhop.py") for a in argv):
+    script = next((i for i, a in enumerate(argv or []) if a.endswith("relayhop.py")), None)
+    if argv is None or script is None:
         return None
-    script = next(i for i, a in enumerate(argv) if a.endswith("relayhop.py"))
     try:
         return Args(argv[script + 1 :]).hold()
     except HopError:

@@ -49,16 +49,17 @@ def proxy_command(
     holds between sessions (relayhop.py), tagged with the relay's address, account and host
     keys (a relay that changes gets a new one); else over the proxy's own asyncssh
     connection, a direct-streamlocal channel piped to stdio (streamlocal.py)."""
-    cfg = quoted(config_file) if windows else _q(config_file)
     if hold_dir is not None and launcher is None and not windows:
         return " ".join(_q(a) for a in hop_argv(desc, config_file, hold_dir))
+    cfg = quoted(config_file) if windows else _q(config_file)
     if launcher is None:
         launcher = f"{_q(sys.executable)} -m handy_colab.streamlocal"
     return f"{launcher} -F {cfg} {desc.relay_alias} {desc.socket_path}"
 
 
 def hop_argv(desc: Descriptor, config_file: str, hold_dir: str) -> list[str]:
-    """relayhop.py's command line for this runtime (``--prestart`` goes after the script)."""
+    """relayhop.py's command line for this runtime (its flags may come anywhere after the
+    script: `connect` adds ``--prestart``)."""
     from . import relayhop
 
     relay = [desc.relay_host, str(desc.relay_port), desc.relay_user]
