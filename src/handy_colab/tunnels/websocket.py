@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -34,7 +35,11 @@ from .cloudflared_config import valid_hostname
 if TYPE_CHECKING:
     from websockets.sync.client import ClientConnection
 
+logger = logging.getLogger(__name__)
+
 MAX_MESSAGE = 16 * 1024
+OPEN_ATTEMPTS = 3
+RETRY_PAUSE = 0.2
 PING_INTERVAL = 20.0
 
 
@@ -44,10 +49,39 @@ def url_of(hostname: str) -> str:
 
 def open_ws(hostname: str, timeout: float) -> ClientConnection:
     """The WebSocket to ``hostname``; TunnelError (one line, with the fix) when it fails."""
-    from websockets.exceptions import InvalidHandshake, InvalidStatus
+    return open_url(url_of(hostname), timeout)
+
+
+def open_url(url: str, timeout: float) -> ClientConnection:
+    """The WebSocket at ``url``, with up to OPEN_ATTEMPTS tries within ``timeout`` when the far
+    end drops the connection before it answers (an edge node reset, not an answer: the next
+    try usually lands elsewhere). Any HTTP answer, a name or certificate error is final."""
+    from websockets.exceptions import InvalidMessage
+
+    deadline = time.monotonic() + timeout
+    for attempt in range(1, OPEN_ATTEMPTS + 1):
+        left = deadline - time.monotonic()
+        try:
+            return _open_once(url, max(left, 0.1))
+        except (InvalidMessage, ConnectionResetError) as exc:
+            if attempt == OPEN_ATTEMPTS or left <= RETRY_PAUSE * attempt + 1:
+                raise _cannot_open(url, exc) from None
+            logger.info("%s: no answer (%s); trying again", url, exc)
+            time.sleep(RETRY_PAUSE * attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _cannot_open(url: str, exc: BaseException) -> TunnelError:
+    return TunnelError(
+        f"{url}: cannot open the WebSocket ({exc or type(exc).__name__}). Fix: check the "
+        f"network (or https_proxy) and `handy-colab status` on the runtime"
+    )
+
+
+def _open_once(url: str, timeout: float) -> ClientConnection:
+    from websockets.exceptions import InvalidHandshake, InvalidMessage, InvalidStatus
     from websockets.sync.client import connect
 
-    url = url_of(hostname)
     try:
         return connect(
             url,
@@ -60,6 +94,8 @@ def open_ws(hostname: str, timeout: float) -> ClientConnection:
             close_timeout=2,
             user_agent_header=f"handy-colab/{__version__}",
         )
+    except (InvalidMessage, ConnectionResetError):
+        raise
     except InvalidStatus as exc:
         code = exc.response.status_code
         why = {
@@ -82,10 +118,7 @@ def open_ws(hostname: str, timeout: float) -> ClientConnection:
             f"Fix: check the network for an intercepting proxy, or point SSL_CERT_FILE at its CA"
         ) from None
     except (TimeoutError, InvalidHandshake, OSError) as exc:
-        raise TunnelError(
-            f"{url}: cannot open the WebSocket ({exc or type(exc).__name__}). Fix: check the "
-            f"network (or https_proxy) and `handy-colab status` on the runtime"
-        ) from None
+        raise _cannot_open(url, exc) from None
 
 
 def read_banner(hostname: str, timeout: float) -> str:
