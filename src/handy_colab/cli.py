@@ -9,6 +9,7 @@ import argparse
 import importlib
 import logging
 import sys
+from typing import Any, cast
 
 from . import __version__
 from .choices import BACKENDS, TUNNEL_CHOICES
@@ -17,6 +18,10 @@ from .errors import HandyColabError
 # Commands that live wholly in their module: ``add_parser(sub)`` registers the subcommand and
 # sets ``func`` (called with the parsed args, returns the exit code). Import must stay cheap.
 PLUGGED_COMMANDS: tuple[str, ...] = ("forward", "code", "init", "listing", "disconnect")
+# The commands build_parser defines itself (main dispatches them).
+OWN_COMMANDS = frozenset(
+    {"up", "status", "down", "logs", "proxy", "demo", "connect", "frps-setup", "relay-setup"}
+)
 
 
 DESCRIPTION = """\
@@ -37,6 +42,17 @@ Example (first run):
 Run `handy-colab COMMAND --help` for a command's options and an example."""
 
 
+class _Skipped:
+    """The parser of a subcommand this run does not need: every call on it does nothing.
+
+    A command line names its subcommand first; building only that one saves `up` and
+    `connect` the others' parsers and the plugged modules' imports (~20 ms of each start).
+    """
+
+    def __getattr__(self, _name: str) -> Any:
+        return lambda *_args, **_kw: self
+
+
 def _command(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     name: str,
@@ -45,6 +61,9 @@ def _command(
     example: str,
 ) -> argparse.ArgumentParser:
     """A subcommand whose help says what it is for and shows it in use."""
+    only = getattr(sub, "only", None)
+    if only is not None and name != only:
+        return cast(argparse.ArgumentParser, _Skipped())
     return sub.add_parser(
         name,
         help=purpose,
@@ -54,7 +73,8 @@ def _command(
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole CLI's parser; with ``only`` (a command defined here), that command alone."""
     p = argparse.ArgumentParser(
         prog="handy-colab",
         description=DESCRIPTION,
@@ -64,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"handy-colab {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.only = only  # type: ignore[attr-defined]  # read by _command
 
     up = _command(
         sub,
@@ -245,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--apply", action="store_true", help="carry out the plan (root, on the relay)")
     rs.add_argument("--sshd-config-dir", help="drop-in folder (default /etc/ssh/sshd_config.d)")
     rs.add_argument("--sshd-config", help="main sshd config (default /etc/ssh/sshd_config)")
-    for mod in PLUGGED_COMMANDS:
+    for mod in PLUGGED_COMMANDS if only is None else ():
         importlib.import_module(f".commands.{mod}", __package__).add_parser(sub)
     return p
 
@@ -270,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["proxy"] and argv[1:2] not in (["-h"], ["--help"]):
         # argparse's REMAINDER drops a leading option such as private mode's `-F FILE`.
         return _proxy(argv[1:])
-    args = build_parser().parse_args(argv)
+    only = argv[0] if argv and argv[0] in OWN_COMMANDS else None
+    args = build_parser(only).parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

@@ -12,6 +12,14 @@ from typing import Any
 
 from .errors import KeyFileError
 from .fsutil import atomic_write
+from .keyformat import (
+    OPENSSH_BEGIN,
+    RSA_BEGIN,
+    Encrypted,
+    check_public_line,
+    openssh_public_line,
+    rsa_pem_public_line,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +68,9 @@ def load_private_key(path: Path) -> PrivateKey | None:
         return None
     if b"PRIVATE KEY-----" not in data:
         return None
+    line = _public_line_fast(path, data)
+    if line is not None:
+        return PrivateKey(path=path, data=data, public_line=line)
     # cryptography is imported here, not at module level: `connect` and the other laptop
     # commands never load a private key, and the import is a good part of their start-up.
     from cryptography.exceptions import UnsupportedAlgorithm
@@ -77,16 +88,32 @@ def load_private_key(path: Path) -> PrivateKey | None:
         except TypeError as exc:
             # cryptography says "Password was not given but private key is encrypted".
             if "encrypted" in str(exc).lower() or "password" in str(exc).lower():
-                raise KeyFileError(
-                    f"{path}: private key is protected by a passphrase; the tunnel cannot "
-                    f"prompt for it. Fix: make an unencrypted copy with "
-                    f"`ssh-keygen -p -N '' -f {path.name}` (on a copy) and use that"
-                ) from None
+                raise _passphrase_error(path) from None
             return None
         except (ValueError, UnsupportedAlgorithm):
             continue
         return PrivateKey(path=path, data=data, public_line=_public_line_of(priv))
     return None
+
+
+def _public_line_fast(path: Path, data: bytes) -> str | None:
+    """The two common formats without importing cryptography (keyformat.py says why)."""
+    try:
+        if OPENSSH_BEGIN in data:
+            return openssh_public_line(data)
+        if RSA_BEGIN in data:
+            return rsa_pem_public_line(data)
+    except Encrypted:
+        raise _passphrase_error(path) from None
+    return None
+
+
+def _passphrase_error(path: Path) -> KeyFileError:
+    return KeyFileError(
+        f"{path}: private key is protected by a passphrase; the tunnel cannot "
+        f"prompt for it. Fix: make an unencrypted copy with "
+        f"`ssh-keygen -p -N '' -f {path.name}` (on a copy) and use that"
+    )
 
 
 def _load_unchecked(loader: Any, data: bytes) -> Any:
@@ -114,6 +141,9 @@ def parse_public_key_line(line: str, source: str) -> PublicKey | None:
     parts = line.split()
     if len(parts) < 2:
         return None
+    known = check_public_line(parts[0], parts[1])
+    if known is not None:
+        return PublicKey(line=" ".join(parts[:3]), source=source) if known else None
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
 

@@ -189,9 +189,12 @@ def _fetch_binaries(cfg: RuntimeConfig, tunnel: str | None, reporter: Reporter) 
     it runs here, where the caller sees the download's progress; the supervisor then finds it
     in the cache (and verifies it again before it runs)."""
     from .backends import choose_tunnel
-    from .binaries import Installer
 
     kind = choose_tunnel(tunnel, cfg).kind
+    if kind not in ("cloudflared", "frp"):
+        return  # nothing to fetch; and binaries (urllib, ssl) stays unimported on this path
+    from .binaries import Installer
+
     inst: Installer
     if kind == "cloudflared":
         from .tunnels.cloudflared import installer
@@ -201,8 +204,6 @@ def _fetch_binaries(cfg: RuntimeConfig, tunnel: str | None, reporter: Reporter) 
         from .tunnels.frp import installer as frp_installer
 
         inst = frp_installer(cfg.frp_settings)
-    else:
-        return
     name = inst.spec.name
     with bytes_bar(reporter, f"downloading {name}") as report:
         found = inst.resolve(report)

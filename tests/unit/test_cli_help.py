@@ -124,3 +124,42 @@ def test_the_proxy_help_names_its_three_forms(capsys: pytest.CaptureFixture[str]
         for form in ("proxy [-F CONFIG] RELAY SOCKET", "proxy --ws", "proxy --frp PROFILE"):
             assert form in out, out
         assert "direct-streamlocal" in out
+
+
+# One command line per command defined in cli.py, parsed by the whole parser and by the one
+# main() builds for that command alone (build_parser(only=...)): same result, same help.
+SAMPLE_ARGV = {
+    "up": ["up", "dir", "--name", "n", "--timeout", "5", "--tunnel", "openssh", "--no-install"],
+    "status": ["status", "colab", "--json"],
+    "down": ["down"],
+    "logs": ["logs", "colab", "-n", "3"],
+    "proxy": ["proxy", "relay", "/tmp/s.sock"],
+    "demo": ["demo"],
+    "connect": ["connect", "hc1:x", "--identity", "k", "--os", "windows", "--no-vscode"],
+    "frps-setup": ["frps-setup", "--server-name", "vps", "--ports", "6000-6001"],
+    "relay-setup": ["relay-setup", "--key", "k.pub", "--mode", "private"],
+}
+
+
+def test_own_commands_are_exactly_those_cli_defines() -> None:
+    from handy_colab.cli import OWN_COMMANDS, PLUGGED_COMMANDS
+
+    assert set(SAMPLE_ARGV) == OWN_COMMANDS
+    assert set(COMMANDS) - OWN_COMMANDS  # the plugged ones are still there...
+    for name in set(COMMANDS) - OWN_COMMANDS:  # ...and every other one is plugged
+        assert getattr(COMMANDS[name], "_defaults", {}).get("func") is not None, name
+    assert len(PLUGGED_COMMANDS) == len(set(COMMANDS) - OWN_COMMANDS)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLE_ARGV))
+def test_one_command_parser_parses_as_the_whole_one(
+    name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = SAMPLE_ARGV[name]
+    alone = build_parser(only=name)
+    assert vars(alone.parse_args(argv)) == vars(build_parser().parse_args(argv))
+    # It knows no other command, and its help is the whole parser's for this command.
+    with pytest.raises(SystemExit):
+        alone.parse_args(["up" if name != "up" else "down"])
+    capsys.readouterr()
+    assert _help([name, "--help"], capsys) == COMMANDS[name].format_help()
