@@ -44,6 +44,7 @@ from typing import Any
 from common import (
     REPO,
     close_runtime,
+    compile_package,
     first_ssh,
     fmt,
     hand_sshd_config,
@@ -507,6 +508,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error(f"--modes must be a subset of {','.join(MODES)}")
 
     bench = Bench(args)
+    if args.other_bin:
+        compile_package(str(args.other_bin / "python"))
 
     def body() -> None:
         if not args.ready_only:

@@ -268,10 +268,28 @@ def run_and_report(
     return code
 
 
+def compile_package(python: str = sys.executable) -> str:
+    """Byte-compile the handy_colab package ``python`` imports, as `pip install` does.
+
+    An editable install run with PYTHONDONTWRITEBYTECODE set (these machines set it) would
+    compile every module from source at every start: 0.1-0.15 s of each `up` and `connect`
+    that no installed copy pays. Returns the package's folder."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    where = subprocess.run(
+        [python, "-c", "import handy_colab, os; print(os.path.dirname(handy_colab.__file__))"],
+        capture_output=True, text=True, check=True, env=env,
+    ).stdout.strip()  # fmt: skip
+    subprocess.run([python, "-m", "compileall", "-q", where], check=True, env=env)
+    log(f"byte-compiled {where} (as an installed package is)")
+    return where
+
+
 def run_main(
     bench: Any, body: Callable[[], None], out: Path, render: Callable[[dict[str, Any]], str]
 ) -> int:
-    """run_and_report, with SIGTERM and SIGHUP turned into SystemExit so that ``close`` runs."""
+    """run_and_report, with SIGTERM and SIGHUP turned into SystemExit so that ``close`` runs.
+    The package under test is byte-compiled first (compile_package)."""
+    compile_package()
 
     def on_term(signum: int, _frame: Any) -> None:
         raise SystemExit(128 + signum)

@@ -328,6 +328,20 @@ class Rig:
         out = sh("ip", "netns", "pids", self.ns[role], check=False).stdout.split()
         return [int(p) for p in out]
 
+    def supervisors(self, role: str = "rt") -> list[int]:
+        """The supervisors running in ``role``: forked from the CLI's `up` (named
+        hc-supervisor) or exec'd as ``python -m handy_colab.supervisor`` (the notebook's)."""
+        found = []
+        for pid in self.ns_pids(role):
+            try:
+                comm = Path(f"/proc/{pid}/comm").read_bytes().strip()
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue  # a short-lived process that just ended
+            if comm == b"hc-supervisor" or b"handy_colab.supervisor" in cmd:
+                found.append(pid)
+        return found
+
     def relay_holds(self) -> list[int]:
         """The laptop's held relay connections (private mode's OpenSSH masters, relayhop.py,
         and connect's background start of one): they outlive a session by design, so they

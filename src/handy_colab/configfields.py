@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from pathlib import Path
@@ -22,6 +21,8 @@ class Fields:
         self.data: dict[str, Any] = data
         for key in data:
             if key not in allowed:
+                import difflib  # only for a mistyped key
+
                 close = difflib.get_close_matches(key, sorted(allowed), n=1)
                 hint = (
                     f"did you mean '{close[0]}'?"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -204,6 +203,8 @@ def scan_folder(folder: Path, skip: set[str]) -> FolderKeys:
 
 def fingerprint(public_line: str) -> str:
     """OpenSSH-style SHA256 fingerprint of a public key line."""
+    import hashlib  # here: OpenSSL's start-up is not needed on the way to ready
+
     blob = base64.b64decode(public_line.split()[1])
     digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
     return f"SHA256:{digest}"

@@ -29,14 +29,16 @@ import select
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from .errors import HandyColabError
 from .proc import kill_tree
 from .state import READY_FD_ENV, RuntimeDir, state_root
+
+if TYPE_CHECKING:
+    from .config import RuntimeConfig
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +57,14 @@ class Launch:
         tunnel: str | None,
     ) -> None:
         self.folder = folder
-        self.run_id = uuid.uuid4().hex
+        self.run_id = os.urandom(16).hex()
         root = state_root()
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.out = root / f".supervisor-{self.run_id}.out"
         argv = [
             sys.executable,
             "-m",
-            "handy_colab.supervisor",
+            "handy_colab.supervisor_main",
             "--folder",
             str(folder),
             *(["--name", name] if name else []),
@@ -90,7 +92,7 @@ class Launch:
                     close_fds=True,
                     pass_fds=(ready_w,),
                     cwd="/",
-                    env={**_child_env(), READY_FD_ENV: str(ready_w)},
+                    env={**child_env(), READY_FD_ENV: str(ready_w)},
                 )
         except BaseException:
             os.close(ready_r)
@@ -123,8 +125,9 @@ class Launch:
         """Whether the process was launched for this (resolved) config folder."""
         return self.folder == folder
 
-    def go(self, rd: RuntimeDir, name: str) -> None:
-        """Let the waiting supervisor start runtime ``name`` (state folder ``rd``)."""
+    def go(self, rd: RuntimeDir, cfg: RuntimeConfig) -> None:
+        """Let the waiting supervisor start runtime ``cfg.name`` (state folder ``rd``)."""
+        name = cfg.name
         with contextlib.suppress(OSError):
             os.replace(self.out, rd.path / "supervisor.out")
         stdin = self._stdin()
@@ -161,7 +164,7 @@ class Launch:
         """The supervisor's state once it is ready; raise with its reason if it is not.
         ``progress`` gets what the start waits for, if it waits (a port the relay holds)."""
         try:
-            return _wait_ready(rd, self.run_id, self.child, timeout, self.ready_fd, progress)
+            return wait_until_ready(rd, self.run_id, self.child, timeout, self.ready_fd, progress)
         finally:
             self._close_ready()
 
@@ -174,6 +177,16 @@ class Launch:
             with contextlib.suppress(OSError):
                 os.close(self.ready_fd)
             self.ready_fd = None
+
+
+class Child(Protocol):
+    """What `up` needs of the supervisor it started: a subprocess.Popen, or forklaunch's."""
+
+    pid: int
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
 
 
 # -- the supervisor's end -----------------------------------------------------------------
@@ -218,7 +231,7 @@ def wait_for_go(spawn_out: Path) -> str | None:
     return name
 
 
-def _child_env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
     env = dict(os.environ)
     # The supervisor must import this very package, wherever `up` imported it from.
     pkg_root = str(Path(__file__).resolve().parent.parent)
@@ -226,10 +239,10 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _wait_ready(
+def wait_until_ready(
     rd: RuntimeDir,
     run_id: str,
-    child: subprocess.Popen[bytes],
+    child: Child,
     timeout: float,
     ready_fd: int | None,
     progress: Callable[[str], None] | None = None,

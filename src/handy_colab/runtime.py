@@ -24,6 +24,7 @@ from .server.session import SessionEnv, capture, write_session
 from .state import RuntimeDir, list_runtimes
 
 if TYPE_CHECKING:
+    from .forklaunch import ForkLaunch
     from .packages import PackageResult
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ def up(
     environ: Mapping[str, str] | None = None,
     cwd: str | None = None,
     progress: ProgressArg = None,
-    launch: Launch | None = None,
+    launch: Launch | ForkLaunch | None = None,
 ) -> UpResult:
     """Start (or find) the runtime's supervisor; return once reachable through the relay.
 
@@ -216,7 +217,7 @@ def _start(
     st: dict[str, Any] | None,
     timeout: float,
     sess: SessionEnv,
-    launch: Launch,
+    launch: Launch | ForkLaunch,
     reporter: Reporter,
 ) -> UpResult:
     if st is not None:
@@ -226,7 +227,7 @@ def _start(
     _reap_orphans(rd)
     # Fail here, with a clear line, if the state dir cannot take a write (disk full).
     rd.write_state({"name": cfg.name, "phase": "starting", "pid": 0, "pgid": 0})
-    launch.go(rd, cfg.name)
+    launch.go(rd, cfg)
     st = launch.wait_ready(rd, timeout, reporter.say)
     desc, path = _descriptor_from_state(cfg, st)
     return UpResult(cfg, desc, path, False, st, sess)

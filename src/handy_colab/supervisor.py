@@ -1,41 +1,30 @@
 """The supervisor: runs the runtime's sshd and tunnel, and brings them back when they drop.
 
-It runs as its own session (``start_new_session``) so that a notebook cell interrupt or a
-closed terminal does not reach it; `handy-colab down` stops it and everything under it.
-Its only channel to the outside is ``state.json`` (atomic writes) and its rotated log (and,
-while `up` waits for it, the launch handshake of launch.py). The end-to-end check runs on a
+It runs as its own session (exec'd by launch.py or forked by forklaunch.py; its process
+entry is supervisor_main.py) so that a notebook cell interrupt or a closed terminal does not
+reach it; `handy-colab down` stops it and everything under it. Its only channel to the
+outside is ``state.json`` (atomic writes) and its rotated log (and, while `up` waits for
+it, the "ready" pipe). The end-to-end check runs on a
 thread of its own (health.py), so a child's death is acted on at once.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import logging
-import logging.handlers
 import os
 import signal
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import IO, Any
 
 from . import health
 from .backends import choose_server, choose_tunnel, make_server, make_tunnel
-from .config import (
-    BACKENDS,
-    TUNNEL_CHOICES,
-    Backend,
-    RuntimeConfig,
-    load_config,
-    route_of_tunnel,
-)
+from .config import Backend, RuntimeConfig
 from .connection import publish_descriptor
 from .errors import HandyColabError, TunnelError
 from .keys import ensure_host_key
-from .launch import process_age, ready_fd_from_env, wait_for_go
 from .server.base import Server
 from .server.session import read_info
 from .state import RuntimeDir, new_record
@@ -55,19 +44,6 @@ FAST_RETRY_FOR = 60.0
 FAST_RETRY = 0.5
 PERMANENT_BACKOFF = 60.0
 POLL = 0.5
-
-
-def setup_logging(rd: RuntimeDir, also_stderr: bool = False) -> None:
-    root = logging.getLogger()
-    root.setLevel(logging.INFO)
-    # Bounded: a tunnel that flaps for days must not fill a notebook's disk.
-    handler = logging.handlers.RotatingFileHandler(rd.log_file, maxBytes=1_000_000, backupCount=2)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(handler)
-    if also_stderr:
-        err = logging.StreamHandler()
-        err.setLevel(logging.WARNING)
-        root.addHandler(err)
 
 
 class Supervisor:
@@ -154,18 +130,21 @@ class Supervisor:
         )
         self.server = make_server(self.server_choice.kind, self.cfg, self.rd, host_key)
         self.server.on_exit = self.wake.set
-        self.server.prepare()
-        # prepare() fixed the server's port, which is all the tunnel needs to be opened.
-        self.tunnel = make_tunnel(self.tunnel_choice.kind, self.cfg, self.rd, self.server.port)
+        # The server's port is all a tunnel needs to be opened.
+        self.tunnel = make_tunnel(
+            self.tunnel_choice.kind, self.cfg, self.rd, self.server.fix_port()
+        )
         self.tunnel.on_exit = self.wake.set
         self.tunnel.on_wait = self._tunnel_waits
         self._set("tunnel", endpoint=self.tunnel.endpoint)
         if isinstance(self.tunnel, RelayTunnel):
             # A relay forward only asks the relay to listen: it can be opened while the
-            # server starts, and the log-in to the relay is the longest step of `up`.
+            # server is prepared and started, and the log-in to the relay is the longest
+            # step of `up`.
             self._start_both(self.server, self.tunnel)
         else:
             # Other routes read the server's banner while they start: it must listen first.
+            self.server.prepare()
             self.server.start()
             self._set("server", state="up", pid=self.server.pid, port=self.server.port)
             self.tunnel.start(timeout=self.start_timeout)
@@ -176,7 +155,7 @@ class Supervisor:
         self._tell_up()
 
     def _start_both(self, server: Server, tunnel: Tunnel) -> None:
-        """Start the server here and open the tunnel in a thread at the same time."""
+        """Prepare and start the server here and open the tunnel in a thread meanwhile."""
         failed: list[BaseException] = []
 
         def open_tunnel() -> None:
@@ -188,6 +167,7 @@ class Supervisor:
         opener = threading.Thread(target=open_tunnel, name="tunnel-start", daemon=True)
         opener.start()
         try:
+            server.prepare()
             server.start()
         except BaseException:
             # The server's error is the one to report; stopping the tunnel ends its wait.
@@ -432,62 +412,3 @@ class Supervisor:
             self._set(None, phase="stopped")
         self._set("tunnel", state="stopped", pid=None)
         self._set("server", state="stopped", pid=None)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="handy_colab.supervisor")
-    parser.add_argument("--folder", required=True)
-    parser.add_argument("--name")
-    parser.add_argument("--run-id", required=True)
-    parser.add_argument("--server", choices=BACKENDS)
-    parser.add_argument("--tunnel", choices=TUNNEL_CHOICES)
-    parser.add_argument("--start-timeout", type=float, default=25.0)
-    parser.add_argument("--wait-go", metavar="SPAWN_OUT", type=Path)
-    args = parser.parse_args(argv)
-    if args.name is None and args.wait_go is None:
-        parser.error("--name is needed without --wait-go")
-    os.umask(0o077)
-    ready_fd = ready_fd_from_env()
-    age = process_age()
-    route = route_of_tunnel(args.tunnel)
-    cfg: RuntimeConfig | None = None
-    error: HandyColabError | None = None
-    # Read while `up` still works on its side (the point of being launched early).
-    try:
-        cfg = load_config(Path(args.folder), args.name, route)
-    except HandyColabError as exc:
-        error = exc
-    name: str = args.name or ""
-    if args.wait_go is not None:
-        told = wait_for_go(args.wait_go)
-        if told is None:
-            return 0
-        name = told
-    rd = RuntimeDir.for_name(name).ensure()
-    setup_logging(rd)
-    log.info("supervisor %d up %.2fs after its exec (interpreter and imports)", os.getpid(), age)
-    try:
-        if error is not None:
-            raise error
-        if cfg is None or cfg.name != name:
-            cfg = load_config(Path(args.folder), name, route)
-        sup = Supervisor(
-            cfg, rd, args.run_id, args.server, args.tunnel, args.start_timeout, ready_fd
-        )
-    except HandyColabError as exc:
-        rd.write_state(
-            {
-                "name": name,
-                "run_id": args.run_id,
-                "pid": os.getpid(),
-                "pgid": os.getpgid(0),
-                "phase": "failed",
-                "error": str(exc),
-            }
-        )
-        return 1
-    return sup.run()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

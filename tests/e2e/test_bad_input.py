@@ -39,15 +39,7 @@ def one_line_error(res: Any, *needles: str) -> str:
 
 
 def _supervisors(rt: Runtime) -> list[int]:
-    found = []
-    for pid in rt.rig.ns_pids("rt"):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"handy_colab.supervisor" in cmd:
-            found.append(pid)
-    return found
+    return rt.rig.supervisors()
 
 
 # -- config errors: no network needed, but the real CLI in a real process ---------------------

@@ -6,6 +6,7 @@ namespace, which has no route to the runtime: all traffic crosses the relay.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -204,16 +205,32 @@ def test_status_descriptor_and_no_second_copy(runtime: Runtime) -> None:
     assert res.returncode == 0, res.stderr
     assert "already running" in res.stdout
     assert long_lived() == before
-    supervisors = []
-    for pid in runtime.rig.ns_pids("rt"):
-        try:
-            if b"handy_colab.supervisor" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                supervisors.append(pid)
-        except OSError:
-            pass  # a short-lived process that just ended
-    assert supervisors == [before[0]]
+    assert runtime.rig.supervisors() == [before[0]]
     res = runtime.ssh("true")
     assert res.returncode == 0
+
+
+def test_cli_supervisor_is_forked_and_detached(runtime: Runtime) -> None:
+    """`up` on the command line forks its supervisor (launch.ForkLaunch): it must be as
+    detached as the exec'd one, in a session of its own (a terminal's or a cell's interrupt
+    does not reach it), in /, with none of `up`'s files open (its stdout pipe would keep a
+    caller waiting; its up.lock would stay open)."""
+    st = json.loads(runtime.rig.handy("rt", "status", "--json").stdout)
+    pid = st["pid"]
+    assert Path(f"/proc/{pid}/comm").read_text().strip() == "hc-supervisor"
+    assert os.getsid(pid) == pid and os.getpgid(pid) == pid
+    assert os.readlink(f"/proc/{pid}/cwd") == "/"
+    fds = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):  # closed meanwhile
+            fds[int(fd)] = os.readlink(f"/proc/{pid}/fd/{fd}")
+    assert fds[0] == "/dev/null"
+    out = str(runtime.rig.state_dir / "colab" / "supervisor.out")
+    assert fds[1] == fds[2] == out, fds
+    assert not [f for f in fds.values() if f.endswith("up.lock")], fds
+    # The next `up` takes that lock at once: it finds the runtime running.
+    res = runtime.up()
+    assert res.returncode == 0 and "already running" in res.stdout, res.stderr
 
 
 def test_up_prints_connection_block(runtime: Runtime) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from handy_colab.state import RuntimeDir
-from handy_colab.supervisor import setup_logging
+from handy_colab.supervisor_main import setup_logging
 
 
 def test_supervisor_log_rotates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

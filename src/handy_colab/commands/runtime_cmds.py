@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import signal
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import runtime
 from ..client.block import render_block
@@ -18,6 +17,9 @@ from ..launch import Launch
 from ..progress_view import terminal_reporter
 from ..server.session import read_info
 from ..state import RuntimeDir
+
+if TYPE_CHECKING:
+    from ..forklaunch import ForkLaunch
 
 
 def cmd_up(
@@ -28,7 +30,7 @@ def cmd_up(
     install: bool,
     server: Backend | None = None,
     tunnel: str | None = None,
-    launch: Launch | None = None,
+    launch: Launch | ForkLaunch | None = None,
 ) -> int:
     res = runtime.up(
         folder,
@@ -84,7 +86,7 @@ def cmd_up(
 def _ago(ts: Any) -> str:
     if not isinstance(ts, (int, float)):
         return "-"
-    when = datetime.datetime.fromtimestamp(ts).strftime("%H:%M:%S")
+    when = time.strftime("%H:%M:%S", time.localtime(ts))
     return f"since {when} ({int(time.time() - ts)}s)"
 
 
@@ -119,7 +121,7 @@ def cmd_status(name: str | None, as_json: bool) -> int:
                 + (f", last error: {tun['last_error']}" if tun.get("last_error") else "")
             )
             if isinstance(tun.get("next_try"), (int, float)) and tun.get("state") != "up":
-                when = datetime.datetime.fromtimestamp(tun["next_try"]).strftime("%H:%M:%S")
+                when = time.strftime("%H:%M:%S", time.localtime(tun["next_try"]))
                 left = max(0, int(tun["next_try"] - time.time()))
                 print(f"  tunnel  next try at {when} (in {left}s)")
             details = tun.get("details") or {}

@@ -27,6 +27,7 @@ class Server(ChildHolder, ABC):
         self.rd = rd
         self.host_key = host_key
         self.port = cfg.server_port
+        self._port_fixed = False
         # Called (from a reader thread) when the child exits, so the supervisor wakes at once.
         self.on_exit: Callable[[], None] | None = None
 
@@ -38,15 +39,11 @@ class Server(ChildHolder, ABC):
     def start(self, timeout: float = 15.0) -> None:
         """Start the child; return once it listens on ``self.port``. Raises ServerError."""
 
-    def write_keys_and_port(self) -> None:
-        """The part of ``prepare`` every backend shares: the 0600 host-key copy, the
-        authorized keys, and the port (0 = a free one; a taken one is the config's fault)."""
-        private_copy(self.host_key, self.rd.host_key)
-        atomic_write(
-            self.rd.authorized_keys,
-            "".join(k.line + "\n" for k in self.cfg.authorized_keys),
-            mode=0o600,
-        )
+    def fix_port(self) -> int:
+        """Choose the port now (0 = a free one; a taken one is the config's fault), before
+        ``prepare``: a relay tunnel needs nothing else to be opened meanwhile."""
+        if self._port_fixed:
+            return self.port
         if self.port == 0:
             self.port = free_port()
         elif port_in_use(self.port):
@@ -54,6 +51,19 @@ class Server(ChildHolder, ABC):
                 f"127.0.0.1:{self.port} (config field 'server.port') is already in "
                 f"use. Fix: choose another port or set it to 0 to pick a free one"
             )
+        self._port_fixed = True
+        return self.port
+
+    def write_keys_and_port(self) -> None:
+        """The part of ``prepare`` every backend shares: the 0600 host-key copy, the
+        authorized keys, and the port (fix_port, if not fixed already)."""
+        private_copy(self.host_key, self.rd.host_key)
+        atomic_write(
+            self.rd.authorized_keys,
+            "".join(k.line + "\n" for k in self.cfg.authorized_keys),
+            mode=0o600,
+        )
+        self.fix_port()
 
 
 def free_port() -> int:

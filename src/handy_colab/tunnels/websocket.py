@@ -83,7 +83,7 @@ def _open_once(url: str, timeout: float) -> ClientConnection:
     from websockets.sync.client import connect
 
     try:
-        return connect(
+        conn = connect(
             url,
             open_timeout=timeout,
             # SSH is encrypted (incompressible) and the far end counts raw message sizes.
@@ -94,6 +94,10 @@ def _open_once(url: str, timeout: float) -> ClientConnection:
             close_timeout=2,
             user_agent_header=f"handy-colab/{__version__}",
         )
+        # Held past this call (its holder closes it): websockets >= 17.1 wants it entered as
+        # a context manager for that (its legacy=True, which older versions refuse, is the
+        # other way); entering only marks it so.
+        return conn.__enter__()
     except (InvalidMessage, ConnectionResetError):
         raise
     except InvalidStatus as exc:
