@@ -233,6 +233,22 @@ def test_cli_supervisor_is_forked_and_detached(runtime: Runtime) -> None:
     assert res.returncode == 0 and "already running" in res.stdout, res.stderr
 
 
+def test_tunnel_login_kex_is_fast_and_sessions_keep_the_post_quantum_default(
+    runtime: Runtime,
+) -> None:
+    """The tunnel's own relay log-in offers curve25519 first (tunnels/openssh.py TUNNEL_KEX);
+    the laptop's session inside it still negotiates OpenSSH's post-quantum default."""
+    log = (runtime.rig.state_dir / "colab" / "supervisor.log").read_text()
+    tunnel_kex = [ln for ln in log.splitlines() if "tunnel: debug1: kex: algorithm:" in ln]
+    assert tunnel_kex, log[-2000:]
+    assert all(ln.endswith("kex: algorithm: curve25519-sha256") for ln in tunnel_kex)
+    res = runtime.rig.run("laptop", [*runtime.ssh_base(), "-v", "colab", "true"])
+    assert res.returncode == 0, res.stderr
+    session_kex = [ln for ln in res.stderr.splitlines() if "kex: algorithm:" in ln]
+    # The last one is the runtime's (were a relay hop logged in by this ssh, it came first).
+    assert session_kex and "sntrup761x25519-sha512" in session_kex[-1], session_kex
+
+
 def test_up_prints_connection_block(runtime: Runtime) -> None:
     out = runtime.up().stdout
     for needle in (

@@ -14,6 +14,7 @@ sessions).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -45,6 +46,41 @@ _FAIL = re.compile(
     r"|No route to host|Could not resolve hostname|Connection closed by|Network is unreachable"
     r"|kex_exchange_identification|Too many authentication failures))"
 )
+
+
+# The tunnel's own connection to the relay carries only forwarding requests and the
+# sessions' SSH, which is end-to-end encrypted with a key exchange of its own between laptop
+# and runtime (OpenSSH's post-quantum default, unchanged). So the tunnel offers ML-KEM (fast,
+# OpenSSH 9.9+) or curve25519 first, not OpenSSH 9.0-9.8's default sntrup761, whose key
+# generation was ~85 ms of every relay log-in here (docs/benchmarks.md): `up` and every
+# reconnect wait for that log-in. Only modern algorithms; no SHA-1.
+TUNNEL_KEX = (
+    "mlkem768x25519-sha256",
+    "curve25519-sha256",
+    "curve25519-sha256@libssh.org",
+    "ecdh-sha2-nistp256",
+    "ecdh-sha2-nistp384",
+    "ecdh-sha2-nistp521",
+    "diffie-hellman-group-exchange-sha256",
+    "diffie-hellman-group16-sha512",
+    "diffie-hellman-group18-sha512",
+    "diffie-hellman-group14-sha256",
+)
+
+
+@functools.lru_cache(maxsize=4)
+def tunnel_kex(ssh: str) -> str | None:
+    """KexAlgorithms for the tunnel: those of TUNNEL_KEX that ``ssh`` knows, in that order;
+    None (ssh's own default) if it cannot say."""
+    try:
+        res = subprocess.run(
+            [ssh, "-Q", "kex"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    known = set(res.stdout.split())
+    chosen = [k for k in TUNNEL_KEX if k in known]
+    return ",".join(chosen) if res.returncode == 0 and chosen else None
 
 
 # sun_path is 108 bytes; ssh binds "PATH.XXXXXXXXXXXXXXXX" first and renames it.
@@ -98,6 +134,7 @@ class OpenSSHTunnel(RelayTunnel):
             "HashKnownHosts": "no",
             "UpdateHostKeys": "no",
             "CheckHostIP": "no",
+            **({"KexAlgorithms": kex} if (kex := tunnel_kex(self.ssh)) else {}),
             "ExitOnForwardFailure": "yes",
             "ServerAliveInterval": "5",
             "ServerAliveCountMax": "3",
