@@ -52,3 +52,13 @@ def test_ssh_default_when_it_cannot_say(tmp_path: Path, listing: str, code: int)
 
 def test_no_such_ssh(tmp_path: Path) -> None:
     assert openssh.tunnel_kex(str(tmp_path / "missing")) is None
+
+
+def test_the_laptops_held_relay_hop_offers_the_same() -> None:
+    """client/relayhop.py runs as a script without the package: its copy of the list must
+    not drift from the runtime's."""
+    from handy_colab.client import relayhop
+
+    assert relayhop.HOP_KEX == openssh.TUNNEL_KEX
+    assert relayhop.hop_kex(SSH) == ["-o", f"KexAlgorithms={openssh.tunnel_kex(SSH)}"]
+    assert relayhop.hop_kex("/nonexistent/ssh") == []

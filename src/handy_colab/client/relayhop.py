@@ -97,6 +97,40 @@ def _last_log_line(hold: Hold) -> str:
     return lines[-1] if lines else ""
 
 
+# As the runtime's tunnel (tunnels/openssh.py TUNNEL_KEX, which a unit test keeps equal to
+# this; this script cannot import the package): the held connection carries only the
+# sessions' own end-to-end SSH, so its log-in offers ML-KEM or curve25519 first rather than
+# OpenSSH 9.0-9.8's slow sntrup761 (~85 ms of each log-in on the machines measured).
+HOP_KEX = (
+    "mlkem768x25519-sha256",
+    "curve25519-sha256",
+    "curve25519-sha256@libssh.org",
+    "ecdh-sha2-nistp256",
+    "ecdh-sha2-nistp384",
+    "ecdh-sha2-nistp521",
+    "diffie-hellman-group-exchange-sha256",
+    "diffie-hellman-group16-sha512",
+    "diffie-hellman-group18-sha512",
+    "diffie-hellman-group14-sha256",
+)
+
+
+def hop_kex(ssh: str = "ssh") -> list[str]:
+    """``-o KexAlgorithms=...`` with those of HOP_KEX this ssh knows; [] (its default) if it
+    cannot say."""
+    import subprocess
+
+    try:
+        res = subprocess.run(
+            [ssh, "-Q", "kex"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    known = set(res.stdout.split())
+    chosen = [k for k in HOP_KEX if k in known]
+    return ["-o", "KexAlgorithms=" + ",".join(chosen)] if res.returncode == 0 and chosen else []
+
+
 def _start_master(hold: Hold) -> None:
     """Log in to the relay with OpenSSH and hold the forward (under the caller's lock)."""
     import subprocess
@@ -104,6 +138,7 @@ def _start_master(hold: Hold) -> None:
     for stale in (hold.ctl, hold.sock):
         _unlink(stale)
     argv = hold.ssh(
+        *hop_kex(),
         "-f",
         "-N",
         "-o",
