@@ -212,6 +212,7 @@ def test_replaced_runtime_up_waits_for_the_relay(runtime: Runtime) -> None:
             assert res.returncode == 0, res.stderr
             assert "waiting for the relay" not in res.stdout + res.stderr
             assert rt.ssh("true").returncode == 0
+
             # The relay's sshd still serves the vanished runtime's session until its
             # keepalives give up (30 s in the rig): the rig's teardown must not find it. (The
             # socket itself may linger, owned by no process, while TCP retries its FIN.)
