@@ -80,11 +80,9 @@ class ForkLaunch:
         self.child = _Forked(pid)
 
     def cancel(self) -> None:
+        # Before `go` nothing exists to cancel; after it, the supervisor is wanted.
         if self.instead is not None:
             self.instead.cancel()
-        elif self.child is None and self.ready_fd is not None:
-            os.close(self.ready_fd)
-            self.ready_fd = None
 
     def wait_ready(
         self, rd: RuntimeDir, timeout: float, progress: Callable[[str], None] | None = None

@@ -157,8 +157,8 @@ def _der_item(raw: bytes, pos: int, tag: int) -> tuple[bytes, int]:
 
 
 def _mpint(value: int) -> bytes:
-    raw = value.to_bytes(value.bit_length() // 8 + 1, "big")  # a leading 0 keeps it positive
-    return struct.pack(">I", len(raw)) + raw
+    # One byte more than the bits need: a leading 0 keeps a high bit from reading negative.
+    return _string(value.to_bytes(value.bit_length() // 8 + 1, "big"))
 
 
 def rsa_pem_public_line(data: bytes) -> str | None:
