@@ -88,7 +88,7 @@ _RELAY_FIELDS = {
     "socket_path",
     "client",
 }
-_SERVER_FIELDS = {"port", "authorized_keys", "kind", "workdir"}
+_SERVER_FIELDS = {"port", "authorized_keys", "kind", "workdir", "gateway_ports"}
 
 
 def load_config(
@@ -205,6 +205,13 @@ def load_config(
             'write it as "/content" or "~/work" (leave it out for the notebook\'s directory)',
         )
     tunnel_kind = _backend(relay_f, "client", "the reverse-tunnel client")
+    gateway_ports = server_f.str_("gateway_ports", "no")
+    if gateway_ports not in ("no", "clientspecified"):
+        raise server_f.error(
+            "gateway_ports",
+            f"'{gateway_ports}' is not a GatewayPorts mode",
+            'use "no" (remote forwards listen on loopback) or "clientspecified"',
+        )
 
     return RuntimeConfig(
         folder=folder,
@@ -219,6 +226,7 @@ def load_config(
         server_kind=server_kind,
         tunnel_kind=tunnel_kind,
         workdir=workdir,
+        gateway_ports=gateway_ports or "no",
         route=chosen,  # type: ignore[arg-type]
         cloudflared=parse_cloudflared(folder, top),
         frp=frp,

@@ -62,6 +62,8 @@ class RuntimeConfig:
     server_kind: Backend = "auto"
     tunnel_kind: Backend = "auto"  # the reverse-tunnel client (config field relay.client)
     workdir: str | None = None  # where sessions start; None = the notebook's directory
+    # sshd's GatewayPorts for -R on the runtime: "no" binds loopback whatever the client asks.
+    gateway_ports: str = "no"
     route: Route = "relay"
     cloudflared: CloudflaredConfig = field(default_factory=CloudflaredConfig)
     frp: FrpConfig | None = None  # the config's frp section

@@ -349,6 +349,12 @@ ERROR_CASES = [
     ),
     ("server-kind-type", _base(server={"kind": 1}), ["rsa_pem"], [CFG, "'server.kind'"]),
     (
+        "server-gateway-ports",
+        _base(server={"gateway_ports": "yes"}),
+        ["rsa_pem"],
+        [CFG, "'server.gateway_ports'", "'yes'", "clientspecified"],
+    ),
+    (
         "relay-client",
         _relay(host="h", remote_port=2, client="paramiko"),
         ["rsa_pem"],

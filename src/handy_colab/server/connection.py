@@ -10,9 +10,11 @@ as sshd allows them for the same user; sessions are handed to shell.py.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import os
 import stat
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +26,15 @@ if TYPE_CHECKING:
     from .daemon import Daemon
 
 log = logging.getLogger(__name__)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Connection(asyncssh.SSHServer):
@@ -104,11 +115,33 @@ class Connection(asyncssh.SSHServer):
     ) -> bool:
         return True  # -L and -D: asyncssh opens the connection and pipes it
 
-    def server_requested(self, listen_host: str, listen_port: int) -> bool:
-        # ssh sends "localhost" for -R PORT:... (loopback only) and "" only for an explicit
-        # -R *:PORT or -R :PORT, so binding what was asked is sshd's clientspecified mode.
-        log.info("Remote forward for %s on %s:%d", self.user, listen_host or "*", listen_port)
-        return True
+    def server_requested(
+        self, listen_host: str, listen_port: int
+    ) -> bool | Awaitable[asyncssh.SSHListener]:
+        # ssh sends "localhost" for -R PORT:... and "" for -R *:PORT. sshd's default
+        # (GatewayPorts no) binds loopback whatever was asked: a client must not be able to
+        # open a port on the runtime's other interfaces (its LAN, a public address).
+        asked = listen_host or "*"
+        if self.daemon.settings.gateway_ports == "clientspecified" or _is_loopback(listen_host):
+            log.info("Remote forward for %s on %s:%d", self.user, asked, listen_port)
+            return True
+        log.info(
+            "Remote forward for %s on %s:%d bound to localhost:%d instead "
+            '(server.gateway_ports is "no")',
+            self.user,
+            asked,
+            listen_port,
+            listen_port,
+        )
+        return self._listen_on_loopback(listen_host, listen_port)
+
+    async def _listen_on_loopback(self, listen_host: str, listen_port: int) -> asyncssh.SSHListener:
+        assert self.conn is not None
+        # The channels still name the address the client asked for: ssh matches incoming
+        # forwarded-tcpip channels to its -R by that address and port.
+        return await self.conn.forward_local_port(
+            "localhost", listen_port, listen_host, listen_port
+        )
 
     def unix_connection_requested(self, dest_path: str) -> bool:
         return True

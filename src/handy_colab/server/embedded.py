@@ -97,6 +97,7 @@ class EmbeddedServer(Server):
             "shell": shell,
             "launcher": str(ensure_launcher(self.rd, None)),
             "session_info": str(self.rd.path / INFO_FILE),
+            "gateway_ports": self.cfg.gateway_ports,
         }
         atomic_write(self.config_path, json.dumps(settings, indent=2) + "\n", mode=0o600)
 

@@ -87,7 +87,12 @@ def find_sftp_server() -> str:
 
 
 def render_sshd_config(
-    rd: RuntimeDir, port: int, login_user: str, sftp: str, force_command: str | None = None
+    rd: RuntimeDir,
+    port: int,
+    login_user: str,
+    sftp: str,
+    force_command: str | None = None,
+    gateway_ports: str = "no",
 ) -> str:
     lines = [
         "# Written by handy-colab for this runtime only; the system's sshd is not touched.",
@@ -110,6 +115,7 @@ def render_sshd_config(
         "PermitUserEnvironment no",
         "AllowTcpForwarding yes",
         "AllowStreamLocalForwarding yes",
+        f"GatewayPorts {gateway_ports}",
         "X11Forwarding no",
         "PrintMotd no",
         "PrintLastLog no",
@@ -154,7 +160,12 @@ class OpenSSHServer(Server):
         atomic_write(
             self.rd.sshd_config,
             render_sshd_config(
-                self.rd, self.port, self.cfg.login_user, sftp, force_command(launcher)
+                self.rd,
+                self.port,
+                self.cfg.login_user,
+                sftp,
+                force_command(launcher),
+                self.cfg.gateway_ports,
             ),
             mode=0o600,
         )

@@ -28,6 +28,8 @@ class Settings:
     # launcher, and the notebook's directory is read from session.json at each session.
     launcher: str = ""
     session_info: str = ""
+    # sshd's GatewayPorts: "no" binds every -R on loopback; "clientspecified" what was asked.
+    gateway_ports: str = "no"
 
     @classmethod
     def load(cls, path: Path) -> Settings:
@@ -52,4 +54,11 @@ class Settings:
             shell=str(data.get("shell") or shell),
             launcher=str(data.get("launcher") or ""),
             session_info=str(data.get("session_info") or ""),
+            gateway_ports=_gateway_ports(data.get("gateway_ports", "no")),
         )
+
+
+def _gateway_ports(value: object) -> str:
+    if value not in ("no", "clientspecified"):
+        raise ValueError(f'gateway_ports must be "no" or "clientspecified", not {value!r}')
+    return str(value)
