@@ -32,6 +32,8 @@ from tests.rig import RELAY_IP, Rig, stop_process
 PEERS_BIN = Path(os.environ.get("HANDY_COLAB_TEST_BIN", "/opt/handy-colab-test/bin"))
 CLOUDFLARED_BIN = PEERS_BIN / "cloudflared"
 CFEDGE_BIN = PEERS_BIN / "cfedge"
+# The test peers on PATH run because the tests name them (as a user would: binary "PATH").
+PEERS_BY_NAME = {"HANDY_COLAB_CLOUDFLARED_BINARY": "PATH", "HANDY_COLAB_FRPC_BINARY": "PATH"}
 API_PORT = 8080
 EDGE_PORT = 7844
 WSS_PORT = 443
@@ -204,6 +206,7 @@ class CloudflareStandIn:
         env = self.rig.env()
         env["SSL_CERT_FILE"] = str(self.ca)
         env["PATH"] = f"{PEERS_BIN}:{env.get('PATH', '')}"
+        env.update(PEERS_BY_NAME)
         env.update(extra)
         return env
 

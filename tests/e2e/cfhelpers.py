@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.cfrig import PEERS_BIN, CloudflareStandIn, prerequisites
+from tests.cfrig import PEERS_BIN, PEERS_BY_NAME, CloudflareStandIn, prerequisites
 from tests.e2e.conftest import need, need_rig, up_and_connect
 from tests.rig import Rig, keygen
 
@@ -49,6 +49,7 @@ class RouteRuntime:
             return self.cf.env(**self.env_extra)
         env = self.rig.env()
         env["PATH"] = f"{PEERS_BIN}:{env.get('PATH', '')}"
+        env.update(PEERS_BY_NAME)
         env.update(self.env_extra)
         return env
 

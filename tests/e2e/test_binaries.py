@@ -7,10 +7,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,6 +71,13 @@ def test_download_verify_cache_then_run(tmp_path: Path, monkeypatch: pytest.Monk
     assert seen[-1] == (len(data), len(data))
     out = subprocess.run([str(got.path), "--version"], capture_output=True, text=True, check=True)
     assert CLOUDFLARED.version in out.stdout
+    # What each start costs: the running file hashed again (about 20 ms here).
+    t0 = time.perf_counter()
+    got.check()
+    assert time.perf_counter() - t0 < 1.0
+    st = got.path.stat()
+    assert (st.st_mode & 0o777, st.st_uid) == (0o500, os.geteuid())
+    assert (got.path.parent.stat().st_mode & 0o777) == 0o700
     # Second time: from the cache, verified again, no server needed.
     again = Installer(spec, base_url="http://127.0.0.1:9/x", cache=cache).resolve()
     assert (again.source, again.path) == ("cache", got.path)
@@ -108,8 +117,6 @@ def _up(tmp: Path, folder: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_tampered_download_is_refused_unexecuted_uncached(tmp_path: Path) -> None:
-    if shutil.which("cloudflared", path="/usr/bin:/bin"):
-        pytest.skip("a system cloudflared would be preferred over the download")
     marker = tmp_path / "EXECUTED"
     fake = f"#!/bin/sh\ntouch {marker}\necho cloudflared version {CLOUDFLARED.version}\n"
     asset = CLOUDFLARED.assets[platform_key()]
@@ -125,27 +132,40 @@ def test_tampered_download_is_refused_unexecuted_uncached(tmp_path: Path) -> Non
 
 
 def test_unreachable_mirror_isone_line_error(tmp_path: Path) -> None:
-    if shutil.which("cloudflared", path="/usr/bin:/bin"):
-        pytest.skip("a system cloudflared would be preferred over the download")
     line = one_line_error(_up(tmp_path, _folder(tmp_path, download_url="http://127.0.0.1:9/dl")))
     assert "cannot download cloudflared" in line and "http://127.0.0.1:9/dl/" in line
     assert "refused" in line.lower()
 
 
-def test_older_cloudflared_on_path_is_not_used(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_path_copy_is_used_only_when_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    old = tmp_path / "bin" / "cloudflared"
-    old.parent.mkdir()
-    old.write_text("#!/bin/sh\necho 'cloudflared version 2024.1.0 (built 2024-01-01)'\n")
-    old.chmod(0o755)
+    """A cloudflared on PATH, even the pinned version, is never picked up unasked: only
+    `binary: "PATH"` (or the name, or the environment variable) runs it, and says so."""
+    need_peers()
+    on_path = tmp_path / "bin" / "cloudflared"
+    on_path.parent.mkdir()
+    shutil.copy(CLOUDFLARED_BIN, on_path)
     spec = spec_for(b"x")
-    monkeypatch.setenv("PATH", f"{old.parent}:/usr/bin:/bin")
+    monkeypatch.setenv("PATH", f"{on_path.parent}:/usr/bin:/bin")
+    monkeypatch.delenv("HANDY_COLAB_CLOUDFLARED_BINARY", raising=False)
     with pytest.raises(BinaryError, match="cannot download"):
         Installer(spec, base_url="http://127.0.0.1:9/x", cache=tmp_path / "c").resolve()
-    old.write_text(f"#!/bin/sh\necho 'cloudflared version {CLOUDFLARED.version}'\n")
-    got = Installer(spec, base_url="http://127.0.0.1:9/x", cache=tmp_path / "c").resolve()
-    assert (got.source, got.path) == ("PATH", old)
+    for named in ("PATH", "cloudflared"):
+        with caplog.at_level(logging.INFO, logger="handy_colab.binaries"):
+            got = Installer(spec, explicit=named, cache=tmp_path / "c").resolve()
+        assert (got.source, got.path, got.version) == ("PATH", on_path, CLOUDFLARED.version)
+        assert f"from PATH ({on_path})" in caplog.text and "not checked" in caplog.text
+        caplog.clear()
+    # The shipped spec reads the same choice from its environment variable.
+    monkeypatch.setenv("HANDY_COLAB_CLOUDFLARED_BINARY", "PATH")
+    got = Installer(CLOUDFLARED, cache=tmp_path / "c").resolve()
+    assert (got.source, got.path) == ("PATH", on_path)
+    # Named but absent: one line, with the fix.
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(BinaryError) as exc:
+        Installer(CLOUDFLARED, cache=tmp_path / "c").resolve()
+    assert "no cloudflared is on PATH" in str(exc.value) and "Fix:" in str(exc.value)
 
 
 def test_unsupported_platform_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -164,8 +184,6 @@ def test_tampered_frpc_archive_is_refused_unexecuted_uncached(tmp_path: Path) ->
 
     from handy_colab.tunnels.frp import FRPC
 
-    if shutil.which("frpc", path="/usr/bin:/bin"):
-        pytest.skip("a system frpc would be preferred over the download")
     marker = tmp_path / "EXECUTED"
     asset = FRPC.assets[platform_key()]
     assert asset.member is not None

@@ -7,7 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
-from tests.cfrig import CLOUDFLARED_BIN
+from tests.cfrig import CLOUDFLARED_BIN, PEERS_BY_NAME
 from tests.e2e.cfhelpers import make_cf_runtime, need_peers
 from tests.e2e.test_embedded_nonroot import need_nonroot
 from tests.nonroot import NonRoot
@@ -34,6 +34,7 @@ def test_quick_tunnel_as_a_normal_user_without_openssh(tmp_path: Path) -> None:
         shutil.copy(rt.cf.ca, ca)
         ca.chmod(0o644)
         (nr.bin / "cloudflared").symlink_to(CLOUDFLARED_BIN)
+        nr.extra_env.update(PEERS_BY_NAME)
         nr.extra_env["SSL_CERT_FILE"] = str(ca)
         drive = nr.root / "drive"
         folder = drive / "colab_data"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.cfrig import PEERS_BIN
+from tests.cfrig import PEERS_BIN, PEERS_BY_NAME
 from tests.e2e.cfhelpers import finish, make_cf_runtime, need_peers
 from tests.e2e.test_notebook import _fake_colab
 from tests.kernel import Kernel
@@ -35,6 +35,7 @@ def test_colab_public_key_secret_only_gives_a_quick_tunnel(tmp_path: Path) -> No
         env.update(
             HOME=str(home),
             PATH=f"{PEERS_BIN}:/usr/local/bin:/usr/bin:/bin",
+            **PEERS_BY_NAME,
             COLAB_RELEASE_TAG="release-colab-hc-test",
             PYTHONPATH=str(_fake_colab(tmp_path / "fake")),
             HC_FAKE_SECRETS=str(secrets_file),

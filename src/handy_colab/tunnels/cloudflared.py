@@ -25,7 +25,7 @@ from typing import Any
 from ..binaries import Asset, BinarySpec, Installer
 from ..config import RuntimeConfig
 from ..connection import CloudflaredEndpoint
-from ..errors import TunnelError
+from ..errors import BinaryError, TunnelError
 from ..fsutil import atomic_write
 from ..proc import WatchedProcess
 from ..state import RuntimeDir
@@ -52,6 +52,7 @@ CLOUDFLARED = BinarySpec(
         ),
     },
     url_env="HANDY_COLAB_CLOUDFLARED_URL",
+    bin_env="HANDY_COLAB_CLOUDFLARED_BINARY",
     config_hint="cloudflared",
 )
 
@@ -152,6 +153,10 @@ class CloudflaredTunnel(Tunnel):
         self.locations = []
         if not self.settings.named:
             self.hostname = None
+        try:
+            self.binary.check()  # the bytes verified are the bytes run, at every start
+        except BinaryError as exc:
+            raise TunnelError(str(exc), permanent=True) from None
         try:
             self.proc = WatchedProcess(
                 self.argv(), label="cloudflared", on_exit=self.on_exit, env=_child_env()

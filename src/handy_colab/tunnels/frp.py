@@ -25,7 +25,7 @@ from typing import Any
 
 from ..config import RuntimeConfig
 from ..connection import FrpEndpoint
-from ..errors import TunnelError
+from ..errors import BinaryError, TunnelError
 from ..fsutil import atomic_write
 from ..proc import WatchedProcess
 from ..state import RuntimeDir
@@ -189,6 +189,10 @@ class FrpTunnel(Tunnel):
         self._tls_checked = False
         self.admin_port = free_port()
         self.check_port = free_port() if self.settings.mode != "public" else 0
+        try:
+            self.binary.check()  # the bytes verified are the bytes run, at every start
+        except BinaryError as exc:
+            raise TunnelError(str(exc), permanent=True) from None
         try:
             atomic_write(self.config_file, self.render_config(), 0o600)
             self.proc = WatchedProcess(

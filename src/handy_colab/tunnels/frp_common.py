@@ -39,6 +39,7 @@ FRPC = BinarySpec(
         }.items()
     },
     url_env="HANDY_COLAB_FRP_URL",
+    bin_env="HANDY_COLAB_FRPC_BINARY",
     config_hint="frp",
     tag_prefix="v",
 )

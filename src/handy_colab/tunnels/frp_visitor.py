@@ -98,7 +98,8 @@ def _frpc() -> str:
     from ..binaries import Installer
     from .frp_common import FRPC
 
-    return str(Installer(FRPC).resolve().path)
+    resolved = Installer(FRPC).resolve()  # checked again just now: it runs at once
+    return str(resolved.path)
 
 
 _WORKDIR_PREFIX = "hc-frpv-"
