@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,14 +137,28 @@ def build_descriptor(
     return common
 
 
+# The laptop joins the hint to its copy of the folder: a bare, ordinary file name only, so it
+# can name no other directory, option or config syntax, whatever the key file is called.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+
+
 def _identity_hint(cfg: RuntimeConfig) -> str:
-    """The folder's key file that may log into the runtime (the seed's .pem), if any."""
+    """The folder's key file that may log into the runtime (the seed's .pem), if any, as a
+    plain file name ("" when its name is not one)."""
     if cfg.relay is None:
         return ""
     relay_blob = " ".join(cfg.relay.key.public_line.split()[:2])
-    if any(k.blob == relay_blob for k in cfg.authorized_keys):
-        return cfg.relay.key.path.name
-    return ""
+    if not any(k.blob == relay_blob for k in cfg.authorized_keys):
+        return ""
+    name = cfg.relay.key.path.name
+    if _PLAIN_NAME.fullmatch(name) is None or name in (".", ".."):
+        log.warning(
+            "%s: not a plain file name; the laptop is not told to use it (rename the key "
+            "file to letters, digits, '.', '_' or '-' to have it named)",
+            cfg.relay.key.path,
+        )
+        return ""
+    return name
 
 
 def write_descriptor(cfg: RuntimeConfig, desc: Descriptor) -> Path:

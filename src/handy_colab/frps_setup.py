@@ -3,8 +3,9 @@
 It makes a token, a CA and a server certificate signed by it (the runtime's config pins the
 CA, so frpc verifies frps), an frps.toml with TLS forced, the allowed ports restricted, the
 dashboard on loopback only with a password (or off), short keepalives (a replaced runtime's
-stale proxy is dropped in seconds, not a minute), and a systemd unit. Printed by default;
-``--apply`` (root) writes them; ``--out DIR`` writes them to a folder instead.
+stale proxy is dropped in seconds, not a minute), one port per client, and a systemd unit
+that runs frps as its own system user, the only one that can read the token and the key.
+Printed by default; ``--apply`` (root) writes them; ``--out DIR`` writes them to a folder.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import datetime
 import ipaddress
 import json
 import os
+import pwd
 import secrets
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +34,11 @@ UNIT = Path("/etc/systemd/system/handy-colab-frps.service")
 # session that stopped answering is dropped about one interval plus a write timeout later,
 # and only then can a replaced runtime take its proxy name and port again.
 KEEPALIVE = 5
+# The unit's user: its own, so no other daemon's account (nobody) can read the token or key.
+SERVICE_USER = "handy-colab-frps"
+# A runtime's frpc asks for one port (public mode's tcp proxy; stcp/xtcp take none): a second
+# one from the same client is refused, so a stolen token cannot take the whole range at once.
+MAX_PORTS_PER_CLIENT = 1
 
 
 @dataclass
@@ -55,6 +63,7 @@ class FrpsPlan:
             f'transport.tls.keyFile = "{conf_dir / "server.key"}"',
             f"transport.tcpMuxKeepaliveInterval = {KEEPALIVE}",
             f"allowPorts = [{{ start = {self.ports[0]}, end = {self.ports[1]} }}]",
+            f"maxPortsPerClient = {MAX_PORTS_PER_CLIENT}",
             'log.to = "console"',
             "log.disablePrintColor = true",
         ]
@@ -145,32 +154,53 @@ def _certificates(name: str) -> tuple[bytes, bytes, bytes]:
     )
 
 
-def unit(conf_dir: Path, frps: str = "/usr/local/bin/frps") -> str:
-    # An unprivileged user: frps binds high ports only; its key is group-readable for it.
+def unit(conf_dir: Path, frps: str = "/usr/local/bin/frps", user: str = SERVICE_USER) -> str:
+    # An unprivileged user of its own: frps binds high ports only, and owns its 0600 secrets.
     return (
         "[Unit]\nDescription=frps for handy-colab runtimes\nAfter=network-online.target\n"
-        "Wants=network-online.target\n\n[Service]\nUser=nobody\nGroup=nogroup\n"
+        f"Wants=network-online.target\n\n[Service]\nUser={user}\nGroup={user}\n"
         f"ExecStart={frps} -c {conf_dir / 'frps.toml'}\nRestart=always\nRestartSec=2\n"
         "NoNewPrivileges=yes\nProtectSystem=strict\nProtectHome=yes\nPrivateTmp=yes\n\n"
         "[Install]\nWantedBy=multi-user.target\n"
     )
 
 
-def apply(plan: FrpsPlan, conf_dir: Path = DEFAULT_DIR, unit_path: Path = UNIT) -> list[Path]:
-    """As root: the files in conf_dir (frps's readable by group nogroup) and the unit."""
+def apply(
+    plan: FrpsPlan, conf_dir: Path = DEFAULT_DIR, unit_path: Path = UNIT, user: str = SERVICE_USER
+) -> list[Path]:
+    """As root: the files in conf_dir (frps's secrets 0600, owned by ``user``, made a system
+    user if missing) and the unit that runs frps as ``user``."""
     if not is_root():
         raise RelaySetupError("--apply writes to /etc: run it as root. Fix: sudo, or use --out")
-    written = write(plan, conf_dir)
-    import grp
-
-    gid = grp.getgrnam("nogroup").gr_gid
-    for name in ("frps.toml", "server.key"):
-        os.chown(conf_dir / name, 0, gid)
-        os.chmod(conf_dir / name, 0o640)
     if unit_path.exists():
         raise RelaySetupError(f"{unit_path}: exists; not overwritten. Fix: move it away first")
-    atomic_write(unit_path, unit(conf_dir), 0o644)
+    account = _service_user(user)
+    written = write(plan, conf_dir)
+    for name in ("frps.toml", "server.key"):
+        os.chown(conf_dir / name, account.pw_uid, account.pw_gid)
+        os.chmod(conf_dir / name, 0o600)
+    atomic_write(unit_path, unit(conf_dir, user=user), 0o644)
     return [*written, unit_path]
+
+
+def _service_user(user: str) -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(user)
+    except KeyError:
+        pass
+    cmd = ["useradd", "--system", "--user-group", "--no-create-home"]
+    cmd += ["--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", user]
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    except OSError as exc:
+        res = subprocess.CompletedProcess(cmd, 1, "", str(exc))
+    if res.returncode != 0:
+        why = (res.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RelaySetupError(
+            f"cannot create the system user {user} for frps ({why}). Fix: create it "
+            f"(useradd --system --user-group {user}) and run --apply again"
+        )
+    return pwd.getpwnam(user)
 
 
 def write(plan: FrpsPlan, conf_dir: Path) -> list[Path]:
@@ -206,23 +236,29 @@ def write(plan: FrpsPlan, conf_dir: Path) -> list[Path]:
         ) from None
 
 
-def render(plan: FrpsPlan, conf_dir: Path) -> str:
-    """What the operator reads: the files, the unit and the runtime's part (no private key)."""
+def render(plan: FrpsPlan, conf_dir: Path, unit_path: Path | None = None) -> str:
+    """What the operator reads: the files, the unit (``unit_path``, when it is written) and
+    the runtime's part (no private key, no token)."""
     section = json.dumps({"frp": plan.runtime_section()}, indent=2)
+    owner = f", owned by {SERVICE_USER}" if unit_path is not None else ""
+    unit_line = (
+        f"3. {unit_path}: runs frps as {SERVICE_USER} at boot\n" if unit_path is not None else ""
+    )
     return (
         f"frps for {plan.server_name}:{plan.bind_port} (TLS forced, token, ports "
-        f"{plan.ports[0]}-{plan.ports[1]}, keepalive every {KEEPALIVE}s, dashboard "
+        f"{plan.ports[0]}-{plan.ports[1]}, at most {MAX_PORTS_PER_CLIENT} per client, keepalive "
+        f"every {KEEPALIVE}s, dashboard "
         f"{'127.0.0.1:' + str(plan.dashboard_port) if plan.dashboard_port else 'off'})\n\n"
-        f"1. {conf_dir}/frps.toml (0600):\n"
+        f"1. {conf_dir}/frps.toml (0600{owner}):\n"
         + "".join(
             "    " + ln + "\n"
             for ln in plan.frps_toml(conf_dir).splitlines()
             if "auth.token" not in ln and "password" not in ln
         )
         + f"   (auth.token and the dashboard password are written into the file, not shown)\n"
-        f"2. {conf_dir}/server.crt and server.key (0600): signed by a new CA\n"
-        f"3. {UNIT}: runs frps at boot\n\n"
-        f"On the runtime's config folder: put frps_ca.pem and frp_token (from "
+        f"2. {conf_dir}/server.crt and server.key (0600{owner}): signed by a new CA\n"
+        + unit_line
+        + f"\nOn the runtime's config folder: put frps_ca.pem and frp_token (from "
         f"{conf_dir}/runtime/) beside user_config.json, with\n{section}\n"
     )
 

@@ -157,6 +157,8 @@ def test_frps_setup_output_runs_for_real(frp_fresh: Any, tmp_path: Path) -> None
     )
     assert res.returncode == 0, res.stderr
     assert (out / "server.key").stat().st_mode & 0o077 == 0
+    # --out writes no unit, so the output names none.
+    assert ".service" not in res.stdout and "systemd" not in res.stdout
     assert "auth.token" not in res.stdout.split("Written:")[0].replace("auth.token and", "")
     rt.frps.config = out / "frps.toml"
     rt.frps.start()
@@ -206,10 +208,10 @@ def test_replaced_runtime_takes_its_proxy_back(frp_fresh: Any, keepalive: int | 
             os.kill(pid, signal.SIGCONT)
 
 
-def test_frps_setup_apply_runs_as_nobody(frp_fresh: Any) -> None:
-    """--apply's layout: frps's config and key readable by group nogroup only, and the unit's
-    user (nobody) can run frps from them."""
-    import grp
+def test_frps_setup_apply_runs_as_its_service_user(frp_fresh: Any) -> None:
+    """--apply's layout: frps's config and key 0600, owned by the unit's own system user
+    (made when missing), which can run frps from them; the output lists the unit it wrote."""
+    import pwd
     import stat
     import tempfile
 
@@ -224,17 +226,23 @@ def test_frps_setup_apply_runs_as_nobody(frp_fresh: Any) -> None:
             "relay", "frps-setup", "--server-name", "10.99.0.1", "--out", str(out), "--apply"
         )
         assert res.returncode == 0, res.stderr
-        nogroup = grp.getgrnam("nogroup").gr_gid
+        user = pwd.getpwnam("handy-colab-frps")
         for name in ("frps.toml", "server.key"):
             st = (out / name).stat()
-            assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, nogroup, 0o640)
+            assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (
+                user.pw_uid,
+                user.pw_gid,
+                0o600,
+            )
         unit = (out / "handy-colab-frps.service").read_text()
-        assert "User=nobody" in unit and f"-c {out / 'frps.toml'}" in unit
+        assert "User=handy-colab-frps" in unit and f"-c {out / 'frps.toml'}" in unit
+        assert f"3. {out / 'handy-colab-frps.service'}: runs frps" in res.stdout
+        assert f"- {out / 'handy-colab-frps.service'}" in res.stdout
         frps = rt.frps
         with open(frps.log, "ab") as log:
             frps.proc = rt.rig.popen(
                 "relay",
-                ["runuser", "-u", "nobody", "--", str(FRPS_BIN), "-c", str(out / "frps.toml")],
+                ["runuser", "-u", user.pw_name, "--", str(FRPS_BIN), "-c", str(out / "frps.toml")],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

@@ -165,6 +165,27 @@ def test_identity_hint_is_the_pem_when_its_public_half_is_authorized(
     assert desc.identity_hint == "alice.first.pem"
 
 
+@pytest.mark.parametrize(
+    "name", ["-oProxyCommand=x.pem", "key name.pem", "key\nHost *.pem", "%h.pem", ".hidden.pem"]
+)
+def test_identity_hint_is_only_ever_a_plain_file_name(
+    seed_folder: Path, keys: Any, name: str
+) -> None:
+    """The runtime writes the hint; the laptop joins it to a folder: a key file named like an
+    option, with spaces, a newline or ssh tokens is authorized but not named."""
+    import dataclasses
+
+    (seed_folder / "public_key.pub").write_text(keys.public_line("rsa_pem") + "\n")
+    cfg = load_config(seed_folder)
+    assert cfg.relay is not None
+    # Config checks stop most such names earlier (the socket path is made from it); the
+    # hint does not rely on that: the key is given the name directly.
+    key = dataclasses.replace(cfg.relay.key, path=seed_folder / name)
+    cfg = dataclasses.replace(cfg, relay=dataclasses.replace(cfg.relay, key=key))
+    desc = connection.build_descriptor(cfg, keys.public_line("ed25519_b"))
+    assert desc.identity_hint == ""
+
+
 def test_relay_host_keys_from_config_pin(seed_folder: Path, keys: Any) -> None:
     cfg_file = seed_folder / "user_config.json"
     data = json.loads(cfg_file.read_text())

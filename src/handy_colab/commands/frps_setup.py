@@ -19,15 +19,19 @@ def cmd_frps_setup(
         server_name, bind_port=bind_port, ports=ports, dashboard_port=dashboard_port
     )
     conf_dir = Path(out).resolve() if out else frps_setup.DEFAULT_DIR
-    print(frps_setup.render(plan, conf_dir), end="")
-    if apply:
-        # With --out, everything (the unit too) goes into that folder, to inspect or stage.
-        unit = conf_dir / frps_setup.UNIT.name if out else frps_setup.UNIT
+    # With --out, everything (the unit too) goes into that folder, to inspect or stage; the
+    # unit is written by --apply only, so only then is it listed.
+    unit = (conf_dir / frps_setup.UNIT.name if out else frps_setup.UNIT) if apply else None
+    print(frps_setup.render(plan, conf_dir, unit), end="")
+    if unit is not None:
         written = frps_setup.apply(plan, conf_dir, unit)
     elif out:
         written = frps_setup.write(plan, conf_dir)
     else:
-        print("\nNothing was written. Add --out DIR, or --apply as root on the VPS.")
+        print(
+            "\nNothing was written. Add --out DIR, or --apply as root on the VPS (which also "
+            f"writes the systemd unit {frps_setup.UNIT} running frps as {frps_setup.SERVICE_USER})."
+        )
         return 0
     print("\nWritten:")
     for path in written:
