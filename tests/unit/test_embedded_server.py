@@ -54,6 +54,10 @@ def test_settings_defaults_are_the_login_users(tmp_path: Path) -> None:
     s = Settings.load(_write(tmp_path, _REQUIRED))
     assert (s.cwd, s.shell) == login_defaults()
     assert (s.launcher, s.session_info) == ("", "")
+    # Remote forwards on loopback unless the runtime's config says otherwise.
+    assert s.gateway_ports == "no"
+    s = Settings.load(_write(tmp_path, {**_REQUIRED, "gateway_ports": "clientspecified"}))
+    assert s.gateway_ports == "clientspecified"
 
 
 @pytest.mark.parametrize(
@@ -64,6 +68,7 @@ def test_settings_defaults_are_the_login_users(tmp_path: Path) -> None:
         ({**_REQUIRED, "port": True}, "port must be 0-65535, not True"),
         ({**_REQUIRED, "port": 65536}, "port must be 0-65535"),
         ({**_REQUIRED, "port": "22"}, "port must be 0-65535"),
+        ({**_REQUIRED, "gateway_ports": "yes"}, 'gateway_ports must be "no" or'),
     ],
 )
 def test_settings_refused(tmp_path: Path, data: object, message: str) -> None:

@@ -289,6 +289,15 @@ def test_transfer_commands_skip_the_rc_files(world: dict[str, Path]) -> None:
     assert not marker.exists()
 
 
+def test_sshd_config_gateway_ports_follows_the_config(world: dict[str, Path]) -> None:
+    """The OpenSSH server gets the same server.gateway_ports as the embedded one."""
+    rd = RuntimeDir(world["rd"])
+    default = render_sshd_config(rd, 2222, "someone", "internal-sftp", "/bin/sh x")
+    assert "GatewayPorts no" in default.splitlines()
+    chosen = render_sshd_config(rd, 2222, "someone", "internal-sftp", None, "clientspecified")
+    assert "GatewayPorts clientspecified" in chosen.splitlines()
+
+
 @pytest.mark.parametrize("sshd_setenv", [True, False], ids=["SetEnv-SHLVL", "no-SetEnv"])
 def test_bashrc_runs_once_per_command(world: dict[str, Path], sshd_setenv: bool) -> None:
     """Debian's bash reads ~/.bashrc in a `-c` shell that sees SSH_CLIENT at level 1: both
