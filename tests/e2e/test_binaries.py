@@ -216,3 +216,38 @@ def test_tampered_frpc_archive_is_refused_unexecuted_uncached(tmp_path: Path) ->
     assert not marker.exists()
     cached = [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.name != ".lock"]
     assert cached == []
+
+
+def test_route_refuses_to_start_a_program_changed_after_verification(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tunnel verified the real cloudflared when it was made; the file is then replaced
+    (same path, other bytes) before a (re)start: the route stops with one permanent error and
+    the replacement never runs."""
+    from handy_colab.config import load_config
+    from handy_colab.errors import TunnelError
+    from handy_colab.state import RuntimeDir
+    from handy_colab.tunnels import cloudflared
+
+    need_peers()
+    data = CLOUDFLARED_BIN.read_bytes()
+    spec = spec_for(data)
+    release_dir(tmp_path / "www", spec.assets[platform_key()].filename, data)
+    monkeypatch.setenv("HANDY_COLAB_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("HANDY_COLAB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("HANDY_COLAB_CLOUDFLARED_BINARY", raising=False)
+    monkeypatch.setattr(cloudflared, "CLOUDFLARED", spec)
+    with serve(tmp_path / "www") as base:
+        cfg = load_config(_folder(tmp_path, download_url=base))
+        rd = RuntimeDir.for_name(cfg.name).ensure()
+        tunnel = cloudflared.CloudflaredTunnel(cfg, rd, 2222)
+    assert tunnel.binary.source == "download"
+    marker = tmp_path / "EXECUTED"
+    path = tunnel.binary.path
+    path.chmod(0o700)
+    path.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    with pytest.raises(TunnelError) as exc:
+        tunnel._launch()
+    assert exc.value.permanent
+    assert f"{path} changed after it was verified; not run" in str(exc.value)
+    assert tunnel.proc is None and not marker.exists()

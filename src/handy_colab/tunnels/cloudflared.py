@@ -91,7 +91,8 @@ class CloudflaredTunnel(Tunnel):
         super().__init__(cfg, local_port)
         self.rd = rd
         self.settings = cfg.cloudflared
-        # Verified (or a PATH copy of at least the pinned version) before it ever runs.
+        # The pinned download, verified (or the program the config names), and checked again
+        # before every start (_launch).
         self.binary = installer(cfg).resolve()
         # QUIC seen blocked on this machine lately: start with HTTP/2 rather than wait again.
         self.quic_verdict = rd.path / "quic_blocked"
