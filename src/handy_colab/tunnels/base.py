@@ -9,12 +9,23 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..config import RuntimeConfig
-from ..errors import TunnelError
+from ..errors import BinaryError, TunnelError
 from ..proc import ChildHolder, WatchedProcess
 from .common import classify
 
 if TYPE_CHECKING:
+    from ..binaries import Resolved
     from ..connection import RouteEndpoint
+
+
+def check_program(binary: Resolved) -> None:
+    """Before a route (re)starts its program: the bytes verified are the bytes run. A file
+    that changed since is a permanent failure: retrying would only find it changed again."""
+    try:
+        binary.check()
+    except BinaryError as exc:
+        raise TunnelError(str(exc), permanent=True) from None
+
 
 log = logging.getLogger(__name__)
 

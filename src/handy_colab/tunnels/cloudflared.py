@@ -25,11 +25,11 @@ from typing import Any
 from ..binaries import Asset, BinarySpec, Installer
 from ..config import RuntimeConfig
 from ..connection import CloudflaredEndpoint
-from ..errors import BinaryError, TunnelError
+from ..errors import TunnelError
 from ..fsutil import atomic_write
 from ..proc import WatchedProcess
 from ..state import RuntimeDir
-from .base import Tunnel
+from .base import Tunnel, check_program
 from .cloudflared_log import classify, last_error, short
 from .common import free_port, local_json, state_write_error
 from .websocket import read_banner
@@ -154,10 +154,7 @@ class CloudflaredTunnel(Tunnel):
         self.locations = []
         if not self.settings.named:
             self.hostname = None
-        try:
-            self.binary.check()  # the bytes verified are the bytes run, at every start
-        except BinaryError as exc:
-            raise TunnelError(str(exc), permanent=True) from None
+        check_program(self.binary)
         try:
             self.proc = WatchedProcess(
                 self.argv(), label="cloudflared", on_exit=self.on_exit, env=_child_env()

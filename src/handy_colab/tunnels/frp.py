@@ -25,11 +25,11 @@ from typing import Any
 
 from ..config import RuntimeConfig
 from ..connection import FrpEndpoint
-from ..errors import BinaryError, TunnelError
+from ..errors import TunnelError
 from ..fsutil import atomic_write
 from ..proc import WatchedProcess
 from ..state import RuntimeDir
-from .base import Tunnel
+from .base import Tunnel, check_program
 from .common import free_port, local_json, state_write_error, tcp_banner
 from .frp_common import FRP_VERSION, FRPC, common_lines, installer, read_secret, toml_str
 from .frp_config import ensure_secret
@@ -189,10 +189,7 @@ class FrpTunnel(Tunnel):
         self._tls_checked = False
         self.admin_port = free_port()
         self.check_port = free_port() if self.settings.mode != "public" else 0
-        try:
-            self.binary.check()  # the bytes verified are the bytes run, at every start
-        except BinaryError as exc:
-            raise TunnelError(str(exc), permanent=True) from None
+        check_program(self.binary)
         try:
             atomic_write(self.config_file, self.render_config(), 0o600)
             self.proc = WatchedProcess(
