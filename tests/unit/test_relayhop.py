@@ -185,6 +185,37 @@ def test_copies_both_ways_through_the_held_socket(
     assert not os.path.exists(hold.ctl), "a working held socket needs no new log-in"
 
 
+def test_neither_way_waits_on_the_other(tmp_path: Path) -> None:
+    """A runtime that sends a lot before it reads (sshd's banner and kex, a big scp both
+    ways): a hop that blocks sending while the peer blocks sending to it hangs for good."""
+    hold = relayhop.Hold(str(tmp_path), "/cfg", "colab-relay", "/tmp/x.sock")
+    big = os.urandom(4 << 20)
+    got = bytearray()
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(hold.sock)
+    srv.listen()
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            conn.sendall(big)  # all of it before reading a byte
+            while data := conn.recv(65536):
+                got.extend(data)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        res = subprocess.run(
+            [*hop_argv(hold), hold.relay, hold.remote], input=big, capture_output=True, timeout=60
+        )
+    finally:
+        srv.close()
+        t.join(5)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == big
+    assert bytes(got) == big
+
+
 def test_a_way_closed_at_once_names_the_runtime(tmp_path: Path) -> None:
     """What the master does when the relay has no runtime socket: it accepts, then closes."""
     hold = relayhop.Hold(str(tmp_path), "/cfg", "colab-relay", "/tmp/hc-gone.sock")

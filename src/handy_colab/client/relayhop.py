@@ -326,35 +326,43 @@ def _first_bytes(s: socket.socket, pending: bytearray, deadline: float | None) -
             return None
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 def _pump(s: socket.socket, first: bytes, pending: bytes) -> None:
+    """Copy both ways until the runtime's side ends. Neither direction may wait on the
+    other: a blocking send while the peer blocks on its own send (its reader being us)
+    would hang both, so every fd is non-blocking and at most one chunk a way is held."""
     stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
-    _write_all(stdout, first)
-    if pending:
-        s.sendall(pending)
-    watch = [s, stdin]
-    while watch:
-        ready, _, _ = select.select(watch, [], [])
-        if stdin in ready:
-            data = os.read(stdin, _CHUNK)
-            if data:
-                s.sendall(data)
-            else:
-                watch.remove(stdin)
-                try:
-                    s.shutdown(socket.SHUT_WR)
-                except OSError:
-                    pass
-        if s in ready:
-            data = s.recv(_CHUNK)
-            if not data:
-                return
-            _write_all(stdout, data)
+    s.setblocking(False)
+    os.set_blocking(stdout, False)
+    to_out, to_sock = bytearray(first), bytearray(pending)
+    in_open, shut = True, False
+    while True:
+        if not in_open and not to_sock and not shut:
+            shut = True
+            try:
+                s.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        readers = ([stdin] if in_open and not to_sock else []) + ([s] if not to_out else [])
+        writers = ([s] if to_sock else []) + ([stdout] if to_out else [])
+        readable, writable, _ = select.select(readers, writers, [])
+        try:
+            if stdout in writable:
+                del to_out[: os.write(stdout, to_out)]
+            if s in writable:
+                del to_sock[: s.send(to_sock)]
+            if stdin in readable:
+                data = os.read(stdin, _CHUNK)
+                if data:
+                    to_sock += data
+                else:
+                    in_open = False
+            if s in readable:
+                data = s.recv(_CHUNK)
+                if not data:
+                    return
+                to_out += data
+        except BlockingIOError:
+            continue
 
 
 def run(hold: Hold) -> None:
