@@ -170,7 +170,7 @@ def test_host_block_follows_the_descriptor_and_pins_by_alias(
     assert opts["hostkeyalias"] == "colab"
     assert opts["stricthostkeychecking"] == "true"
     assert "handy_colab.tunnels.websocket" in opts["proxycommand"]
-    assert f'--descriptor "{follow}"' in opts["proxycommand"]
+    assert f"--descriptor '{follow}'" in opts["proxycommand"]
     assert opts["proxycommand"].endswith(" a-b-c.trycloudflare.com")
 
 

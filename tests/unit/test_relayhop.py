@@ -98,8 +98,8 @@ def test_the_proxy_command_connect_writes() -> None:
     held = proxy_command(desc, "/home/a b/.ssh/cfg", hold_dir="/home/a b/.ssh/handy-colab-hop")
     tag = held.split("--tag ")[1].split()[0]
     assert held == (
-        f'{sys.executable} -I -S {SCRIPT} --dir "/home/a b/.ssh/handy-colab-hop" --tag {tag} '
-        f'-F "/home/a b/.ssh/cfg" colab-relay /tmp/hc-me-colab.sock'
+        f"{sys.executable} -I -S {SCRIPT} --dir '/home/a b/.ssh/handy-colab-hop' --tag {tag} "
+        f"-F '/home/a b/.ssh/cfg' colab-relay /tmp/hc-me-colab.sock"
     )
     # Another relay (address, account or host key) is another held connection.
     changes: list[dict[str, object]] = [

@@ -9,13 +9,13 @@ line the descriptor came from.
 from __future__ import annotations
 
 import re
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..descriptor import Descriptor
 from ..errors import ClientConfigError, HandyColabError
 from ..fsutil import atomic_write, read_text_or_empty
+from .sshquote import unquote_config_word, unquote_proxy
 
 RUNTIMES_DIR = "handy-colab-runtimes"
 DESCRIPTOR_COMMENT = "# handy-colab descriptor: "
@@ -78,8 +78,8 @@ def _block_options(body: str, alias: str) -> dict[str, str]:
             continue
         if current == alias and key.lower() not in options:
             value = value.strip()
-            if key.lower() != "proxycommand" and value.startswith('"') and value.endswith('"'):
-                value = value[1:-1]
+            if key.lower() != "proxycommand":
+                value = unquote_config_word(value)
             options[key.lower()] = value
     return options
 
@@ -129,7 +129,7 @@ def proxy_argv(rt: KnownRuntime) -> list[str] | None:
     if not cmd or cmd == "none":
         return None
     try:
-        return shlex.split(cmd)
+        return unquote_proxy(cmd)
     except ValueError:
         raise ClientConfigError(
             f"{rt.config_file}: the ProxyCommand of {rt.alias} cannot be read ({cmd!r:.60}). "

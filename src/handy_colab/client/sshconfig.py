@@ -18,7 +18,8 @@ from pathlib import Path
 from ..descriptor import Descriptor
 from ..errors import ClientConfigError
 from ..fsutil import atomic_write, backup, read_text_or_empty
-from .windows import fwd_slashes, include_line, quoted
+from .sshquote import config_word, proxy_line, proxy_word
+from .windows import fwd_slashes, include_line
 
 BEGIN = "# >>> handy-colab {name} >>>"
 END = "# <<< handy-colab {name} <<<"
@@ -33,8 +34,15 @@ def default_paths() -> tuple[Path, Path, Path]:
     )
 
 
-def _q(path: str) -> str:
-    return f'"{path}"' if " " in path else path
+def _path_word(path: str, windows: bool = False) -> str:
+    """A path for IdentityFile/UserKnownHostsFile (on Windows: forward slashes, quoted)."""
+    word = config_word(fwd_slashes(path) if windows else path)
+    return f'"{word}"' if windows and not word.startswith('"') else word
+
+
+def _python() -> str:
+    """This interpreter, as the first word of a ProxyCommand."""
+    return proxy_word(sys.executable, "the Python interpreter's path")
 
 
 def proxy_command(
@@ -50,11 +58,12 @@ def proxy_command(
     keys (a relay that changes gets a new one); else over the proxy's own asyncssh
     connection, a direct-streamlocal channel piped to stdio (streamlocal.py)."""
     if hold_dir is not None and launcher is None and not windows:
-        return " ".join(_q(a) for a in hop_argv(desc, config_file, hold_dir))
-    cfg = quoted(config_file) if windows else _q(config_file)
+        return proxy_line(hop_argv(desc, config_file, hold_dir))
+    cfg = proxy_word(fwd_slashes(config_file) if windows else config_file, windows=windows)
     if launcher is None:
-        launcher = f"{_q(sys.executable)} -m handy_colab.streamlocal"
-    return f"{launcher} -F {cfg} {desc.relay_alias} {desc.socket_path}"
+        launcher = f"{_python()} -m handy_colab.streamlocal"
+    where = proxy_line([desc.relay_alias, desc.socket_path])
+    return f"{launcher} -F {cfg} {where}"
 
 
 def hop_argv(desc: Descriptor, config_file: str, hold_dir: str) -> list[str]:
@@ -71,20 +80,23 @@ def hop_argv(desc: Descriptor, config_file: str, hold_dir: str) -> list[str]:
 
 def frp_launcher() -> str:
     """How connect's ProxyCommand starts the frp visitor (this very interpreter)."""
-    return f"{_q(sys.executable)} -m handy_colab.tunnels.frp_visitor"
+    return f"{_python()} -m handy_colab.tunnels.frp_visitor"
 
 
 def ws_launcher(cloudflared_access: bool = False) -> str:
     """How connect's ProxyCommand starts the WebSocket proxy (this very interpreter)."""
     extra = " --cloudflared-access" if cloudflared_access else ""
-    return f"{_q(sys.executable)} -m handy_colab.tunnels.websocket{extra}"
+    return f"{_python()} -m handy_colab.tunnels.websocket{extra}"
 
 
-def ws_proxy_command(hostname: str, launcher: str, descriptor: str | None = None) -> str:
+def ws_proxy_command(
+    hostname: str, launcher: str, descriptor: str | None = None, windows: bool = False
+) -> str:
     """The cloudflared route's ProxyCommand: opens wss://HOSTNAME/ (no cloudflared on the
     laptop); with ``descriptor``, it re-reads the hostname there at each connection."""
-    follow = f' --descriptor "{descriptor}"' if descriptor else ""
-    return f"{launcher}{follow} {hostname}"
+    word = proxy_word(descriptor, "the descriptor's path", windows) if descriptor else ""
+    follow = f" --descriptor {word}" if descriptor else ""
+    return f"{launcher}{follow} {proxy_word(hostname)}"
 
 
 def render_host_blocks(
@@ -106,7 +118,10 @@ def render_host_blocks(
     ``windows``: paths as Windows' OpenSSH reads them (client/windows.py);
     ``hold_dir``: private mode's held relay connections live there (relayhop.py).
     """
-    fmt = quoted if windows else _q
+
+    def fmt(path: str) -> str:
+        return _path_word(path, windows)
+
     relay_private = desc.route == "relay" and desc.mode == "private"
     common = [
         f"    UserKnownHostsFile {fmt(known_hosts)}",
@@ -144,11 +159,15 @@ def render_host_blocks(
         out.append(f"    ProxyCommand {cmd}")
     elif desc.cloudflared:
         follow = fwd_slashes(follow) if windows and follow else follow
-        cmd = ws_proxy_command(desc.hostname, launcher or ws_launcher(), follow)
+        cmd = ws_proxy_command(desc.hostname, launcher or ws_launcher(), follow, windows)
         out.append(f"    ProxyCommand {cmd}")
     elif desc.route == "frp" and desc.mode != "public":
-        profile = frp_profile or f"~/.ssh/handy-colab-{desc.name}.frp.json"
-        out.append(f"    ProxyCommand {launcher or frp_launcher()} {fmt(profile)}")
+        # The printed block's default (no file yet): left unquoted for the shell's ~.
+        prof = f"~/.ssh/handy-colab-{desc.name}.frp.json"
+        if frp_profile:
+            path = fwd_slashes(frp_profile) if windows else frp_profile
+            prof = proxy_word(path, "the frp profile", windows)
+        out.append(f"    ProxyCommand {launcher or frp_launcher()} {prof}")
     out += [f"    LocalForward {p} 127.0.0.1:{p}" for p in desc.forwards]
     text = "\n".join(out) + "\n"
     if any(c in text for c in "\r\0") or any(
@@ -237,6 +256,9 @@ def ensure_include(user_config: Path, managed: Path, windows: bool = False) -> P
     if any(v in _include_targets(line) for line in text.splitlines() for v in variants):
         return None
     # It must come first: an Include after a Host line would only apply inside that Host.
-    line = include_line(managed, user_config.parent) if windows else f"Include {_q(target)}"
+    if windows:
+        line = include_line(managed, user_config.parent)
+    else:
+        line = f"Include {config_word(target, 'the managed ssh config', expands=False)}"
     new = f"{line}\n" + ("\n" + text if text else "")
     return write_if_changed(user_config, new, 0o600)

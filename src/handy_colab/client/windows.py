@@ -32,8 +32,14 @@ def fwd_slashes(path: str | PurePath) -> str:
 
 
 def quoted(path: str | PurePath) -> str:
-    """A path as Windows' ssh and CreateProcessW both read it: forward slashes, quoted."""
-    return f'"{fwd_slashes(path)}"'
+    """A path as Windows' ssh reads an Include: forward slashes, quoted (Include expands no
+    ``%`` token; ProxyCommand words go through sshquote.proxy_word instead)."""
+    from .sshquote import check_printable
+
+    text = check_printable(fwd_slashes(path), "the path")
+    if '"' in text:
+        raise ClientConfigError(f"{text!r:.80}: a path with a double quote. Fix: rename it")
+    return f'"{text}"'
 
 
 def installed_program() -> str:
@@ -60,7 +66,10 @@ def installed_program() -> str:
 def launcher(kind: str, program: str | None = None) -> str:
     """The ProxyCommand's program and subcommand: ``"C:/.../handy-colab.exe" proxy [--ws]``."""
     flag = {"relay": "", "ws": " --ws", "ws-access": " --ws --cloudflared-access", "frp": " --frp"}
-    return f"{quoted(program or installed_program())} proxy{flag[kind]}"
+    from .sshquote import proxy_word
+
+    program = fwd_slashes(program or installed_program())
+    return f"{proxy_word(program, 'the handy-colab program', windows=True)} proxy{flag[kind]}"
 
 
 def include_line(managed: Path, ssh_dir: Path) -> str:
