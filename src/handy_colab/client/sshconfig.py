@@ -59,7 +59,10 @@ def proxy_command(
     connection, a direct-streamlocal channel piped to stdio (streamlocal.py)."""
     if hold_dir is not None and launcher is None and not windows:
         return proxy_line(hop_argv(desc, config_file, hold_dir))
-    cfg = proxy_word(fwd_slashes(config_file) if windows else config_file, windows=windows)
+    if config_file.startswith("~/") and proxy_word(config_file[2:]) == config_file[2:]:
+        cfg = config_file  # the printed block's default: unquoted, for the shell's ~
+    else:
+        cfg = proxy_word(fwd_slashes(config_file) if windows else config_file, windows=windows)
     if launcher is None:
         launcher = f"{_python()} -m handy_colab.streamlocal"
     where = proxy_line([desc.relay_alias, desc.socket_path])
