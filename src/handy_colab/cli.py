@@ -208,6 +208,17 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     cn.add_argument("--known-hosts", metavar="FILE", help="pin host keys here instead")
     cn.add_argument("--name", help="which runtime, when the folder holds several")
     cn.add_argument(
+        "--alias",
+        help="the ssh Host alias to write (default: the runtime's name): to keep two "
+        "runtimes of the same name, or when your own ssh config already uses the name",
+    )
+    cn.add_argument(
+        "--replace",
+        action="store_true",
+        help="take over the alias (or pinned address) even though other host keys hold it "
+        "(the runtime was rebuilt with new keys); in a terminal, connect asks instead",
+    )
+    cn.add_argument(
         "--cloudflared-access",
         action="store_true",
         help="cloudflared route: connect through `cloudflared access ssh` instead of "
@@ -357,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.cloudflared_access,
                 args.client_os,
                 not args.no_vscode,
+                alias=args.alias,
+                replace=args.replace,
             )
         if args.command == "frps-setup":
             from .commands.frps_setup import cmd_frps_setup

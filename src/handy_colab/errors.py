@@ -18,6 +18,10 @@ class ConfigError(HandyColabError):
     exit_code = 2
 
 
+class AliasConflictError(ConfigError):
+    """A descriptor claims an ssh alias or pin that another runtime (or the user) holds."""
+
+
 class KeyFileError(ConfigError):
     """A key file is missing, unreadable, encrypted or of the wrong kind."""
 

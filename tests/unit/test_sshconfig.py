@@ -16,7 +16,7 @@ import pytest
 from handy_colab.client import sshconfig as S
 from handy_colab.client.connect import connect
 from handy_colab.descriptor import Descriptor
-from handy_colab.errors import ClientConfigError, ConfigError, HandyColabError
+from handy_colab.errors import AliasConflictError, ClientConfigError, ConfigError, HandyColabError
 from tests.unit.conftest import ssh_g
 
 MakeDesc = Callable[..., Descriptor]
@@ -123,53 +123,6 @@ def test_replace_block_at_end_without_newline() -> None:
 
 
 # --------------------------------------------------------------------------- known_hosts
-
-
-def test_merge_known_hosts_replaces_only_our_aliases(keys: Any) -> None:
-    k1, k2, k3 = keys.blob("ed25519"), keys.blob("ed25519_b"), keys.blob("ecdsa")
-    text = (
-        f"# comment colab\n"
-        f"other {k3}\n"
-        f"colab {k1}\n"
-        f"colab-relay {k3}\n"
-        f"colab,alias {k1}\n"
-        f"|1|hashed= {k1}\n"
-        "\n"
-        f"colabx {k1}\n"
-    )
-    out = S.merge_known_hosts(text, {"colab": [f"colab {k2}"]})
-    assert out.splitlines() == [
-        "# comment colab",
-        f"other {k3}",
-        f"colab-relay {k3}",
-        f"colab,alias {k1}",
-        f"|1|hashed= {k1}",
-        "",
-        f"colabx {k1}",
-        f"colab {k2}",
-    ]
-    assert S.merge_known_hosts(out, {"colab": [f"colab {k2}"]}) == out
-
-
-def test_merge_known_hosts_empty_file(keys: Any) -> None:
-    line = f"colab {keys.blob('ed25519')}"
-    assert S.merge_known_hosts("", {"colab": [line]}) == line + "\n"
-
-
-def test_known_hosts_lines(make_descriptor: MakeDesc, keys: Any) -> None:
-    pub = S.known_hosts_lines(make_descriptor(mode="public"))
-    # Pinned by alias (ssh's HostKeyAlias) and by address (sshj, paramiko: no alias).
-    assert pub == {
-        "colab": [f"colab {keys.blob('ed25519')}"],
-        "[public.example.org]:12345": [f"[public.example.org]:12345 {keys.blob('ed25519')}"],
-    }
-    on22 = S.known_hosts_lines(make_descriptor(mode="public", remote_port=22))
-    assert on22["public.example.org"] == [f"public.example.org {keys.blob('ed25519')}"]
-    priv = S.known_hosts_lines(make_descriptor(mode="private"))
-    assert priv == {
-        "colab": [f"colab {keys.blob('ed25519')}"],
-        "colab-relay": [f"colab-relay {keys.blob('ecdsa')}"],
-    }
 
 
 # --------------------------------------------------------------------------- render
@@ -315,7 +268,8 @@ def test_connect_writes_managed_file_include_and_backup(
     assert _mode(managed) == 0o600
     # known_hosts pins the runtime's key under its alias (and its address, for sshj).
     assert known.read_text() == (
-        f"colab {keys.blob('ed25519')}\n[public.example.org]:12345 {keys.blob('ed25519')}\n"
+        f"colab {keys.blob('ed25519')} handy-colab:colab\n"
+        f"[public.example.org]:12345 {keys.blob('ed25519')} handy-colab:colab\n"
     )
     assert _mode(known) == 0o600
     # Exactly one Include, at the top; the rest of the user's file byte-for-byte.
@@ -410,27 +364,33 @@ def test_connect_update_host_key_replaces_only_its_line(
     kh_before = known.read_text().splitlines()
     cfg_before = managed.read_text()
     user_before = (home / ".ssh" / "config").read_text()
-    assert f"colab {keys.blob('ed25519')}" in kh_before
-
-    res = connect(
-        _write_desc(
-            tmp_path / "b" / "colab.json",
-            make_descriptor(host_keys=[keys.blob("ed25519_b")], remote_port=23456),
-        )
+    assert f"colab {keys.blob('ed25519')} handy-colab:colab" in kh_before
+    rebuilt = _write_desc(
+        tmp_path / "b" / "colab.json",
+        make_descriptor(host_keys=[keys.blob("ed25519_b")], remote_port=23456),
     )
+    # Other host keys for the same alias: refused, naming both keys, and nothing written.
+    snap = _snapshot(home)
+    with pytest.raises(AliasConflictError, match="'colab' is pinned to another host key"):
+        connect(rebuilt)
+    assert _snapshot(home) == snap
+
+    res = connect(rebuilt, replace=True)
 
     kh_after = known.read_text().splitlines()
-    assert [ln for ln in kh_after if ln.startswith("colab ")] == [f"colab {keys.blob('ed25519_b')}"]
+    assert [ln for ln in kh_after if ln.startswith("colab ")] == [
+        f"colab {keys.blob('ed25519_b')} handy-colab:colab"
+    ]
     ours = ("colab ", "[public.example.org]:")
     assert [ln for ln in kh_after if not ln.startswith(ours)] == [
         ln for ln in kh_before if not ln.startswith(ours)
     ]
     # The address pin moved with the port: the old one is gone, not left to go stale.
     assert [ln for ln in kh_after if ln.startswith("[public")] == [
-        f"[public.example.org]:23456 {keys.blob('ed25519_b')}"
+        f"[public.example.org]:23456 {keys.blob('ed25519_b')} handy-colab:colab"
     ]
-    assert f"other {keys.blob('ecdsa')}" in kh_after
-    assert f"other-relay {keys.blob('ecdsa')}" in kh_after
+    assert f"other {keys.blob('ecdsa')} handy-colab:other" in kh_after
+    assert f"other-relay {keys.blob('ecdsa')} handy-colab:other" in kh_after
     # The other runtime's block is untouched; ours has the new port.
     cfg_after = managed.read_text()
     other_block = cfg_before[: cfg_before.index("# >>> handy-colab colab >>>")]
@@ -462,7 +422,8 @@ def test_connect_explicit_paths_leave_home_untouched(
     assert "Host colab" in cfg.read_text()
     assert f"UserKnownHostsFile {kh}" in cfg.read_text()
     assert kh.read_text() == (
-        f"colab {keys.blob('ed25519')}\n[public.example.org]:12345 {keys.blob('ed25519')}\n"
+        f"colab {keys.blob('ed25519')} handy-colab:colab\n"
+        f"[public.example.org]:12345 {keys.blob('ed25519')} handy-colab:colab\n"
     )
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from ..descriptor import Descriptor
 from ..keys import fingerprint
+from .pins import known_hosts_lines
 from .pycharm import pycharm_settings
-from .sshconfig import known_hosts_lines, render_host_blocks
+from .sshconfig import render_host_blocks
 
 
 def ssh_command(desc: Descriptor, identity: str | None = None) -> str:

@@ -9,6 +9,7 @@ them (client/windows.py).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 import stat
@@ -18,9 +19,10 @@ from pathlib import Path
 
 from ..choices import CONFIG_FILE, NAME_RE, SEED_README_CONFIG_FILE
 from ..descriptor import Descriptor, is_paste
-from ..errors import ClientConfigError, ConfigError, HandyColabError
+from ..errors import AliasConflictError, ClientConfigError, ConfigError, HandyColabError
 from ..fsutil import atomic_write, read_text_or_empty
 from ..keys import load_private_key
+from . import pins as pinning
 from . import relayhop
 from . import windows as win
 from .laptop import DESCRIPTOR_COMMENT, alias_of, save_descriptor, saved_descriptor
@@ -28,8 +30,6 @@ from .sshconfig import (
     default_paths,
     ensure_include,
     hop_argv,
-    known_hosts_lines,
-    merge_known_hosts,
     render_host_blocks,
     replace_block,
     write_if_changed,
@@ -37,6 +37,7 @@ from .sshconfig import (
 )
 
 CLIENT_OSES = ("linux", "macos", "windows")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,7 +63,7 @@ def _resolve_source(source: Path, name: str | None) -> tuple[Descriptor, Path | 
         if name:
             path = conn / f"{name}.json"
             return Descriptor.load(path), source, path
-        found = sorted(conn.glob("*.json")) if conn.is_dir() else []
+        found = [p for p in sorted(conn.glob("*.json")) if _plain_file(p)] if conn.is_dir() else []
         if not found:
             raise ConfigError(
                 f"{conn}: no connection descriptor found. Fix: run `handy-colab up "
@@ -75,6 +76,15 @@ def _resolve_source(source: Path, name: str | None) -> tuple[Descriptor, Path | 
     if source.is_file() and source.name == CONFIG_FILE:
         return _resolve_source(source.parent, name)
     return Descriptor.load(source), None, source
+
+
+def _plain_file(path: Path) -> bool:
+    """Whether a file in connections/ has a plain runtime name: anything else (a name
+    with spaces, quotes, `$(...)`, `%`) was not written by `up`, and is never used."""
+    if NAME_RE.match(path.stem) and path.is_file() and not path.is_symlink():
+        return True
+    log.warning("%s: skipped: not a descriptor `up` writes (its name is not a runtime name)", path)
+    return False
 
 
 def _prepare_identity(
@@ -156,27 +166,33 @@ def connect(
     cloudflared_access: bool = False,
     client_os: str | None = None,
     vscode: bool = True,
+    alias: str | None = None,
+    replace: bool = False,
 ) -> ConnectResult:
     """``client_os``: the laptop's OS the config is for (default: this one); "windows"
     writes what Windows' OpenSSH accepts, and can be asked for anywhere (to test it).
-    ``vscode``: with the default ssh config, tell VS Code the alias is a Linux host."""
+    ``vscode``: with the default ssh config, tell VS Code the alias is a Linux host.
+    ``alias``: the ssh Host alias to write (default: the runtime's name, lowercase).
+    ``replace``: take over an alias or address pinned to other host keys (else refused
+    with AliasConflictError, before anything is written)."""
     if client_os is not None and client_os not in CLIENT_OSES:
         raise ConfigError(
             f"--os {client_os!r} is not known. Fix: use one of {', '.join(CLIENT_OSES)}"
         )
     windows = client_os == "windows" or (client_os is None and win.is_windows())
-    if name is not None and not NAME_RE.match(name):
-        raise ConfigError(
-            f"--name '{name}' is not a valid runtime name. Fix: use letters, "
-            f"digits, '.', '_' or '-'"
-        )
+    for flag, value in (("--name", name), ("--alias", alias)):
+        if value is not None and not NAME_RE.match(value):
+            raise ConfigError(
+                f"{flag} '{value}' is not a valid runtime name. Fix: use letters, "
+                f"digits, '_' or '-'"
+            )
     pasted = is_paste(str(source))
     desc, folder, desc_path = _resolve_source(
         source if pasted else source.expanduser().resolve(), name
     )
     runtime_name = desc.name
     # VS Code lowercases an alias it reopens from "Recent": every alias we write is lowercase.
-    desc = dataclasses.replace(desc, name=alias_of(desc.name))
+    desc = dataclasses.replace(desc, name=alias_of(alias or desc.name))
     user_config, managed, default_known = default_paths()
     include_in: Path | None = None
     if ssh_config is not None:
@@ -184,17 +200,24 @@ def connect(
     else:
         include_in = user_config
     known = known_hosts.expanduser().resolve() if known_hosts else default_known
+    # Every check comes before the first write: a refused descriptor changes nothing.
+    known_text = read_text_or_empty(known)
+    before = saved_descriptor(desc.name, known)
+    # Untagged address lines an older connect wrote for this alias (a new port, say).
+    legacy = set(pinning.pin_patterns(before)) if before is not None else set()
+    problems = pinning.conflicts(known_text, desc, legacy)
+    if problems and not replace:
+        raise AliasConflictError(
+            f"{known}: {'; '.join(problems)}. Fix: if this is the runtime you meant (rebuilt "
+            f"with new keys), run connect again with --replace; to keep both, add --alias "
+            f"OTHER_NAME"
+        )
     try:
         for d in {managed.parent, known.parent}:
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
         ident = _prepare_identity(identity, desc, folder, known.parent)
         backups: list[Path] = []
         profile = _frp_profile(desc, runtime_name, folder, desc_path, known.parent)
-        pins = known_hosts_lines(desc)
-        before = saved_descriptor(desc.name, known)
-        if before is not None:
-            # An address this runtime had before (a new port, say) is not left pinned.
-            pins |= {k: [] for k in known_hosts_lines(before) if k not in pins}
         saved = save_descriptor(desc, known)
         hold = _hold_dir(desc, known.parent, windows)
         block = render_host_blocks(
@@ -209,7 +232,7 @@ def connect(
             windows=windows,
             hold_dir=str(hold) if hold else None,
         )
-        if runtime_name != desc.name:
+        if runtime_name != desc.name and alias is None:
             # OpenSSH matches Host patterns case-sensitively: the name the runtime prints
             # works too, beside the lowercase alias VS Code reopens.
             block = re.sub(
@@ -224,7 +247,8 @@ def connect(
             managed, replace_block(read_text_or_empty(managed), desc.name, block), 0o600
         )
         backups += [bak] if bak else []
-        bak = write_if_changed(known, merge_known_hosts(read_text_or_empty(known), pins), 0o600)
+        merged = pinning.merge(known_text, desc, legacy, replace)
+        bak = write_if_changed(known, merged, 0o600)
         backups += [bak] if bak else []
         if include_in is not None:
             bak = ensure_include(include_in, managed, windows)

@@ -23,7 +23,8 @@ from ..errors import ClientConfigError
 from ..fsutil import read_text_or_empty
 from ..proc import die_with_parent, end_process
 from .laptop import KnownRuntime, proxy_argv
-from .sshconfig import address_pattern, merge_known_hosts, write_if_changed
+from .pins import address_pattern, keys_of, merge_known_hosts
+from .sshconfig import write_if_changed
 
 log = logging.getLogger(__name__)
 _CHUNK = 64 * 1024
@@ -39,7 +40,7 @@ def pin_forward(rt: KnownRuntime, port: int) -> Path:
             f"Fix: run `handy-colab connect` for it again"
         )
     text = read_text_or_empty(known)
-    keys = [ln.split(None, 1)[1] for ln in text.splitlines() if ln.split()[:1] == [rt.alias]]
+    keys = keys_of(text, rt.alias)
     if not keys:
         raise ClientConfigError(
             f"{known}: holds no host key for {rt.alias}. Fix: run `handy-colab connect` for it "

@@ -197,31 +197,6 @@ def replace_block(text: str, name: str, block: str) -> str:
     return text + sep + new
 
 
-def address_pattern(host: str, port: int) -> str:
-    """How a known_hosts file names host:port (``[host]:port`` unless port 22)."""
-    return host if port == 22 else f"[{host}]:{port}"
-
-
-def known_hosts_lines(desc: Descriptor) -> dict[str, list[str]]:
-    entries = {desc.name: [f"{desc.name} {k}" for k in desc.host_keys]}
-    if desc.mode == "public" and desc.host and desc.port:
-        # Clients that know no HostKeyAlias (PyCharm's sshj, paramiko) look the key up by
-        # the address they connect to.
-        pattern = address_pattern(desc.host, desc.port)
-        entries[pattern] = [f"{pattern} {k}" for k in desc.host_keys]
-    if desc.route == "relay" and desc.mode == "private":
-        entries[desc.relay_alias] = [f"{desc.relay_alias} {k}" for k in desc.relay_host_keys]
-    return entries
-
-
-def merge_known_hosts(text: str, entries: dict[str, list[str]]) -> str:
-    """Replace the lines of our aliases; leave every other line as it was."""
-    kept = [ln for ln in text.splitlines() if not ln.split() or ln.split()[0] not in entries]
-    for lines in entries.values():
-        kept.extend(lines)
-    return "\n".join(kept) + "\n"
-
-
 def write_if_changed(path: Path, new: str, mode: int) -> Path | None:
     """Atomically write ``new``; back up the previous content first. Returns the backup."""
     # A dotfiles-managed config is often a symlink: update its target, keep the link.

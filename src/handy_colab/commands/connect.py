@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from ..client.connect import connect
+from ..client.connect import ConnectResult, connect
+from ..errors import AliasConflictError
 
 
 def cmd_connect(
@@ -16,17 +18,37 @@ def cmd_connect(
     cloudflared_access: bool = False,
     client_os: str | None = None,
     vscode: bool = True,
+    alias: str | None = None,
+    replace: bool = False,
 ) -> int:
-    res = connect(
-        Path(source),
-        identity=Path(identity) if identity else None,
-        ssh_config=Path(ssh_config) if ssh_config else None,
-        known_hosts=Path(known_hosts) if known_hosts else None,
-        name=name,
-        cloudflared_access=cloudflared_access,
-        client_os=client_os,
-        vscode=vscode,
-    )
+    def run(replace: bool) -> ConnectResult:
+        return connect(
+            Path(source),
+            identity=Path(identity) if identity else None,
+            ssh_config=Path(ssh_config) if ssh_config else None,
+            known_hosts=Path(known_hosts) if known_hosts else None,
+            name=name,
+            cloudflared_access=cloudflared_access,
+            client_os=client_os,
+            vscode=vscode,
+            alias=alias,
+            replace=replace,
+        )
+
+    try:
+        res = run(replace)
+    except AliasConflictError as exc:
+        if replace or not (sys.stdin.isatty() and sys.stderr.isatty()):
+            raise
+        # In a terminal the user can say so at once, as ssh's own host-key prompt lets them.
+        print(f"handy-colab: {exc}", file=sys.stderr)
+        # The question goes where the error went: stdout may be a pipe.
+        print("Replace it? Only if you trust this descriptor [y/N] ", end="", file=sys.stderr)
+        sys.stderr.flush()
+        answer = sys.stdin.readline().strip().lower()
+        if answer not in ("y", "yes"):
+            raise
+        res = run(True)
     print(f"Wrote Host '{res.name}' to {res.config_file}")
     print(f"Pinned its host key in {res.known_hosts}")
     if res.include_in is not None:
