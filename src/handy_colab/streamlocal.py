@@ -169,11 +169,22 @@ async def _relay_stdio(config: str | None, relay: str, port: int | None, path: s
     import asyncssh
 
     user, _, host = relay.rpartition("@")
+    extra: dict[str, Any] = {}
+    if config:
+        from .sshquote import host_options
+
+        # asyncssh takes UserKnownHostsFile literally where OpenSSH expands %%: read the
+        # pinned file's path as OpenSSH does (a folder named "50%done" stays pinned).
+        with open(config, encoding="utf-8") as f:
+            known = host_options(f.read(), host).get("userknownhostsfile")
+        if known:
+            extra["known_hosts"] = os.path.expanduser(known)
     conn = await asyncssh.connect(
         host,
         port=port or (),
         username=user or (),
         config=[config] if config else (),
+        **extra,
         connect_timeout=30,
         # AES-GCM first: one call into OpenSSL per packet, where asyncssh's chacha20-poly1305
         # (its default first choice) costs two; the data rides inside the runtime's own SSH.

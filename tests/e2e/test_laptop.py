@@ -260,3 +260,54 @@ def test_windows_shaped_config_runs_with_openssh(
             "laptop", ["ssh", "-F", str(managed), "-o", "BatchMode=yes", "colab", "echo", "ok"]
         )
         assert res.returncode == 0 and res.stdout == "ok\n", res.stderr
+
+
+@pytest.mark.parametrize(
+    "name, proxy",
+    [
+        # Short enough for the held connection's sockets (relayhop.max_dir_len).
+        ("%d $(touch HCPWN1) 'q\"`touch HCPWN2`", "relayhop.py"),
+        # ssh's -L drops a backslash and splits on ':': the asyncssh proxy instead.
+        ("b\\s:c %h `touch HCPWN3`", "handy_colab.streamlocal"),
+    ],
+)
+def test_hostile_folder_names_reach_ssh_as_plain_words(
+    two: tuple[Runtime, Path], name: str, proxy: str
+) -> None:
+    """A config, known_hosts and held-connection folder in a directory named with what a
+    shell or ssh's tokenizers would read (`%`, `$(...)`, quotes, backticks, a backslash):
+    OpenSSH runs the ProxyCommand connect wrote, nothing else runs, and `disconnect` reads
+    the block back."""
+    rt, _ = two
+    root = Path(tempfile.mkdtemp(prefix="hc q ", dir="/tmp"))
+    try:
+        weird = root / name
+        weird.mkdir()
+        cfg, kh = weird / "config", weird / "kh"
+        res = rt.rig.handy(
+            "laptop",
+            "connect",
+            str(rt.folder / "connections" / "colab.json"),
+            "--identity",
+            str(rt.laptop_key),
+            "--ssh-config",
+            str(cfg),
+            "--known-hosts",
+            str(kh),
+        )
+        assert res.returncode == 0, res.stderr + res.stdout
+        assert proxy in cfg.read_text()
+        for _ in range(2):  # the first starts a held connection, the second uses it
+            res = rt.rig.run(
+                "laptop", ["ssh", "-F", str(cfg), "-o", "BatchMode=yes", "colab", "echo", "ok"]
+            )
+            assert res.returncode == 0 and res.stdout == "ok\n", res.stderr
+        res = rt.rig.handy("laptop", "disconnect", "--ssh-config", str(cfg))
+        assert res.returncode == 0, res.stderr
+        if proxy == "relayhop.py":
+            assert (weird / "handy-colab-hop").is_dir()
+            assert "No relay connection was held" not in res.stdout, res.stdout
+        found = [p for d in (root, weird, Path.cwd(), Path("/tmp")) for p in d.glob("HCPWN*")]
+        assert found == []
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

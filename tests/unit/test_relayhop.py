@@ -67,7 +67,7 @@ def test_one_hold_per_config_relay_and_socket(tmp_path: Path) -> None:
     for path in (a.sock, a.ctl, a.lock, a.log, a.pid):
         assert os.path.dirname(path) == str(tmp_path)
         assert len(os.path.basename(path)) <= len("0123456789.lock")
-    assert a.ssh("-O", "check", "r")[:5] == ["ssh", "-F", "/c", "-o", f"ControlPath={a.ctl}"]
+    assert a.ssh("-O", "check", "r")[:5] == ["ssh", "-F", "/c", "-o", f'ControlPath="{a.ctl}"']
 
 
 def test_socket_paths_fit(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,15 +16,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from handy_colab.client.laptop import _block_options
-from handy_colab.client.sshquote import (
+from handy_colab.errors import ClientConfigError
+from handy_colab.sshquote import (
     config_word,
+    host_options,
     proxy_line,
     proxy_word,
     unquote_config_word,
     unquote_proxy,
 )
-from handy_colab.errors import ClientConfigError
 from tests.unit.conftest import SSH
 
 HOSTILE = [
@@ -138,7 +138,7 @@ def test_any_ascii_path_is_the_identity_and_known_hosts_ssh_reads(
     assert _resolved(tmp_path, "userknownhostsfile") == path
     assert unquote_config_word(config_word(path)) == path
     # Our own reader of the block gets the path back (list, code, forward use it).
-    assert _block_options(f"Host t\n    UserKnownHostsFile {config_word(path)}\n", "t") == {
+    assert host_options(f"Host t\n    UserKnownHostsFile {config_word(path)}\n", "t") == {
         "userknownhostsfile": path
     }
 

@@ -293,6 +293,10 @@ def _hold_dir(desc: Descriptor, key_dir: Path, windows: bool) -> Path | None:
     if desc.route != "relay" or desc.mode != "private" or windows:
         return None
     folder = key_dir / relayhop.HOLD_DIR
+    if any(c in str(folder) for c in (":", "\\", "${")):
+        # ssh's -L splits on ':' and drops '\', ControlPath has no escape for "${": such a
+        # folder keeps the asyncssh proxy (relayhop.py)
+        return None
     return folder if len(str(folder)) <= relayhop.max_dir_len() else None
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..descriptor import Descriptor
 from ..errors import ClientConfigError, HandyColabError
 from ..fsutil import atomic_write, read_text_or_empty
-from .sshquote import unquote_config_word, unquote_proxy
+from ..sshquote import host_options, unquote_proxy
 
 RUNTIMES_DIR = "handy-colab-runtimes"
 DESCRIPTOR_COMMENT = "# handy-colab descriptor: "
@@ -64,26 +64,6 @@ class KnownRuntime:
         return Path(value).expanduser() if value else None
 
 
-def _block_options(body: str, alias: str) -> dict[str, str]:
-    """The options of ``Host alias`` inside our marked block (not its relay's block)."""
-    options: dict[str, str] = {}
-    current = None
-    for raw in body.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, _, value = line.partition(" ")
-        if key.lower() == "host":
-            current = value.split()[0] if value.split() else None
-            continue
-        if current == alias and key.lower() not in options:
-            value = value.strip()
-            if key.lower() != "proxycommand":
-                value = unquote_config_word(value)
-            options[key.lower()] = value
-    return options
-
-
 def known_runtimes(ssh_config: Path | None = None) -> list[KnownRuntime]:
     """Every runtime `connect` wrote into ``ssh_config`` (default: the managed file)."""
     config = (ssh_config or default_ssh_config()).expanduser()
@@ -100,7 +80,7 @@ def known_runtimes(ssh_config: Path | None = None) -> list[KnownRuntime]:
                 desc = Descriptor.load(desc_file)
             except HandyColabError:
                 desc = None
-        found.append(KnownRuntime(alias, desc, config, desc_file, _block_options(body, alias)))
+        found.append(KnownRuntime(alias, desc, config, desc_file, host_options(body, alias)))
     return found
 
 

@@ -73,7 +73,15 @@ class Hold:
         )
 
     def ssh(self, *args: str) -> list[str]:
-        return ["ssh", "-F", self.config, "-o", f"ControlPath={self.ctl}", *args]
+        return ["ssh", "-F", self.config, "-o", f"ControlPath={_option_word(self.ctl)}", *args]
+
+
+def _option_word(path: str) -> str:
+    """A path as ssh reads an ``-o`` value: split like a config line, then ``%``-expanded
+    (a folder named "50%done" or "a b" is one word, its own). connect keeps ``${``, ``:``
+    and ``\\`` out of the folder (ControlPath has no escape for the first, -L splits on
+    the second and drops the third)."""
+    return '"' + path.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%") + '"'
 
 
 def _connect(path: str) -> socket.socket | None:
@@ -158,7 +166,7 @@ def _start_master(hold: Hold) -> None:
         "-o",
         "ConnectTimeout=15",
         "-L",
-        f"{hold.sock}:{hold.remote}",
+        f"{hold.sock.replace('%', '%%')}:{hold.remote}",  # -L is %-expanded, not split
         hold.relay,
     )
     fd = os.open(hold.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -207,7 +215,7 @@ def _master_pid(hold: Hold) -> int | None:
         return None
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            mine = f"ControlPath={hold.ctl}".encode() in f.read()
+            mine = f"ControlPath={_option_word(hold.ctl)}".encode() in f.read()
     except OSError:
         # No /proc (macOS): ps says which command the pid runs.
         import subprocess
@@ -215,7 +223,7 @@ def _master_pid(hold: Hold) -> int | None:
         out = subprocess.run(
             ["ps", "-o", "command=", "-p", str(pid)], capture_output=True, check=False
         ).stdout
-        mine = f"ControlPath={hold.ctl}".encode() in out
+        mine = f"ControlPath={_option_word(hold.ctl)}".encode() in out
     return pid if mine else None
 
 

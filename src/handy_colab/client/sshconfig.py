@@ -18,7 +18,7 @@ from pathlib import Path
 from ..descriptor import Descriptor
 from ..errors import ClientConfigError
 from ..fsutil import atomic_write, backup, read_text_or_empty
-from .sshquote import config_word, proxy_line, proxy_word
+from ..sshquote import config_word, proxy_line, proxy_word
 from .windows import fwd_slashes, include_line
 
 BEGIN = "# >>> handy-colab {name} >>>"

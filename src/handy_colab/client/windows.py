@@ -34,7 +34,7 @@ def fwd_slashes(path: str | PurePath) -> str:
 def quoted(path: str | PurePath) -> str:
     """A path as Windows' ssh reads an Include: forward slashes, quoted (Include expands no
     ``%`` token; ProxyCommand words go through sshquote.proxy_word instead)."""
-    from .sshquote import check_printable
+    from ..sshquote import check_printable
 
     text = check_printable(fwd_slashes(path), "the path")
     if '"' in text:
@@ -66,7 +66,7 @@ def installed_program() -> str:
 def launcher(kind: str, program: str | None = None) -> str:
     """The ProxyCommand's program and subcommand: ``"C:/.../handy-colab.exe" proxy [--ws]``."""
     flag = {"relay": "", "ws": " --ws", "ws-access": " --ws --cloudflared-access", "frp": " --frp"}
-    from .sshquote import proxy_word
+    from ..sshquote import proxy_word
 
     program = fwd_slashes(program or installed_program())
     return f"{proxy_word(program, 'the handy-colab program', windows=True)} proxy{flag[kind]}"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import shlex
 
-from ..errors import ClientConfigError
+from .errors import ClientConfigError
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _PLAIN_RE = re.compile(r"^[A-Za-z0-9_./:@+=,~-]+$")  # needs no quotes in ssh's own splitter
@@ -78,3 +78,24 @@ def unquote_config_word(word: str) -> str:
     if len(word) >= 2 and word[0] == word[-1] == '"':
         word = re.sub(r"\\([\\\"'])", r"\1", word[1:-1])
     return word.replace("%%", "%")
+
+
+def host_options(body: str, alias: str) -> dict[str, str]:
+    """The options of ``Host alias`` in ``body`` (a marked block, or a whole config file
+    `connect` wrote), values unquoted as ssh reads them; first value wins."""
+    options: dict[str, str] = {}
+    current = None
+    for raw in body.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.partition(" ")
+        if key.lower() == "host":
+            current = value.split()[0] if value.split() else None
+            continue
+        if current == alias and key.lower() not in options:
+            value = value.strip()
+            if key.lower() != "proxycommand":
+                value = unquote_config_word(value)
+            options[key.lower()] = value
+    return options
