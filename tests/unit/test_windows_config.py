@@ -19,7 +19,7 @@ from handy_colab.cli import main
 from handy_colab.client import windows as win
 from handy_colab.client.connect import connect
 from handy_colab.descriptor import Descriptor
-from handy_colab.errors import ConfigError
+from handy_colab.errors import ClientConfigError, ConfigError
 
 MakeDesc = Callable[..., Descriptor]
 # Characters a shell would interpret; CreateProcessW would pass them on literally.
@@ -172,3 +172,29 @@ def test_cli_connect_os_windows_prints_the_icacls_fix(
     assert "icacls" in out and "Now: ssh colab" in out
     managed = spaced_home / ".ssh" / "config.d" / "handy-colab"
     assert stat.S_IMODE(managed.stat().st_mode) & 0o022 == 0
+
+
+def test_windows_paths_with_percent_are_doubled_and_a_quote_is_refused(
+    spaced_home: Path, tmp_path: Path, make_descriptor: MakeDesc
+) -> None:
+    """A synced folder named "50%done": ssh expands % tokens in a ProxyCommand and in
+    UserKnownHostsFile before Windows sees them, so each % is written doubled; a double
+    quote cannot be quoted for CreateProcessW at all: one line, nothing written."""
+    desc = make_descriptor(mode="quick", route="cloudflared", hostname="a-b.trycloudflare.com")
+    src = _write(tmp_path / "drive 50%done" / "connections" / "colab.json", desc)
+    kh = tmp_path / "keys 100%" / "kh"
+    res = connect(src, client_os="windows", known_hosts=kh, vscode=False)
+    text = res.config_file.read_text()
+    assert f'--descriptor "{src.as_posix().replace("%", "%%")}"' in text
+    assert f'    UserKnownHostsFile "{kh.as_posix().replace("%", "%%")}"' in text
+    bad = tmp_path / 'say "hi"' / "kh"
+    ssh_dir = spaced_home / ".ssh"
+    before = {p: p.read_bytes() for p in ssh_dir.rglob("*") if p.is_file()}
+    with pytest.raises(ClientConfigError, match="double quote"):
+        connect(
+            _write(tmp_path / 'a "q"' / "connections" / "colab.json", desc),
+            client_os="windows",
+            vscode=False,
+        )
+    assert {p: p.read_bytes() for p in ssh_dir.rglob("*") if p.is_file()} == before
+    assert not bad.exists()

@@ -22,10 +22,17 @@ from ..descriptor import Descriptor, is_paste
 from ..errors import AliasConflictError, ClientConfigError, ConfigError, HandyColabError
 from ..fsutil import atomic_write, read_text_or_empty
 from ..keys import load_private_key
+from ..sshquote import check_printable
 from . import pins as pinning
 from . import relayhop
 from . import windows as win
-from .laptop import DESCRIPTOR_COMMENT, alias_of, save_descriptor, saved_descriptor
+from .laptop import (
+    DESCRIPTOR_COMMENT,
+    alias_of,
+    descriptor_copy,
+    save_descriptor,
+    saved_descriptor,
+)
 from .sshconfig import (
     default_paths,
     ensure_include,
@@ -87,15 +94,20 @@ def _plain_file(path: Path) -> bool:
     return False
 
 
+# What connect will write once every check has passed: (path, content, mode).
+Write = tuple[Path, "str | bytes", int]
+
+
 def _prepare_identity(
     identity: Path | None, desc: Descriptor, folder: Path | None, key_dir: Path
-) -> str | None:
+) -> tuple[str | None, Write | None]:
+    """The IdentityFile to name, and the private copy to make of it (if one is needed)."""
     if identity is None and folder is not None and desc.identity_hint:
         cand = folder / desc.identity_hint
         if cand.is_file():
             identity = cand
     if identity is None:
-        return None
+        return None, None
     identity = identity.expanduser()
     if not identity.is_file():
         raise ClientConfigError(
@@ -112,18 +124,17 @@ def _prepare_identity(
                 f"key (not the .pub) with --identity"
             )
         dest = key_dir / f"handy-colab-{desc.name}.key"
-        atomic_write(dest, key.data, mode=0o600)
-        return str(dest)
-    return str(identity.resolve())
+        return str(dest), (dest, key.data, 0o600)
+    return str(identity.resolve()), None
 
 
 def _frp_profile(
     desc: Descriptor, runtime_name: str, folder: Path | None, desc_path: Path | None, key_dir: Path
-) -> Path | None:
+) -> tuple[Path | None, Write | None]:
     """frp's private and p2p modes: the visitor needs frps's token and the proxy's secret,
     which only the config folder holds. Copied (0600) beside the pinned known_hosts."""
     if desc.route != "frp" or desc.mode == "public":
-        return None
+        return None, None
     if folder is None and desc_path is not None:
         # connections/NAME.json inside a config folder: the folder is two levels up.
         cand = desc_path.parent.parent
@@ -137,7 +148,7 @@ def _frp_profile(
         )
     from ..config import load_config
     from ..tunnels.frp import read_secret
-    from ..tunnels.frp_visitor import write_profile
+    from ..tunnels.frp_visitor import profile_text
 
     settings = load_config(folder, runtime_name).frp_settings
     if settings.secret_file is None or not settings.secret_file.is_file():
@@ -152,8 +163,7 @@ def _frp_profile(
         raise ClientConfigError(str(exc)) from None
     ca = settings.ca_file.read_text() if settings.ca_file else None
     path = key_dir / f"handy-colab-{desc.name}.frp.json"
-    write_profile(path, desc.frp, desc.mode, token, secret, ca)
-    return path
+    return path, (path, profile_text(desc.frp, desc.mode, token, secret, ca), 0o600)
 
 
 def connect(
@@ -212,37 +222,41 @@ def connect(
             f"with new keys), run connect again with --replace; to keep both, add --alias "
             f"OTHER_NAME"
         )
+    ident, key_copy = _prepare_identity(identity, desc, folder, known.parent)
+    profile, profile_copy = _frp_profile(desc, runtime_name, folder, desc_path, known.parent)
+    saved = descriptor_copy(desc.name, known)
+    hold = _hold_dir(desc, known.parent, windows)
+    # Rendered (and so quoted, or refused) before anything is written.
+    block = render_host_blocks(
+        desc,
+        ident,
+        str(known),
+        str(managed),
+        launcher=_launcher(desc, cloudflared_access, windows),
+        # A quick tunnel's name changes: the ProxyCommand re-reads this file each time.
+        follow=str(desc_path) if desc.mode == "quick" and desc_path else None,
+        frp_profile=str(profile) if profile else None,
+        windows=windows,
+        hold_dir=str(hold) if hold else None,
+    )
+    if runtime_name != desc.name and alias is None:
+        # OpenSSH matches Host patterns case-sensitively: the name the runtime prints
+        # works too, beside the lowercase alias VS Code reopens.
+        block = re.sub(
+            rf"^Host {re.escape(desc.name)}$",
+            f"Host {desc.name} {runtime_name}",
+            block,
+            count=1,
+            flags=re.M,
+        )
+    block = f"{DESCRIPTOR_COMMENT}{check_printable(str(saved), 'the known_hosts folder')}\n{block}"
+    backups: list[Path] = []
     try:
         for d in {managed.parent, known.parent}:
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
-        ident = _prepare_identity(identity, desc, folder, known.parent)
-        backups: list[Path] = []
-        profile = _frp_profile(desc, runtime_name, folder, desc_path, known.parent)
-        saved = save_descriptor(desc, known)
-        hold = _hold_dir(desc, known.parent, windows)
-        block = render_host_blocks(
-            desc,
-            ident,
-            str(known),
-            str(managed),
-            launcher=_launcher(desc, cloudflared_access, windows),
-            # A quick tunnel's name changes: the ProxyCommand re-reads this file each time.
-            follow=str(desc_path) if desc.mode == "quick" and desc_path else None,
-            frp_profile=str(profile) if profile else None,
-            windows=windows,
-            hold_dir=str(hold) if hold else None,
-        )
-        if runtime_name != desc.name and alias is None:
-            # OpenSSH matches Host patterns case-sensitively: the name the runtime prints
-            # works too, beside the lowercase alias VS Code reopens.
-            block = re.sub(
-                rf"^Host {re.escape(desc.name)}$",
-                f"Host {desc.name} {runtime_name}",
-                block,
-                count=1,
-                flags=re.M,
-            )
-        block = f"{DESCRIPTOR_COMMENT}{saved}\n{block}"
+        for path, content, mode in (w for w in (key_copy, profile_copy) if w is not None):
+            atomic_write(path, content, mode=mode)
+        save_descriptor(desc, known)
         bak = write_if_changed(
             managed, replace_block(read_text_or_empty(managed), desc.name, block), 0o600
         )

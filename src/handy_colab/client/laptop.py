@@ -34,9 +34,14 @@ def alias_of(name: str) -> str:
     return name.lower()
 
 
+def descriptor_copy(alias: str, known_hosts: Path) -> Path:
+    """Where the laptop keeps its copy of ``alias``'s descriptor."""
+    return known_hosts.parent / RUNTIMES_DIR / f"{alias}.json"
+
+
 def save_descriptor(desc: Descriptor, known_hosts: Path) -> Path:
     """Keep the laptop's copy of ``desc`` (no secrets in it) beside the pinned host keys."""
-    path = known_hosts.parent / RUNTIMES_DIR / f"{desc.name}.json"
+    path = descriptor_copy(desc.name, known_hosts)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     atomic_write(path, desc.to_json(), mode=0o600)
     return path
@@ -45,7 +50,7 @@ def save_descriptor(desc: Descriptor, known_hosts: Path) -> Path:
 def saved_descriptor(alias: str, known_hosts: Path) -> Descriptor | None:
     """The copy an earlier `connect` kept (None: none, or unreadable)."""
     try:
-        return Descriptor.load(known_hosts.parent / RUNTIMES_DIR / f"{alias}.json")
+        return Descriptor.load(descriptor_copy(alias, known_hosts))
     except HandyColabError:
         return None
 

@@ -33,12 +33,13 @@ from .frp_config import FrpConfig
 PROFILE_FIELDS = ("server", "port", "server_name", "proxy", "mode", "stun")
 
 
-def write_profile(
-    path: Path, frp: dict[str, Any], mode: str, token: str | None, secret: str, ca_pem: str | None
-) -> None:
+def profile_text(
+    frp: dict[str, Any], mode: str, token: str | None, secret: str, ca_pem: str | None
+) -> str:
+    """The visitor's profile (it holds the secret: the caller writes it 0600)."""
     data = {k: frp[k] for k in ("server", "port", "server_name", "proxy", "stun")}
     data.update(mode=mode, token=token, secret=secret, ca_pem=ca_pem)
-    atomic_write(path, json.dumps(data, indent=2) + "\n", 0o600)
+    return json.dumps(data, indent=2) + "\n"
 
 
 def visitor_config(p: dict[str, Any], workdir: Path, port: int) -> str:
