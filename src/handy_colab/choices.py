@@ -12,8 +12,23 @@ from typing import Literal
 # The folder's config file, and the name the seed's README told users to upload it under.
 CONFIG_FILE = "user_config.json"
 SEED_README_CONFIG_FILE = "mapping_config.json"
-# A runtime's name: a Host alias in ssh_config and a file name.
+# A plain name (an frp proxy's): letters, digits, '.', '_', '-'.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+# A runtime's name: a Host alias in ssh_config and a file name. No dot (nor colon), so it
+# never looks like a host name or an IP address: a descriptor cannot name `github.com`.
+RUNTIME_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
+RUNTIME_NAME_RULE = "a letter, then letters, digits, '_' or '-' (at most 63; no dot)"
+
+
+def runtime_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a runtime's name (None: it can)."""
+    if not RUNTIME_NAME_RE.match(name):
+        return f"must be {RUNTIME_NAME_RULE}"
+    if name.lower() == "localhost":
+        return "must not be localhost"
+    if name.lower().endswith("-relay"):
+        return "must not end in -relay (the relay's own alias is NAME-relay)"
+    return None
 # A relay socket path: it lands in ssh_config (ProxyCommand), sshd_config (PermitOpen [..]) and
 # a quoted authorized_keys option, so only characters none of them would split or interpret.
 SOCKET_PATH_RE = re.compile(r"^/[A-Za-z0-9._/+-]{1,200}$")
@@ -26,3 +41,10 @@ Route = Literal["relay", "cloudflared", "frp"]
 ROUTES = ("relay", "cloudflared", "frp")
 # What `up --tunnel` takes: the relay route's two clients, or another route.
 TUNNEL_CHOICES = ("auto", "openssh", "embedded", "cloudflared", "frp")
+
+
+def suggest_runtime_name(name: str) -> str:
+    """A valid name close to ``name``, for the fix of an error message."""
+    text = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-_")[:63] or "colab"
+    text = text if text[0].isalpha() else f"rt-{text}"[:63]
+    return text if runtime_name_problem(text) is None else "colab"

@@ -19,7 +19,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .choices import BACKENDS, ROUTES, TUNNEL_CHOICES, Backend, Route
+from .choices import (
+    BACKENDS,
+    ROUTES,
+    TUNNEL_CHOICES,
+    Backend,
+    Route,
+    runtime_name_problem,
+    suggest_runtime_name,
+)
 from .configfields import Fields, as_port, parse_config_text, typename
 from .configmodel import (
     CONFIG_FILE,
@@ -124,11 +132,13 @@ def load_config(
     server_f = top.sub("server", _SERVER_FIELDS)
 
     run_name = name or top.str_("name", DEFAULT_NAME) or DEFAULT_NAME
-    if not NAME_RE.match(run_name):
+    problem = runtime_name_problem(run_name)
+    if problem is not None:
         raise top.error(
             "name",
-            f"'{run_name}' is not a valid runtime name",
-            "use letters, digits, '.', '_' or '-' (it becomes an ssh Host alias)",
+            f"'{run_name}' is not a valid runtime name: it {problem}",
+            f"rename it, e.g. '{suggest_runtime_name(run_name)}' (it becomes an ssh Host "
+            f"alias, so it may not look like a host name)",
         )
 
     mode = top.str_("mode", "public")

@@ -9,6 +9,7 @@ is only named, never copied into it.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import re
 import zlib
@@ -17,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .choices import NAME_RE, SOCKET_PATH_RE
+from .choices import NAME_RE, RUNTIME_NAME_RULE, SOCKET_PATH_RE, runtime_name_problem
 from .configfields import as_port
 from .errors import ConfigError
 from .keys import parse_public_key_line
@@ -45,9 +46,44 @@ _PASTE_DEFAULTS: dict[str, Any] = {
     "hostname": "",
     "frp": {},
 }
-# Host names, IPv4/IPv6 literals and user names; nothing ssh_config would split or interpret,
-# and no leading "-" (a token also lands on command lines: the printed `ssh` line, proxies).
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9_.:%@+][A-Za-z0-9_.:%@+\[\]-]{0,252}$")
+# Account names on the runtime and the relay: no '%' (an ssh token), '@' or ':'.
+USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
+_LABEL_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+# identity_hint: a key file directly in the config folder, by name only.
+_FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_MAX_FORWARDS = 64
+
+
+def host_problem(value: object) -> str | None:
+    """Why ``value`` is not an address the laptop may pin and connect to (None: it is).
+
+    A DNS name of two labels or more, or an IP literal (IPv6 without brackets). A single
+    label is refused: aliases are single labels, so an address pin can never be an alias's.
+    """
+    if not isinstance(value, str) or not value:
+        return "is missing"
+    if "%" not in value:
+        try:
+            ipaddress.ip_address(value)
+            return None
+        except ValueError:
+            pass
+    labels = value.split(".")
+    if len(value) > 253 or len(labels) < 2 or not all(_LABEL_RE.match(x) for x in labels):
+        return "must be a DNS name with a dot (letters, digits, '-') or an IP address"
+    if labels[-1].isdigit():
+        return "is neither a DNS name nor an IP address"
+    return None
+
+
+def path_problem(value: object) -> str | None:
+    """A path on the runtime (python, home, workdir): empty, or absolute and printable."""
+    if not isinstance(value, str):
+        return "must be a string"
+    if value and (not value.startswith("/") or len(value) > 4096 or _CONTROL_RE.search(value)):
+        return "must be an absolute path of printable characters"
+    return None
 
 
 def is_paste(source: str) -> bool:
@@ -192,16 +228,22 @@ class Descriptor:
         if route not in ("relay", "cloudflared", "frp"):
             raise bad("route", f"must be relay, cloudflared or frp, not {route!r}")
         relay_route = route == "relay"
-        tokens = ("name", "mode", "user") + (
-            ("relay_host", "relay_user", "public_host") if relay_route else ()
-        )
-        for fld in tokens:
+        # Each allow-list keeps a descriptor to its own alias: a space, newline, quote or
+        # '%' here would add ssh directives, a dotted name would shadow a real host.
+        name = data.get("name")
+        problem = runtime_name_problem(name) if isinstance(name, str) else "is missing"
+        if problem is not None:
+            raise bad("name", f"{problem} ({name!r:.60}); a runtime name is {RUNTIME_NAME_RULE}")
+        if not isinstance(data.get("mode"), str):
+            raise bad("mode", "is missing")
+        for fld in ("user", "relay_user") if relay_route else ("user",):
             value = data.get(fld)
-            # A space, newline or quote here would let a descriptor add ssh directives.
-            if not isinstance(value, str) or not _TOKEN_RE.match(value):
-                raise bad(fld, f"is missing or not a plain host/user token ({value!r})")
-        if not NAME_RE.match(data["name"]):
-            raise bad("name", "is not a valid runtime name")
+            if not isinstance(value, str) or not USER_RE.match(value):
+                raise bad(fld, f"is not an account name ({value!r:.60})")
+        for fld in ("relay_host", "public_host") if relay_route else ():
+            problem = host_problem(data.get(fld))
+            if problem is not None:
+                raise bad(fld, f"{problem} ({data.get(fld)!r:.60})")
         modes = {
             "relay": ("public", "private"),
             "cloudflared": ("quick", "named"),
@@ -222,8 +264,12 @@ class Descriptor:
                 raise bad("hostname", f"must be a DNS host name ({raw_host!r:.60})")
             hostname = checked
         fwd = data.get("forwards", [])
-        if not isinstance(fwd, list) or any(as_port(p, strict=True) is None for p in fwd):
-            raise bad("forwards", "must be a list of port numbers")
+        if (
+            not isinstance(fwd, list)
+            or len(fwd) > _MAX_FORWARDS
+            or any(as_port(p, strict=True) is None for p in fwd)
+        ):
+            raise bad("forwards", f"must be a list of at most {_MAX_FORWARDS} port numbers")
         keys: dict[str, list[str]] = {}
         key_fields = (("host_keys", True), ("relay_host_keys", False))
         for fld, required in key_fields if relay_route else key_fields[:1]:
@@ -243,10 +289,13 @@ class Descriptor:
                 if parsed is None:
                     raise bad(fld, f"holds something that is not a public key ({entry!r:.40})")
                 keys[fld].append(parsed.blob)
-        for fld in ("python", "home", "workdir", "identity_hint"):
-            value = data.get(fld, "")
-            if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
-                raise bad(fld, "must be a one-line string")
+        for fld in ("python", "home", "workdir"):
+            problem = path_problem(data.get(fld, ""))
+            if problem is not None:
+                raise bad(fld, f"{problem} ({data.get(fld)!r:.60})")
+        hint = data.get("identity_hint", "")
+        if not isinstance(hint, str) or (hint and not _FILE_NAME_RE.match(hint)):
+            raise bad("identity_hint", f"must be a plain file name ({hint!r:.60})")
         common = {
             "name": data["name"],
             "mode": data["mode"],
@@ -323,8 +372,9 @@ def _check_frp_fields(
     if not isinstance(frp, dict):
         raise bad("frp", "must be an object")
     for key in ("server", "server_name"):
-        if not isinstance(frp.get(key), str) or not _TOKEN_RE.match(frp[key]):
-            raise bad(f"frp.{key}", f"is not a plain host name ({frp.get(key)!r:.60})")
+        problem = host_problem(frp.get(key))
+        if problem is not None:
+            raise bad(f"frp.{key}", f"{problem} ({frp.get(key)!r:.60})")
     if as_port(frp.get("port"), strict=True) is None:
         raise bad("frp.port", f"must be a port number, not {frp.get('port')!r}")
     if not isinstance(frp.get("proxy"), str) or not NAME_RE.match(frp["proxy"]):

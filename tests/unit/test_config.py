@@ -82,6 +82,31 @@ def test_invalid_name_argument_is_rejected(seed_folder: Path) -> None:
         load_config(seed_folder, name="bad name!")
 
 
+@pytest.mark.parametrize(
+    "name, suggested",
+    [
+        ("github.com", "github-com"),
+        ("10.0.0.1", "rt-10-0-0-1"),
+        ("localhost", "colab"),
+        ("colab-relay", "colab"),
+        ("-x", "x"),
+        ("a" * 64, None),
+    ],
+)
+def test_a_name_that_could_pass_for_a_host_is_refused_with_a_fix(
+    seed_folder: Path, name: str, suggested: str | None
+) -> None:
+    """A runtime's name becomes a Host alias on the laptop: a dotted one would take over
+    that real host's ssh and git; the error says the rule and offers a name that passes."""
+    with pytest.raises(ConfigError) as err:
+        load_config(seed_folder, name=name)
+    msg = str(err.value)
+    assert "'name'" in msg and "no dot" in msg or "localhost" in msg or "-relay" in msg, msg
+    assert "\n" not in msg
+    if suggested is not None:
+        assert f"e.g. '{suggested}'" in msg, msg
+
+
 @pytest.mark.parametrize("kind", ["ed25519", "ecdsa", "rsa_openssh", "rsa_pem"])
 @pytest.mark.parametrize("filename", ["mykey", "bob.second.pem", "id_thing.key"])
 def test_private_key_found_by_content_whatever_the_name(
@@ -158,7 +183,7 @@ def test_superset_all_fields(tmp_path: Path, keys: Any) -> None:
                 "service_port": 11111,
                 "local_port": 8888,
             },
-            "name": "gpu.box_1",
+            "name": "gpu-box_1",
             "mode": "private",
             "relay": {
                 "host": "relay.example.org",
@@ -186,7 +211,7 @@ def test_superset_all_fields(tmp_path: Path, keys: Any) -> None:
 
     cfg = load_config(tmp_path)
 
-    assert cfg.name == "gpu.box_1"
+    assert cfg.name == "gpu-box_1"
     assert cfg.mode == "private"
     r = cfg.relay
     # relay fields override tunnel_options

@@ -17,7 +17,12 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..choices import CONFIG_FILE, NAME_RE, SEED_README_CONFIG_FILE
+from ..choices import (
+    CONFIG_FILE,
+    RUNTIME_NAME_RULE,
+    SEED_README_CONFIG_FILE,
+    runtime_name_problem,
+)
 from ..descriptor import Descriptor, is_paste
 from ..errors import AliasConflictError, ClientConfigError, ConfigError, HandyColabError
 from ..fsutil import atomic_write, read_text_or_empty
@@ -88,7 +93,7 @@ def _resolve_source(source: Path, name: str | None) -> tuple[Descriptor, Path | 
 def _plain_file(path: Path) -> bool:
     """Whether a file in connections/ has a plain runtime name: anything else (a name
     with spaces, quotes, `$(...)`, `%`) was not written by `up`, and is never used."""
-    if NAME_RE.match(path.stem) and path.is_file() and not path.is_symlink():
+    if runtime_name_problem(path.stem) is None and path.is_file() and not path.is_symlink():
         return True
     log.warning("%s: skipped: not a descriptor `up` writes (its name is not a runtime name)", path)
     return False
@@ -191,10 +196,11 @@ def connect(
         )
     windows = client_os == "windows" or (client_os is None and win.is_windows())
     for flag, value in (("--name", name), ("--alias", alias)):
-        if value is not None and not NAME_RE.match(value):
+        problem = None if value is None else runtime_name_problem(value)
+        if problem is not None:
             raise ConfigError(
-                f"{flag} '{value}' is not a valid runtime name. Fix: use letters, "
-                f"digits, '_' or '-'"
+                f"{flag} '{value}' is not a valid runtime name: it {problem}. Fix: use "
+                f"{RUNTIME_NAME_RULE}"
             )
     pasted = is_paste(str(source))
     desc, folder, desc_path = _resolve_source(

@@ -13,7 +13,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import NAME_RE, SOCKET_PATH_RE
+from ..choices import runtime_name_problem
+from ..config import SOCKET_PATH_RE
 from ..errors import ConfigError, KeyFileError
 from ..fsutil import atomic_write
 from ..keys import PrivateKey, _generate_ed25519, load_private_key, parse_public_key_line
@@ -57,10 +58,9 @@ def check_choice(value: str, flag: str, choices: tuple[str, ...]) -> str:
 
 
 def check_name(value: str) -> str:
-    if not NAME_RE.match(value):
-        raise bad(
-            f"--name {value!r}", "not a valid runtime name", "use letters, digits, '.', '_' or '-'"
-        )
+    problem = runtime_name_problem(value)
+    if problem is not None:
+        raise bad(f"--name {value!r}", f"not a valid runtime name: it {problem}", "use e.g. colab")
     return value
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from ..choices import NAME_RE
+from ..choices import runtime_name_problem
 from ..errors import ConfigError, EditorError
 from ..fsutil import atomic_write, backup
 from . import jsonc
@@ -236,7 +236,7 @@ def plan_open(
     alias: str, path: str, *, os_name: str | None = None, which: Which = shutil.which
 ) -> Opened:
     """What `open_vscode` would run, without running it."""
-    if not NAME_RE.match(alias):
+    if runtime_name_problem(alias) is not None:
         raise ConfigError(
             f"'{alias}' is not a runtime alias. Fix: use the name `handy-colab connect` printed"
         )

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..config import NAME_RE, SOCKET_PATH_RE
+from ..choices import runtime_name_problem
+from ..config import SOCKET_PATH_RE
 from ..errors import ConfigError, KeyFileError
 from ..keys import PublicKey, load_public_keys, parse_public_key_line
 from .rendering import MARK, account_commands, authorized_keys_lines, dropin_text, notes
@@ -123,10 +124,11 @@ def make_plan(
             f"--account '{account}' is not a usable account name. Fix: use lower-case letters, "
             f"digits, '-' or '_' (at most 32), e.g. {DEFAULT_ACCOUNT}"
         )
-    if not NAME_RE.match(name):
+    problem = runtime_name_problem(name)
+    if problem is not None:
         raise ConfigError(
-            f"--name '{name}' is not a valid runtime name. Fix: use letters, digits, '.', '_' "
-            f"or '-' (the runtime's 'name' field, default {DEFAULT_NAME})"
+            f"--name '{name}' is not a valid runtime name: it {problem}. Fix: use the "
+            f"runtime's 'name' field (default {DEFAULT_NAME})"
         )
     if mode not in ("public", "private"):
         raise ConfigError(f"--mode '{mode}' is not a mode. Fix: use public or private")
