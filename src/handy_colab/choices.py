@@ -29,6 +29,8 @@ def runtime_name_problem(name: str) -> str | None:
     if name.lower().endswith("-relay"):
         return "must not end in -relay (the relay's own alias is NAME-relay)"
     return None
+
+
 # A relay socket path: it lands in ssh_config (ProxyCommand), sshd_config (PermitOpen [..]) and
 # a quoted authorized_keys option, so only characters none of them would split or interpret.
 SOCKET_PATH_RE = re.compile(r"^/[A-Za-z0-9._/+-]{1,200}$")

@@ -8,31 +8,27 @@ is only named, never copied into it.
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 import json
 import re
-import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import paste
 from .choices import NAME_RE, RUNTIME_NAME_RULE, SOCKET_PATH_RE, runtime_name_problem
 from .configfields import as_port
 from .errors import ConfigError
 from .keys import parse_public_key_line
+from .paste import PASTE_PREFIX as PASTE_PREFIX
+from .paste import is_paste as is_paste
 from .tunnels.cloudflared_config import valid_hostname
 
 # Format 1: the relay route. Format 2 adds the cloudflared route; relay descriptors are still
 # written as format 1, so laptops with an older handy-colab keep reading them.
 FORMAT = 2
 RELAY_FORMAT = 1
-# `handy-colab connect 'hc1:...'`: the descriptor itself, compressed, in one pasteable line.
-PASTE_PREFIX = "hc1:"
-_PASTE_MAX = 64 * 1024  # the inflated JSON, at most
-_PASTE_LINE_MAX = 16 * 1024  # the pasted line itself (an RSA-keyed one is about 1000)
-_PASTE_BODY_RE = re.compile(r"^[A-Za-z0-9_-]+$")  # urlsafe base64, unpadded
 # Fields ``from_dict`` defaults when absent: the pasted line leaves them out when they hold
 # just that (shorter to paste; the file keeps every field for older laptops).
 _PASTE_DEFAULTS: dict[str, Any] = {
@@ -53,6 +49,7 @@ _LABEL_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _MAX_FORWARDS = 64
+_FILE_MAX = 256 * 1024  # a descriptor file is about 2 KiB
 
 
 def host_problem(value: object) -> str | None:
@@ -84,11 +81,6 @@ def path_problem(value: object) -> str | None:
     if value and (not value.startswith("/") or len(value) > 4096 or _CONTROL_RE.search(value)):
         return "must be an absolute path of printable characters"
     return None
-
-
-def is_paste(source: str) -> bool:
-    """Whether a `connect` argument is a pasted line (else a file or folder)."""
-    return source.strip().startswith(PASTE_PREFIX)
 
 
 @dataclass
@@ -164,39 +156,13 @@ class Descriptor:
             for k, v in json.loads(self.to_json()).items()
             if not (k in _PASTE_DEFAULTS and v == _PASTE_DEFAULTS[k])
         }
-        raw = json.dumps(data, separators=(",", ":"), sort_keys=True)
-        packed = base64.urlsafe_b64encode(zlib.compress(raw.encode(), 9)).decode().rstrip("=")
-        return PASTE_PREFIX + packed
+        return paste.encode(data)
 
     @classmethod
     def from_paste(cls, text: str) -> Descriptor:
-        """A pasted ``hc1:...`` line, validated exactly as a descriptor file is."""
-        where = "the pasted hc1: line"
-        line = text.strip()
-        body = line[len(PASTE_PREFIX) :]
-        fix = (
-            f"Fix: copy the whole line again from the runtime's output (it starts with "
-            f"{PASTE_PREFIX})"
-        )
-        if not line.startswith(PASTE_PREFIX) or len(line) > _PASTE_LINE_MAX:
-            raise ConfigError(f"{where} is not one (or too long). {fix}")
-        # b64decode would skip characters outside the alphabet: refuse them instead, so a
-        # line with anything added (a quote, a space, a newline) is damaged, not "repaired".
-        if not _PASTE_BODY_RE.match(body):
-            raise ConfigError(f"{where} is damaged (a character that is not base64url). {fix}")
-        try:
-            packed = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
-            inflate = zlib.decompressobj()
-            # Bounded: a crafted line must not inflate into gigabytes.
-            raw = inflate.decompress(packed, _PASTE_MAX)
-            if inflate.unconsumed_tail:
-                raise ValueError("too long")
-            data = json.loads(raw)
-        except (ValueError, zlib.error) as exc:
-            raise ConfigError(f"{where} is damaged ({exc}). {fix}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{where} holds no descriptor. Fix: copy the whole line again")
-        return cls.from_dict(data, where)
+        """A pasted ``hc1:...`` line (as paste.py unwraps it), validated exactly as a
+        descriptor file is."""
+        return cls.from_dict(paste.decode(text), "the pasted hc1: line")
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -333,7 +299,15 @@ class Descriptor:
     @classmethod
     def load(cls, path: Path) -> Descriptor:
         try:
-            data = json.loads(path.read_text())
+            with path.open("rb") as f:
+                raw = f.read(_FILE_MAX + 1)
+            if len(raw) > _FILE_MAX:
+                raise ValueError(f"larger than {_FILE_MAX // 1024} KiB")
+            data = json.loads(raw)
+        except RecursionError:
+            raise ConfigError(
+                f"{path}: not a descriptor (nested too deeply). Fix: use connections/NAME.json"
+            ) from None
         except FileNotFoundError:
             raise ConfigError(
                 f"{path}: descriptor not found. Fix: run `handy-colab up` on the "

@@ -101,7 +101,8 @@ def test_a_name_that_could_pass_for_a_host_is_refused_with_a_fix(
     with pytest.raises(ConfigError) as err:
         load_config(seed_folder, name=name)
     msg = str(err.value)
-    assert "'name'" in msg and "no dot" in msg or "localhost" in msg or "-relay" in msg, msg
+    assert "'name'" in msg, msg
+    assert "no dot" in msg or "localhost" in msg or "-relay" in msg, msg
     assert "\n" not in msg
     if suggested is not None:
         assert f"e.g. '{suggested}'" in msg, msg

@@ -133,12 +133,14 @@ def test_a_crafted_field_is_refused_in_one_line(
     [
         ("hc1:", "damaged"),
         ("hc1:not*base64", "not base64url"),
-        ("hc1:eJy rest", "not base64url"),
+        ("hc1:eJy rest", "damaged"),  # spaces are dropped (a wrapped line): not zlib
         ("hc1:eJy\nHost *", "not base64url"),
         ("hc1:eJyrVg==", "not base64url"),  # padding is never written
         ("hc1:" + "A" * 20_000, "too long"),
         ("hc1:AAAA", "damaged"),  # base64, but not zlib
         ("hc2:eJyrVg", "is not one"),
+        ("hc1:\0", "not base64url"),
+        ("hc1:" + "A" * 80_000, "too long"),
     ],
 )
 def test_a_damaged_line_is_refused_in_one_line(line: str, match: str) -> None:
@@ -183,3 +185,47 @@ def test_connect_writes_nothing_for_a_crafted_line(
     assert res.returncode != 0 and res.stdout == ""
     assert len(res.stderr.strip().splitlines()) == 1 and "field 'user'" in res.stderr
     assert not out.exists()
+
+
+def _variants(line: str) -> dict[str, str]:
+    body = line[4:]
+    wrapped = "\n".join(line[i : i + 60] for i in range(0, len(line), 60))
+    return {
+        "single quotes": f"'{line}'",
+        "double quotes": f'"{line}"',
+        "backticks": f"`{line}`",
+        "chat quotes": f"\u201c{line}\u201d",
+        "chat single quotes": f"\u2018{line}\u2019",
+        "capitals": "HC1:" + body,
+        "the printed command": f"handy-colab connect '{line}'",
+        "a prompt and the command": f"$ handy-colab connect {line}",
+        "wrapped by a terminal": wrapped,
+        "wrapped with spaces": line[:50] + "  \r\n  " + line[50:],
+        "pasted twice": line + line,
+        "pasted twice, body only": line + body,
+        "quotes inside spaces": f"  '  {line} '  ",
+    }
+
+
+def test_what_a_copy_adds_is_undone(keys: KeyStore, make_descriptor: Any) -> None:
+    from handy_colab.descriptor import is_paste
+
+    for route, desc in _routes(keys, make_descriptor).items():
+        line = desc.to_paste()
+        for what, text in _variants(line).items():
+            assert is_paste(text), (route, what)
+            assert Descriptor.from_paste(text) == desc, (route, what)
+
+
+def test_what_stays_ambiguous_is_one_line(keys: KeyStore, make_descriptor: Any) -> None:
+    from handy_colab.descriptor import is_paste
+
+    line = _routes(keys, make_descriptor)["relay-private"].to_paste()
+    other = _routes(keys, make_descriptor)["cloudflared"].to_paste()
+    _refused(line[:-12], "cut short|damaged")
+    _refused(line + other[4:], "something follows|damaged")  # two different lines
+    _refused(line + line[4:-3], "something follows|damaged")  # doubled, second cut
+    _refused(f"'{line}", "is not one|not base64url")  # an unmatched quote
+    _refused(f"handy-colab connect '{line}' --identity k", "is not one|not base64url")
+    for path in ("./hc1:x", "/tmp/hc1:x", "connections/colab.json", ""):
+        assert not is_paste(path), path
