@@ -203,9 +203,16 @@ def connect(
                 f"{RUNTIME_NAME_RULE}"
             )
     pasted = is_paste(str(source))
-    desc, folder, desc_path = _resolve_source(
-        source if pasted else source.expanduser().resolve(), name
-    )
+    try:
+        desc, folder, desc_path = _resolve_source(
+            source if pasted else source.expanduser().resolve(), name
+        )
+    except (OSError, ValueError, RuntimeError) as exc:
+        # A NUL, a name too long, a symlink loop: a path no file can have.
+        raise ConfigError(
+            f"{str(source)!r:.80}: cannot read it ({str(exc)[:80]}). Fix: pass the hc1: line, a "
+            f"connections/NAME.json or the config folder"
+        ) from None
     runtime_name = desc.name
     # VS Code lowercases an alias it reopens from "Recent": every alias we write is lowercase.
     desc = dataclasses.replace(desc, name=alias_of(alias or desc.name))
@@ -228,6 +235,8 @@ def connect(
             f"with new keys), run connect again with --replace; to keep both, add --alias "
             f"OTHER_NAME"
         )
+    if include_in is not None:
+        _check_user_config(desc, runtime_name if alias is None else desc.name, include_in, managed)
     ident, key_copy = _prepare_identity(identity, desc, folder, known.parent)
     profile, profile_copy = _frp_profile(desc, runtime_name, folder, desc_path, known.parent)
     saved = descriptor_copy(desc.name, known)
@@ -294,6 +303,22 @@ def connect(
     return ConnectResult(
         desc.name, managed, known, ident, include_in, backups, follows, desc.mode == "quick", notes
     )
+
+
+def _check_user_config(desc: Descriptor, spelling: str, user_config: Path, managed: Path) -> None:
+    """Stop if the user's own config already applies to an alias we would write: ours comes
+    first and would silently win over theirs."""
+    from .userconfig import user_definition
+
+    aliases = [desc.name] + ([spelling] if spelling != desc.name else [])
+    if desc.route == "relay" and desc.mode == "private":
+        aliases.append(desc.relay_alias)
+    clash = user_definition(aliases, user_config, managed)
+    if clash is not None:
+        raise AliasConflictError(
+            f"{clash} already applies to that alias; a Host block of ours would silently win "
+            f"over it. Fix: run connect again with --alias OTHER_NAME (or rename yours)"
+        )
 
 
 def _launcher(desc: Descriptor, cloudflared_access: bool, windows: bool) -> str | None:
