@@ -18,6 +18,7 @@ from handy_colab.choices import runtime_name_problem
 from handy_colab.descriptor import USER_RE, Descriptor, host_problem, is_paste
 from handy_colab.errors import ConfigError
 from tests.unit.conftest import KeyStore
+from tests.unit.test_paste import FRP
 
 SETTINGS = settings(
     max_examples=300,
@@ -88,14 +89,6 @@ FIELDS = [
     "frp",
     "format",
 ]
-FRP = {
-    "server": "vps.example.org",
-    "port": 7000,
-    "proxy": "colab-ssh",
-    "server_name": "vps.example.org",
-    "verified": True,
-    "stun": "stun.example.org:3478",
-}
 
 
 def bases(keys: KeyStore) -> list[dict[str, Any]]:

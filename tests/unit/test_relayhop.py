@@ -4,13 +4,14 @@ OpenSSH master; the real master is in tests/e2e/test_relay_hold.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -137,31 +138,41 @@ def test_starts_without_the_package_or_heavy_imports(tmp_path: Path) -> None:
         assert heavy not in imported, heavy
 
 
-@pytest.fixture
-def held(tmp_path: Path) -> Iterator[tuple[relayhop.Hold, list[bytes]]]:
-    """A Unix socket where the master's forward would be: it sends a banner, then echoes
-    upper-cased; what it received is kept."""
-    hold = relayhop.Hold(str(tmp_path), "/cfg", "colab-relay", "/tmp/x.sock")
-    got: list[bytes] = []
+@contextlib.contextmanager
+def _serving(path: str, handle: Callable[[socket.socket], None]) -> Iterator[None]:
+    """A Unix socket where the master's forward would be, one connection handled."""
     srv = socket.socket(socket.AF_UNIX)
-    srv.bind(hold.sock)
+    srv.bind(path)
     srv.listen()
 
     def serve() -> None:
         conn, _ = srv.accept()
         with conn:
-            conn.sendall(b"SSH-2.0-standin\r\n")
-            while data := conn.recv(65536):
-                got.append(data)
-                conn.sendall(data.upper())
+            handle(conn)
 
     t = threading.Thread(target=serve, daemon=True)
     t.start()
     try:
-        yield hold, got
+        yield
     finally:
         srv.close()
         t.join(5)
+
+
+@pytest.fixture
+def held(tmp_path: Path) -> Iterator[tuple[relayhop.Hold, list[bytes]]]:
+    """It sends a banner, then echoes upper-cased; what it received is kept."""
+    hold = relayhop.Hold(str(tmp_path), "/cfg", "colab-relay", "/tmp/x.sock")
+    got: list[bytes] = []
+
+    def echo(conn: socket.socket) -> None:
+        conn.sendall(b"SSH-2.0-standin\r\n")
+        while data := conn.recv(65536):
+            got.append(data)
+            conn.sendall(data.upper())
+
+    with _serving(hold.sock, echo):
+        yield hold, got
 
 
 def hop_argv(hold: relayhop.Hold) -> list[str]:
@@ -191,26 +202,16 @@ def test_neither_way_waits_on_the_other(tmp_path: Path) -> None:
     hold = relayhop.Hold(str(tmp_path), "/cfg", "colab-relay", "/tmp/x.sock")
     big = os.urandom(4 << 20)
     got = bytearray()
-    srv = socket.socket(socket.AF_UNIX)
-    srv.bind(hold.sock)
-    srv.listen()
 
-    def serve() -> None:
-        conn, _ = srv.accept()
-        with conn:
-            conn.sendall(big)  # all of it before reading a byte
-            while data := conn.recv(65536):
-                got.extend(data)
+    def flood(conn: socket.socket) -> None:
+        conn.sendall(big)  # all of it before reading a byte
+        while data := conn.recv(65536):
+            got.extend(data)
 
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    try:
+    with _serving(hold.sock, flood):
         res = subprocess.run(
             [*hop_argv(hold), hold.relay, hold.remote], input=big, capture_output=True, timeout=60
         )
-    finally:
-        srv.close()
-        t.join(5)
     assert res.returncode == 0, res.stderr
     assert res.stdout == big
     assert bytes(got) == big
