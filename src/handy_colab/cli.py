@@ -278,6 +278,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     rs.add_argument("--apply", action="store_true", help="carry out the plan (root, on the relay)")
     rs.add_argument("--sshd-config-dir", help="drop-in folder (default /etc/ssh/sshd_config.d)")
     rs.add_argument("--sshd-config", help="main sshd config (default /etc/ssh/sshd_config)")
+    rs.add_argument(
+        "--keys-dir",
+        help="root-owned folder of the accounts' authorized_keys "
+        "(default /etc/ssh/handy-colab/authorized_keys)",
+    )
+    rs.add_argument(
+        "--chroot-dir",
+        help="private mode: folder of the accounts' own roots (default /var/lib/handy-colab/relay)",
+    )
     for mod in PLUGGED_COMMANDS if only is None else ():
         importlib.import_module(f".commands.{mod}", __package__).add_parser(sub)
     return p
@@ -396,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.apply,
                 args.sshd_config_dir,
                 args.sshd_config,
+                args.keys_dir,
+                args.chroot_dir,
             )
     except HandyColabError as exc:
         print(f"handy-colab: error: {exc}", file=sys.stderr)

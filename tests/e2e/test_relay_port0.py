@@ -25,7 +25,7 @@ import pytest
 
 from tests.e2e.conftest import Runtime, finish, make_runtime, need_rig
 from tests.e2e.test_recovery import assert_transfer_ok, reconnected, status, time_to_ssh
-from tests.e2e.test_relay_setup import ACCOUNT, relay_setup_runtime
+from tests.e2e.test_relay_setup import ACCOUNT, DIR_ARGS, relay_setup_runtime
 from tests.rig import RELAY_IP, wait_until
 
 # The tunnels' grace for a refused port (tunnels/relayport.py STICKY_GRACE) plus back-off.
@@ -268,6 +268,7 @@ def _lock_down(rt: Runtime, tmp: Path) -> Locked:
         *("relay-setup", "--account", ACCOUNT, "--key", f"{rt.relay_key}.pub"),
         *("--remote-port", "0", "--apply"),
         *("--sshd-config-dir", str(confdir), "--sshd-config", str(main)),
+        *DIR_ARGS,
     )
     assert res.returncode == 0, res.stderr + res.stdout
     assert '"remote_port": 0' in res.stdout and "ip_local_port_range" in res.stdout

@@ -14,7 +14,9 @@ import contextlib
 import json
 import os
 import pwd
+import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -28,6 +30,11 @@ from tests.e2e.conftest import REMOTE_PORT, Runtime, _etc_ssh_digest, finish, ma
 from tests.rig import RELAY_IP, RELAY_USER, wait_until
 
 ACCOUNT = "hctunnel"  # made by relay-setup on first use, reused afterwards
+# The root-owned keys folder and the accounts' roots (sshd wants them outside /tmp): this
+# process's own, removed with the rig.
+SETUP_BASE = Path(f"/var/lib/hc-relay-test-{os.getpid()}")
+KEYS_DIR = SETUP_BASE / "keys"
+DIR_ARGS = ("--keys-dir", str(KEYS_DIR), "--chroot-dir", str(SETUP_BASE / "root"))
 
 
 @dataclass
@@ -70,8 +77,7 @@ def relay_setup_runtime(tmp: Path, mode: str) -> Iterator[Runtime]:
         try:
             finish(rt)
         finally:
-            with contextlib.suppress(KeyError, FileNotFoundError):
-                (Path(pwd.getpwnam(ACCOUNT).pw_dir) / ".ssh" / "authorized_keys").unlink()
+            shutil.rmtree(SETUP_BASE, ignore_errors=True)
 
 
 @pytest.fixture(scope="module", params=["public", "private"])
@@ -97,7 +103,7 @@ def _lock_down(rt: Runtime, mode: str, tmp: Path) -> Locked:
         args += ["--remote-port", str(REMOTE_PORT)]
     else:
         args += ["--socket-path", rig.relay_socket, "--laptop-key", f"{rt.laptop_key}.pub"]
-    args += ["--apply", "--sshd-config-dir", str(confdir), "--sshd-config", str(main)]
+    args += ["--apply", "--sshd-config-dir", str(confdir), "--sshd-config", str(main), *DIR_ARGS]
     res = rig.handy("relay", *args)
     assert res.returncode == 0, res.stderr + res.stdout
     assert res.stderr == ""
@@ -169,11 +175,11 @@ def test_applied_files(up: Locked) -> None:
     dropin = up.confdir / f"handy-colab-{ACCOUNT}.conf"
     assert sorted(p.name for p in up.confdir.iterdir()) == [dropin.name]
     assert "\nMatch User hctunnel\n" in dropin.read_text()
-    home = Path(pwd.getpwnam(ACCOUNT).pw_dir)
     assert pwd.getpwnam(ACCOUNT).pw_shell == "/usr/sbin/nologin"
-    ak = home / ".ssh" / "authorized_keys"
+    # The keys are root's, out of the account's reach.
+    ak = KEYS_DIR / ACCOUNT
     st = ak.stat()
-    assert (st.st_uid, st.st_mode & 0o777) == (pwd.getpwnam(ACCOUNT).pw_uid, 0o600)
+    assert (st.st_uid, st.st_mode & 0o777) == (0, 0o644)
     lines = ak.read_text().splitlines()
     blob = " ".join(Path(f"{up.rt.relay_key}.pub").read_text().split()[:2])
     want = 2 if up.mode == "private" else 1
@@ -226,7 +232,7 @@ def test_sshd_applies_the_block_to_the_account_only(up: Locked) -> None:
 
 
 def test_rerun_changes_nothing(up: Locked) -> None:
-    ak = Path(pwd.getpwnam(ACCOUNT).pw_dir) / ".ssh" / "authorized_keys"
+    ak = KEYS_DIR / ACCOUNT
     before = ak.read_text()
     rig = up.rt.rig
     cmd = ["relay-setup", "--account", ACCOUNT, "--key", f"{up.rt.relay_key}.pub"]
@@ -236,6 +242,7 @@ def test_rerun_changes_nothing(up: Locked) -> None:
     else:
         cmd += ["--socket-path", rig.relay_socket, "--laptop-key", f"{up.rt.laptop_key}.pub"]
     cmd += ["--apply", "--sshd-config-dir", str(up.confdir), "--sshd-config", str(up.main)]
+    cmd += DIR_ARGS
     res = rig.handy("relay", *cmd)
     assert res.returncode == 0, res.stderr
     assert "exists (a relay-setup account), kept" in res.stdout
@@ -378,3 +385,79 @@ def test_dead_client_dropped_in_about_30s(up: Locked) -> None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(10)
     assert proc.returncode == 255
+
+
+def _binds(up: Locked, path: str) -> bool:
+    """Whether the relay lets the runtime's relay key hold ``-R path`` (kept 3 s, then
+    ended: a refused one exits at once)."""
+    proc = up.rt.rig.popen(
+        "rt",
+        [
+            *("ssh", "-F", str(up.probe_config), "-N", "-o", "ExitOnForwardFailure=yes"),
+            *("-R", f"{path}:127.0.0.1:22", "probe"),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        proc.wait(3)
+    except subprocess.TimeoutExpired:
+        return True
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(10)
+        assert proc.stderr is not None
+        proc.stderr.close()
+    return False
+
+
+def test_a_leaked_relay_key_binds_nothing_but_its_own_sockets(up: Locked) -> None:
+    """Private mode's account in its own root: -R over its authorized_keys, over another
+    runtime's socket, or anywhere but its /tmp fails or lands in its own /tmp; the files
+    are as they were and the laptop still reaches the pinned runtime."""
+    if up.mode == "public":
+        # No Unix-socket forward at all (test_unix_sockets); the keys are root's all the same.
+        assert not _binds(up, str(KEYS_DIR / ACCOUNT))
+        return
+    ak = KEYS_DIR / ACCOUNT
+    keys_before = ak.read_bytes()
+    home = Path(pwd.getpwnam(ACCOUNT).pw_dir)
+    old_keys = home / ".ssh" / "authorized_keys"  # what an older relay-setup wrote, if any
+
+    def state(p: Path) -> tuple[int, int] | None:
+        return (p.lstat().st_ino, p.lstat().st_mode) if os.path.lexists(p) else None
+
+    old_before = state(old_keys)
+    # Another runtime's socket, as the relay's /tmp holds it (another account's, or none).
+    other = Path(f"/tmp/hc-relay-setup-{os.getpid()}-victim.sock")
+    code = (
+        "import os,socket\n"
+        f"s=socket.socket(socket.AF_UNIX);s.bind({str(other)!r});os.chmod({str(other)!r},0o777)\n"
+        "s.listen()\n"
+        "while True:\n c,_=s.accept();c.sendall(b'VICTIM\\n');c.close()\n"
+    )
+    server = up.rt.rig.popen("relay", ["python3", "-c", code])
+    try:
+        assert wait_until(other.exists, 10)
+        inode = other.stat().st_ino
+        for path in (str(ak), str(old_keys), "/evil.sock", "/var/x.sock"):
+            assert not _binds(up, path), path
+        # /tmp is the account's own: the bind lands there, never on the relay's /tmp.
+        assert _binds(up, str(other))
+        assert other.stat().st_ino == inode
+        own = SETUP_BASE / "root" / ACCOUNT / "tmp"
+        assert (own / other.name).is_socket() or not (own / other.name).exists()
+        assert ak.read_bytes() == keys_before and ak.stat().st_uid == 0
+        assert state(old_keys) == old_before
+        assert not Path("/evil.sock").exists() and not Path("/var/x.sock").exists()
+        # The victim still answers, and the laptop still reaches the pinned runtime.
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(other))
+            assert s.recv(16) == b"VICTIM\n"
+        res = up.rt.ssh("echo", "still-here")
+        assert res.returncode == 0 and res.stdout == "still-here\n", res.stderr
+    finally:
+        server.kill()
+        server.wait()
+        other.unlink(missing_ok=True)

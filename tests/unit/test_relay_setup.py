@@ -42,7 +42,7 @@ def test_public_plan(keys: KeyStore) -> None:
     text = plan.dropin()
     assert "\nMatch User hct\n" in text
     assert settings_of(text) == {
-        "AuthorizedKeysFile": ".ssh/authorized_keys",
+        "AuthorizedKeysFile": "/etc/ssh/handy-colab/authorized_keys/%u",
         "AuthenticationMethods": "publickey",
         "AllowTcpForwarding": "remote",
         "PermitListen": "2222",
@@ -85,6 +85,14 @@ def test_private_plan_with_laptop_keys(keys: KeyStore) -> None:
     assert "GatewayPorts" not in got
     assert got["MaxSessions"] == "0" and got["PermitTTY"] == "no"
     assert any("StreamLocalBindUnlink" in n for n in plan.notes)
+    # Its own root, whose only writable folder is /tmp; keys out of its reach.
+    assert got["ChrootDirectory"] == "/var/lib/handy-colab/relay/%u"
+    assert got["AuthorizedKeysFile"] == "/etc/ssh/handy-colab/authorized_keys/%u"
+    assert plan.chroot == Path("/var/lib/handy-colab/relay/hct")
+    assert (
+        "install -d -m 0700 -o hct -g hct /var/lib/handy-colab/relay/hct/tmp"
+        in plan.account_commands
+    )
 
 
 def test_every_option_line_says_why(keys: KeyStore) -> None:
@@ -204,6 +212,10 @@ def _write(path: Path, text: str) -> str:
         ({"remote_port": 2222, "socket_path": "/tmp/x.sock"}, "for private mode"),
         ({"mode": "private", "socket_path": "tmp/x.sock"}, "--socket-path"),
         ({"mode": "private", "socket_path": "/tmp/a b.sock"}, "--socket-path"),
+        ({"mode": "private", "socket_path": "/run/x.sock"}, "a file name in /tmp"),
+        ({"mode": "private", "socket_path": "/tmp/d/x.sock"}, "a file name in /tmp"),
+        ({"remote_port": 2222, "keys_dir": Path("/tmp/k")}, "--keys-dir"),
+        ({"mode": "private", "chroot_dir": Path("rel")}, "--chroot-dir"),
         ({"mode": "sideways"}, "--mode"),
         ({"account": "root", "remote_port": 2222}, "--account"),
         ({"account": "Bad Name", "remote_port": 2222}, "--account"),
@@ -296,7 +308,7 @@ def test_apply_writes_merges_and_backs_up(keys: KeyStore, tmp_path: Path) -> Non
     root = _root_tree(tmp_path, plan)
     dropin = root / "etc/ssh/sshd_config.d/handy-colab-hct.conf"
     dropin.write_text("# an older drop-in\n")
-    ak = root / "home/hct/.ssh/authorized_keys"
+    ak = root / "etc/ssh/handy-colab/authorized_keys/hct"
     ak.parent.mkdir(parents=True)
     foreign = f"{keys.public_line('laptop2')}\n"
     ak.write_text(foreign + f"restrict {keys.public_line('ecdsa')} handy-colab:colab\n")
@@ -307,10 +319,12 @@ def test_apply_writes_merges_and_backs_up(keys: KeyStore, tmp_path: Path) -> Non
     assert [b.read_text() for b in res.backups] == ["# an older drop-in\n"]
     assert ak.read_text() == foreign + plan.authorized_keys[0] + "\n"
     assert res.kept_lines == 1 and not res.account_created
+    # Root's, readable by sshd's StrictModes, out of the account's reach.
     st = ak.stat()
-    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (UID, UID, 0o600)
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o644)
     st = ak.parent.stat()
-    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (UID, 0o700)
+    assert (st.st_uid, stat.S_IMODE(st.st_mode) & 0o022) == (0, 0)
+    assert not (root / "home/hct/.ssh").exists()
     assert res.reload_command == f"kill -HUP $(cat {root / 'sshd.pid'})"
     # A second run: same files, no new backup.
     again = rs.apply(plan, root=root)
@@ -387,7 +401,7 @@ def test_apply_creates_the_account_under_a_root(keys: KeyStore, tmp_path: Path) 
     assert (acct.shell, acct.gecos, acct.home) == (rs.NOLOGIN, rs.GECOS, "/home/hcunit")
     shadow = (root / "etc" / "shadow").read_text().splitlines()
     assert [ln.split(":")[1] for ln in shadow if ln.startswith("hcunit:")] == ["*"]
-    assert res.authorized_keys == root / "home/hcunit/.ssh/authorized_keys"
-    assert res.authorized_keys.stat().st_uid == acct.uid
+    assert res.authorized_keys == root / "etc/ssh/handy-colab/authorized_keys/hcunit"
+    assert res.authorized_keys.stat().st_uid == 0
     assert Path("/etc/passwd").read_text() == system_passwd
     assert rs.lookup_account("hcunit") is None

@@ -18,6 +18,8 @@ def cmd_relay_setup(
     apply: bool,
     sshd_config_dir: str | None,
     sshd_config: str | None,
+    keys_dir: str | None = None,
+    chroot_dir: str | None = None,
 ) -> int:
     plan = relay_setup.make_plan(
         key,
@@ -27,6 +29,8 @@ def cmd_relay_setup(
         socket_path=socket_path,
         name=name,
         laptop_keys=laptop_keys,
+        keys_dir=Path(keys_dir) if keys_dir else relay_setup.DEFAULT_KEYS_DIR,
+        chroot_dir=Path(chroot_dir) if chroot_dir else relay_setup.DEFAULT_CHROOT_DIR,
     )
     confdir = Path(sshd_config_dir) if sshd_config_dir else relay_setup.DEFAULT_SSHD_CONFIG_DIR
     print(relay_setup.render(plan, confdir), end="")
@@ -37,6 +41,8 @@ def cmd_relay_setup(
     print("\nApplied:")
     made = "created" if res.account_created else "exists (a relay-setup account), kept"
     print(f"- account {plan.account}: {made}")
+    if plan.chroot is not None:
+        print(f"- {plan.chroot}: its own root (root's), {plan.chroot / 'tmp'} its only folder")
     print(
         f"- {res.authorized_keys}: {len(plan.authorized_keys)} line(s) for '{plan.name}', "
         f"{res.kept_lines} other line(s) kept"

@@ -29,10 +29,19 @@ from .host import (
 )
 from .planning import DEFAULT_ACCOUNT, DEFAULT_NAME, Mode, RelayPlan, make_plan, read_key
 from .rendering import GECOS, MARK, merge_authorized_keys, render
-from .sshd_settings import DEFAULT_SSHD_CONFIG, DEFAULT_SSHD_CONFIG_DIR, NOLOGIN, Setting
+from .sshd_settings import (
+    DEFAULT_CHROOT_DIR,
+    DEFAULT_KEYS_DIR,
+    DEFAULT_SSHD_CONFIG,
+    DEFAULT_SSHD_CONFIG_DIR,
+    NOLOGIN,
+    Setting,
+)
 
 __all__ = [
     "DEFAULT_ACCOUNT",
+    "DEFAULT_CHROOT_DIR",
+    "DEFAULT_KEYS_DIR",
     "DEFAULT_NAME",
     "DEFAULT_SSHD_CONFIG",
     "DEFAULT_SSHD_CONFIG_DIR",

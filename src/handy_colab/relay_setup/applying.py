@@ -120,22 +120,45 @@ def apply(
         acct = check_account(create_account(plan, root), root)
         result.account_created = True
     ak, text, result.kept_lines = _authorized_keys_text(plan, acct, root, authorized_keys_path)
-    home_ssh = under(root, Path(acct.home)) / ".ssh"
-    if ak.parent == home_ssh:  # sshd's StrictModes: owned by the account, not writable by others
-        home_ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chown(home_ssh, acct.uid, acct.gid)
-        home_ssh.chmod(0o700)
-    atomic_write(ak, text, mode=0o600)
-    os.chown(ak, acct.uid, acct.gid)
+    # Root's, not the account's: a relay key can neither edit these keys nor bind a socket
+    # over them (sshd's StrictModes wants every folder above them root's too).
+    _root_folder(ak.parent, root)
+    atomic_write(ak, text, mode=0o644)
+    os.chown(ak, 0, 0)
     result.authorized_keys = ak
+    if plan.chroot is not None:
+        chroot = under(root, plan.chroot)
+        _root_folder(chroot, root)
+        tmp = chroot / "tmp"
+        tmp.mkdir(mode=0o700, exist_ok=True)
+        os.chown(tmp, acct.uid, acct.gid)
+        tmp.chmod(0o700)
     result.reload_command = reload_command(sshd, main)
     return result
+
+
+def _root_folder(path: Path, root: Path) -> None:
+    """``path`` and every folder above it (up to ``root``) owned by root and writable by
+    root only, as sshd demands of a ChrootDirectory and (StrictModes) of an
+    AuthorizedKeysFile's folders."""
+    path.mkdir(mode=0o755, parents=True, exist_ok=True)
+    for part in (path, *path.parents):
+        if part != root and root not in part.parents:
+            break
+        st = part.lstat()
+        if st.st_uid != 0 or st.st_mode & 0o022:
+            raise RelaySetupError(
+                f"{part}: owned by uid {st.st_uid} or writable by others (mode "
+                f"{st.st_mode & 0o777:o}), so sshd would refuse the keys or the chroot below "
+                f"it. Fix: chown root {part} && chmod go-w {part}, or pick another "
+                f"--keys-dir/--chroot-dir"
+            )
 
 
 def _authorized_keys_text(
     plan: RelayPlan, acct: Account, root: Path, override: str | Path | None
 ) -> tuple[Path, str, int]:
-    ak = Path(override) if override else under(root, Path(acct.home)) / ".ssh" / "authorized_keys"
+    ak = Path(override) if override else under(root, plan.authorized_keys_file)
     text, kept = merge_authorized_keys(
         read_text_or_empty(ak), plan.authorized_keys, plan.marker, ak
     )

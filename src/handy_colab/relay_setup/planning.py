@@ -19,7 +19,13 @@ from ..config import SOCKET_PATH_RE
 from ..errors import ConfigError, KeyFileError
 from ..keys import PublicKey, load_public_keys, parse_public_key_line
 from .rendering import MARK, account_commands, authorized_keys_lines, dropin_text, notes
-from .sshd_settings import Setting, private_settings, public_settings
+from .sshd_settings import (
+    DEFAULT_CHROOT_DIR,
+    DEFAULT_KEYS_DIR,
+    Setting,
+    private_settings,
+    public_settings,
+)
 
 Mode = Literal["public", "private"]
 
@@ -27,6 +33,8 @@ DEFAULT_ACCOUNT = "handy-colab"
 DEFAULT_NAME = "colab"
 _ACCOUNT_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _MAX_KEY_FILE = 64 * 1024
+# Private mode's socket: in the account's chroot, whose one writable folder is /tmp.
+_CHROOT_SOCKET_RE = re.compile(r"^/tmp/[A-Za-z0-9._+-]{1,100}$")
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,17 @@ class RelayPlan:
     authorized_keys: tuple[str, ...]
     account_commands: tuple[str, ...]
     notes: tuple[str, ...]
+    keys_dir: Path = DEFAULT_KEYS_DIR  # root-owned: one authorized_keys file per account
+    chroot_dir: Path = DEFAULT_CHROOT_DIR  # private mode: one root per account
+
+    @property
+    def authorized_keys_file(self) -> Path:
+        return self.keys_dir / self.account
+
+    @property
+    def chroot(self) -> Path | None:
+        """Private mode: the account's own root (its /tmp holds the socket)."""
+        return self.chroot_dir / self.account if self.mode == "private" else None
 
     @property
     def marker(self) -> str:
@@ -117,8 +136,17 @@ def make_plan(
     socket_path: str | None = None,
     name: str = DEFAULT_NAME,
     laptop_keys: Sequence[str] = (),
+    keys_dir: Path = DEFAULT_KEYS_DIR,
+    chroot_dir: Path = DEFAULT_CHROOT_DIR,
 ) -> RelayPlan:
     """What the relay needs for one runtime; raises ConfigError/KeyFileError on bad input."""
+    for flag, folder in (("--keys-dir", keys_dir), ("--chroot-dir", chroot_dir)):
+        if not SOCKET_PATH_RE.match(str(folder)) or str(folder).startswith("/tmp/"):
+            raise ConfigError(
+                f"{flag} '{_short(str(folder))}' must be an absolute path of letters, digits and "
+                f"'._/+-' outside /tmp (sshd wants every part of it owned by root). Fix: use "
+                f"the default"
+            )
     if not _ACCOUNT_RE.match(account) or account == "root":
         raise ConfigError(
             f"--account '{account}' is not a usable account name. Fix: use lower-case letters, "
@@ -164,7 +192,7 @@ def make_plan(
                 f"--remote-port {remote_port} cannot be used: only root may listen below 1024. "
                 f"Fix: choose a port from 1024 to 65535, or 0 (the relay picks one)"
             )
-        settings = public_settings(remote_port)
+        settings = public_settings(remote_port, keys_dir)
         # "*": permitlisten cannot say "port 0"; OpenSSH's sshd only ever lets a normal
         # account listen on ports from 1024 up.
         listen = "*" if remote_port == 0 else str(remote_port)
@@ -177,12 +205,13 @@ def make_plan(
                 "Fix: drop it (or set --socket-path), or use --mode public"
             )
         sock = socket_path or f"/tmp/handy-colab-{account}-{name}.sock"
-        if not SOCKET_PATH_RE.match(sock):
+        if not _CHROOT_SOCKET_RE.match(sock):
             raise ConfigError(
-                f"--socket-path '{_short(sock)}' must be an absolute path of letters, digits and "
-                f"'._/+-'. Fix: use e.g. /tmp/handy-colab-{account}-{name}.sock"
+                f"--socket-path '{_short(sock)}' must be a file name in /tmp (letters, digits "
+                f"and '._+-'): the account's sockets live in its own /tmp, the one folder it "
+                f"may write. Fix: use e.g. /tmp/handy-colab-{account}-{name}.sock"
             )
-        settings = private_settings(sock)
+        settings = private_settings(sock, keys_dir, chroot_dir)
         options = f'restrict,port-forwarding,permitopen="[{sock}]:*"'
 
     return RelayPlan(
@@ -195,6 +224,10 @@ def make_plan(
         socket_path=sock,
         settings=settings,
         authorized_keys=authorized_keys_lines(options, (runtime_key, *laptops), name),
-        account_commands=account_commands(account),
+        account_commands=account_commands(
+            account, keys_dir, chroot_dir if mode == "private" else None
+        ),
         notes=notes(mode, account, name, remote_port, sock, bool(laptops)),
+        keys_dir=keys_dir,
+        chroot_dir=chroot_dir,
     )

@@ -25,8 +25,18 @@ GECOS = "handy-colab relay tunnels"
 MARK = "handy-colab:"
 
 
-def account_commands(account: str) -> tuple[str, ...]:
-    """The commands that make ``account`` (the first is what host.create_account runs)."""
+def account_commands(
+    account: str, keys_dir: Path, chroot_dir: Path | None = None
+) -> tuple[str, ...]:
+    """The commands that make ``account`` and the folders it is kept in (the first is what
+    host.create_account runs; applying.py makes the folders itself)."""
+    root_dirs = [str(keys_dir)] + ([str(chroot_dir / account)] if chroot_dir else [])
+    folders = [shlex.join(["install", "-d", "-m", "0755", "-o", "root", "-g", "root", *root_dirs])]
+    if chroot_dir is not None:
+        folders.append(
+            shlex.join(["install", "-d", "-m", "0700", "-o", account, "-g", account])
+            + f" {chroot_dir / account / 'tmp'}"
+        )
     return (
         shlex.join(
             [
@@ -45,8 +55,7 @@ def account_commands(account: str) -> tuple[str, ...]:
                 account,
             ]
         ),
-        shlex.join(["install", "-d", "-m", "0700", "-o", account, "-g", account])
-        + f" /home/{account}/.ssh",
+        *folders,
     )
 
 
@@ -98,10 +107,11 @@ def notes(
         ]
     else:
         out += [
-            "Private mode needs nothing global: StreamLocalBindUnlink is honoured inside the "
-            "Match block (OpenSSH 9.2, measured).",
-            f"{Path(sock or '/tmp').parent} must be writable by {account} (/tmp is); the socket "
-            f"is created by the tunnel, as {account}, mode 0600.",
+            "Private mode needs nothing global: StreamLocalBindUnlink and ChrootDirectory are "
+            "honoured inside the Match block (OpenSSH 9.2, measured).",
+            f"{account} is confined to its own root (ChrootDirectory), whose only folder it may "
+            f"write is /tmp: the socket {sock} is made there by the tunnel, mode 0600, and "
+            f"no -R can bind over anything else, another runtime's socket included.",
             f'Runtime config: "mode": "private", "relay": {{"user": "{account}"'
             + (
                 ""
@@ -112,8 +122,8 @@ def notes(
         ]
         if laptops:
             out.append(
-                f"Laptop keys log in as {account} too and can reach only the socket; OpenSSH "
-                f"cannot stop a key from binding other sockets as {account} (-R path)."
+                f"Laptop keys log in as {account} too and can reach only the socket; within "
+                f"its root they could bind another socket in its /tmp, and nothing outside."
             )
     return tuple(out)
 
@@ -127,7 +137,8 @@ def render(plan: RelayPlan, sshd_config_dir: Path = DEFAULT_SSHD_CONFIG_DIR) -> 
         "1. The account (no shell, password field '*': no password, yet not locked for sshd):",
         *(f"   {c}" for c in plan.account_commands),
         "",
-        f"2. Lines for ~{plan.account}/.ssh/authorized_keys (owner {plan.account}, mode 0600);",
+        f"2. Lines for {plan.authorized_keys_file} (owner root, mode 0644: out of the "
+        f"account's reach);",
         f"   they end in '{plan.marker}', which --apply replaces on a re-run:",
         *(f"   {line}" for line in plan.authorized_keys),
         "",

@@ -18,7 +18,11 @@ these are the facts (tests/e2e/test_relay_setup.py, docs/relay.md):
   (-R needs remote, -L needs local), so private mode needs ``AllowTcpForwarding yes`` and
   closes TCP with ``PermitListen none`` and ``PermitOpen [SOCKET]:*``: sshd compares the
   host part of a PermitOpen/permitopen entry with the requested socket path, so that entry
-  allows -L to that one socket and to nothing else. Nothing limits which path -R may bind.
+  allows -L to that one socket and to nothing else. Nothing limits which path -R may bind:
+  ``ChrootDirectory`` does. It applies to a forwarding-only account (MaxSessions 0, no
+  shell): -R binds and -L targets resolve inside the chroot, and a bind anywhere but a
+  directory the account owns there fails. ``AuthorizedKeysFile`` in a root-owned folder
+  outside /tmp (StrictModes refuses /tmp) keeps the keys out of the account's reach.
 - ``ClientAliveInterval 5``/``ClientAliveCountMax 2``: sshd 9.2 sends a keepalive every
   second interval and gives up after CountMax + 1 misses, so a frozen client is dropped
   ~30 s after it went quiet (10/3 measured 78-80 s).
@@ -31,6 +35,11 @@ from pathlib import Path
 
 DEFAULT_SSHD_CONFIG = Path("/etc/ssh/sshd_config")
 DEFAULT_SSHD_CONFIG_DIR = Path("/etc/ssh/sshd_config.d")
+# Root-owned, outside every account's reach: a relay key cannot rewrite (or, by binding a
+# socket over it, destroy) the keys that let it in.
+DEFAULT_KEYS_DIR = Path("/etc/ssh/handy-colab/authorized_keys")
+# Private mode: each account's own root; its only writable directory is its /tmp.
+DEFAULT_CHROOT_DIR = Path("/var/lib/handy-colab/relay")
 # The account's shell and the ForceCommand: both must run nothing.
 NOLOGIN = "/usr/sbin/nologin"
 
@@ -52,16 +61,22 @@ class Setting:
         return f"{self.keyword.lower()} {value}"
 
 
-_HEAD = (
-    Setting(
-        "AuthorizedKeysFile",
-        ".ssh/authorized_keys",
-        "keys come only from the file relay-setup writes",
-    ),
-    Setting(
-        "AuthenticationMethods", "publickey", "keys only: no password, no keyboard-interactive"
-    ),
-)
+def _head(keys_dir: Path) -> tuple[Setting, ...]:
+    return (
+        Setting(
+            "AuthorizedKeysFile",
+            f"{keys_dir}/%u",
+            "keys come only from the root-owned file relay-setup writes: the account "
+            "cannot change them",
+        ),
+        Setting(
+            "AuthenticationMethods",
+            "publickey",
+            "keys only: no password, no keyboard-interactive",
+        ),
+    )
+
+
 _LOCKDOWN = (
     Setting(
         "MaxSessions",
@@ -85,7 +100,7 @@ _LOCKDOWN = (
 )
 
 
-def public_settings(port: int) -> tuple[Setting, ...]:
+def public_settings(port: int, keys_dir: Path = DEFAULT_KEYS_DIR) -> tuple[Setting, ...]:
     """Public mode: one ``-R`` TCP listener (any free port from 1024 up for port 0)."""
     listen = (
         Setting(
@@ -97,7 +112,7 @@ def public_settings(port: int) -> tuple[Setting, ...]:
         else Setting("PermitListen", str(port), "-R may listen on this port only (any address)")
     )
     return (
-        *_HEAD,
+        *_head(keys_dir),
         Setting("AllowTcpForwarding", "remote", "-R only: no -L, -D or -W through the relay"),
         listen,
         Setting("GatewayPorts", "yes", "the port listens on all addresses, for the laptop"),
@@ -109,10 +124,19 @@ def public_settings(port: int) -> tuple[Setting, ...]:
     )
 
 
-def private_settings(sock: str) -> tuple[Setting, ...]:
-    """Private mode: ``-R`` to the socket ``sock`` and ``-L`` to it, no TCP at all."""
+def private_settings(
+    sock: str, keys_dir: Path = DEFAULT_KEYS_DIR, chroot_dir: Path = DEFAULT_CHROOT_DIR
+) -> tuple[Setting, ...]:
+    """Private mode: ``-R`` to the socket ``sock`` and ``-L`` to it, no TCP at all, in the
+    account's own root."""
     return (
-        *_HEAD,
+        *_head(keys_dir),
+        Setting(
+            "ChrootDirectory",
+            f"{chroot_dir}/%u",
+            "-R and -L socket paths resolve in the account's own root, where only /tmp is "
+            "writable: no bind over any other file, nor another runtime's socket",
+        ),
         Setting(
             "AllowTcpForwarding",
             "yes",
