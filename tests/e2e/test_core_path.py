@@ -12,8 +12,10 @@ import json
 import os
 import pty
 import select
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -45,7 +47,7 @@ def test_exec_keeps_exit_code_and_streams(runtime: Runtime) -> None:
     assert res.stdout == "through the relay\n"
 
 
-def test_the_pasted_line_from_up_connects(runtime: Runtime, tmp_path: Path) -> None:
+def test_the_pasted_line_from_up_connects(runtime: Runtime) -> None:
     """The one line `up` showed, pasted into `connect` on the laptop (no folder, no file):
     the same Host block as from the descriptor file, and ssh gets in."""
     shown = next(
@@ -53,14 +55,18 @@ def test_the_pasted_line_from_up_connects(runtime: Runtime, tmp_path: Path) -> N
     )
     pasted = shown.split("'")[1]
     assert len(pasted) < 700, len(pasted)
-    cfg, known = tmp_path / "config", tmp_path / "known_hosts"
+    # A short folder: private mode's held-connection sockets must fit in sockaddr_un (a
+    # long pytest path, pytest-123/test_the_pasted_..., would get the asyncssh proxy).
+    short = Path(tempfile.mkdtemp(prefix="hc-paste-", dir="/tmp"))
+    runtime.rig.cleanups.append(lambda: shutil.rmtree(short, ignore_errors=True))
+    cfg, known = short / "config", short / "known_hosts"
     args = ["--ssh-config", str(cfg), "--known-hosts", str(known)]
     res = runtime.rig.handy(
         "laptop", "connect", pasted, "--identity", str(runtime.laptop_key), *args
     )
     assert res.returncode == 0, res.stderr + res.stdout
     # The same Host block as from the file, but for where the files are.
-    ours = cfg.read_text().replace(str(tmp_path), "DIR")
+    ours = cfg.read_text().replace(str(short), "DIR")
     theirs = runtime.ssh_config.read_text().replace(str(runtime.ssh_config.parent), "DIR")
     assert ours == theirs
     ssh = ["ssh", "-F", str(cfg), "-o", "BatchMode=yes", "colab"]
