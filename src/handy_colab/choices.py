@@ -34,6 +34,9 @@ def runtime_name_problem(name: str) -> str | None:
 # A relay socket path: it lands in ssh_config (ProxyCommand), sshd_config (PermitOpen [..]) and
 # a quoted authorized_keys option, so only characters none of them would split or interpret.
 SOCKET_PATH_RE = re.compile(r"^/[A-Za-z0-9._/+-]{1,200}$")
+# What `relay-setup` accepts: private mode's account lives in its own root, whose one
+# writable folder is /tmp, so its socket is a file there.
+RELAY_SETUP_SOCKET_RE = re.compile(r"^/tmp/[A-Za-z0-9._+-]{1,100}$")
 
 # Which implementation runs a part: "auto" picks OpenSSH where it is usable, else embedded.
 Backend = Literal["auto", "openssh", "embedded"]

@@ -629,3 +629,18 @@ def test_interactive_no_to_a_new_key_writes_nothing(home: Path, tmp_path: Path) 
         code = s.close()
     assert code == 2
     assert not folder.exists() and not (home / ".ssh").exists()
+
+
+def test_a_socket_path_relay_setup_would_refuse_is_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from handy_colab.client.init_inputs import check_socket_path
+
+    with caplog.at_level("WARNING"):
+        assert check_socket_path("/tmp/handy-colab-me-colab.sock") == (
+            "/tmp/handy-colab-me-colab.sock"
+        )
+    assert caplog.text == ""
+    with caplog.at_level("WARNING"):
+        assert check_socket_path("/run/me/colab.sock") == "/run/me/colab.sock"
+    assert "relay-setup" in caplog.text and "/tmp" in caplog.text

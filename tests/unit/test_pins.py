@@ -144,3 +144,34 @@ def test_a_descriptor_cannot_move_another_runtimes_pin(
     assert f"[vps.example.org]:2222 {k1} handy-colab:other" not in text
     assert f"[vps.example.org]:2222 {k2} handy-colab:evil" in text
     assert f"other {k1} handy-colab:other\n" in text  # its alias pin stays its own
+
+
+def test_an_address_is_never_pinned_in_a_file_ssh_reads_for_every_host(
+    home: Path, tmp_path: Path, make_descriptor: MakeDesc, keys: Any, caplog: Any
+) -> None:
+    """A public descriptor names github.com:22 as its address. In handy-colab's own file
+    (read by ssh only through our Host blocks) the address pin is there for sshj; with
+    --known-hosts ~/.ssh/known_hosts (read by every ssh) only the alias is pinned, so the
+    line cannot vouch for github.com to the user's `ssh`/`git`, and connect says so."""
+    k = keys.blob("ed25519")
+    desc = make_descriptor(name="gh", public_host="github.com", remote_port=22)
+    path = tmp_path / "in" / "gh.json"
+    path.parent.mkdir()
+    path.write_text(desc.to_json())
+    own = tmp_path / "own" / "handy-colab_known_hosts"
+    connect(path, ssh_config=tmp_path / "own" / "config", known_hosts=own, vscode=False)
+    assert f"github.com {k} handy-colab:gh\n" in own.read_text()
+    shared = home / ".ssh" / "known_hosts"
+    shared.parent.mkdir(exist_ok=True)
+    mine = "other.example.org ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMine\n"
+    shared.write_text(mine)
+    with caplog.at_level("WARNING"):
+        connect(path, ssh_config=tmp_path / "c2", known_hosts=shared, vscode=False)
+    assert shared.read_text() == mine + f"gh {k} handy-colab:gh\n"
+    assert "read by ssh for every host" in caplog.text and "github.com" in caplog.text
+    # ... nor a conflict there: the address is not ours to check in that file.
+    shared.write_text(f"github.com {keys.blob('ecdsa')}\n")
+    connect(path, ssh_config=tmp_path / "c3", known_hosts=shared, vscode=False)
+    assert shared.read_text().startswith(f"github.com {keys.blob('ecdsa')}\n")
+    # The lines without the address are the alias's alone.
+    assert pins.known_hosts_lines(desc, addresses=False) == {"gh": [f"gh {k} handy-colab:gh"]}

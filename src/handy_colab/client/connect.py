@@ -171,6 +171,27 @@ def _frp_profile(
     return path, (path, profile_text(desc.frp, desc.mode, token, secret, ca), 0o600)
 
 
+def _may_pin_addresses(known: Path, chosen: bool, desc: Descriptor) -> bool:
+    """Whether the runtime's ``[host]:port`` may be pinned in ``known`` (for sshj and
+    paramiko): not in a file the user's ssh reads for every host, where the descriptor's
+    ``public_host`` would vouch for that host to every ``ssh`` (pins.py)."""
+    if not chosen or desc.mode != "public" or not (desc.host and desc.port):
+        return True
+    from .userconfig import reads_for_every_host
+
+    if not reads_for_every_host(known):
+        return True
+    log.warning(
+        "%s is read by ssh for every host: the runtime's key is pinned there under '%s' "
+        "only, not under %s (PyCharm/sshj need that line: leave out --known-hosts to get it "
+        "in handy-colab's own file)",
+        known,
+        desc.name,
+        pinning.address_pattern(desc.host, desc.port),
+    )
+    return False
+
+
 def connect(
     source: Path,
     *,
@@ -227,8 +248,9 @@ def connect(
     known_text = read_text_or_empty(known)
     before = saved_descriptor(desc.name, known)
     # Untagged address lines an older connect wrote for this alias (a new port, say).
-    legacy = set(pinning.pin_patterns(before)) if before is not None else set()
-    problems = pinning.conflicts(known_text, desc, legacy)
+    addresses = _may_pin_addresses(known, known_hosts is not None, desc)
+    legacy = set(pinning.pin_patterns(before, addresses)) if before is not None else set()
+    problems = pinning.conflicts(known_text, desc, legacy, addresses)
     if problems and not replace:
         raise AliasConflictError(
             f"{known}: {'; '.join(problems)}. Fix: if this is the runtime you meant (rebuilt "
@@ -276,7 +298,7 @@ def connect(
             managed, replace_block(read_text_or_empty(managed), desc.name, block), 0o600
         )
         backups += [bak] if bak else []
-        merged = pinning.merge(known_text, desc, legacy, replace)
+        merged = pinning.merge(known_text, desc, legacy, replace, addresses)
         bak = write_if_changed(known, merged, 0o600)
         backups += [bak] if bak else []
         if include_in is not None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import re
 import shutil
@@ -13,12 +14,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..choices import runtime_name_problem
+from ..choices import RELAY_SETUP_SOCKET_RE, runtime_name_problem
 from ..config import SOCKET_PATH_RE
 from ..errors import ConfigError, KeyFileError
 from ..fsutil import atomic_write
 from ..keys import PrivateKey, _generate_ed25519, load_private_key, parse_public_key_line
 
+log = logging.getLogger(__name__)
 DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")  # the order ssh itself prefers them
 
 
@@ -77,6 +79,12 @@ def check_socket_path(value: str) -> str:
             f"--socket-path {value!r}",
             "not an absolute path of letters, digits and '._/+-'",
             "pass e.g. --socket-path /tmp/handy-colab-me-colab.sock",
+        )
+    if not RELAY_SETUP_SOCKET_RE.match(value):
+        log.warning(
+            "--socket-path %s: a relay set up by `handy-colab relay-setup` accepts only a file "
+            "in /tmp (its account's one writable folder), e.g. /tmp/handy-colab-me-colab.sock",
+            value,
         )
     return value
 

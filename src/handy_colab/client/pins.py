@@ -10,6 +10,10 @@ conflict, refused unless the user says to replace it:
   one rebuilt with new keys;
 - an address it pins (``[host]:port``, for clients that know no HostKeyAlias) is pinned
   with other keys by another runtime or by the user.
+Address pins are written only into a file that ssh reads for our Host blocks alone (the
+default ``handy-colab_known_hosts``): in a file ssh reads for every host (``--known-hosts
+~/.ssh/known_hosts``) a descriptor's ``public_host`` would vouch for that host name to every
+``ssh`` the user types, so there ``addresses=False`` leaves them out.
 Runtime names cannot hold a dot or a colon and addresses must (descriptor.py), so an alias
 pattern and an address pattern never coincide.
 """
@@ -30,10 +34,10 @@ def address_pattern(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
 
-def pin_patterns(desc: Descriptor) -> dict[str, list[str]]:
+def pin_patterns(desc: Descriptor, addresses: bool = True) -> dict[str, list[str]]:
     """known_hosts pattern -> the host keys ("type base64") pinned under it."""
     entries = {desc.name: list(desc.host_keys)}
-    if desc.mode == "public" and desc.host and desc.port:
+    if addresses and desc.mode == "public" and desc.host and desc.port:
         # Clients that know no HostKeyAlias (PyCharm's sshj, paramiko) look the key up by
         # the address they connect to.
         entries[address_pattern(desc.host, desc.port)] = list(desc.host_keys)
@@ -42,10 +46,11 @@ def pin_patterns(desc: Descriptor) -> dict[str, list[str]]:
     return entries
 
 
-def known_hosts_lines(desc: Descriptor) -> dict[str, list[str]]:
+def known_hosts_lines(desc: Descriptor, addresses: bool = True) -> dict[str, list[str]]:
     """The lines `connect` writes for ``desc``, by pattern, each tagged with its alias."""
     tag = f"{TAG}{desc.name}"
-    return {p: [f"{p} {k} {tag}" for k in keys] for p, keys in pin_patterns(desc).items()}
+    pinned = pin_patterns(desc, addresses)
+    return {p: [f"{p} {k} {tag}" for k in keys] for p, keys in pinned.items()}
 
 
 @dataclass(frozen=True)
@@ -69,11 +74,13 @@ def _is_own(ln: _Line, alias: str, legacy: Set[str]) -> bool:
     return ln.pattern in {alias, f"{alias}-relay"} | legacy
 
 
-def conflicts(text: str, desc: Descriptor, legacy: Set[str] = frozenset()) -> list[str]:
+def conflicts(
+    text: str, desc: Descriptor, legacy: Set[str] = frozenset(), addresses: bool = True
+) -> list[str]:
     """What pinning ``desc`` would change that is not its own to change (empty: nothing).
     ``legacy``: address patterns this alias's previous descriptor pinned, untagged."""
     alias = desc.name
-    wanted = pin_patterns(desc)
+    wanted = pin_patterns(desc, addresses)
     found: list[str] = []
     lines = [p for p in map(_parse, text.splitlines()) if p is not None]
     for pattern in (alias, desc.relay_alias):
@@ -100,13 +107,17 @@ def conflicts(text: str, desc: Descriptor, legacy: Set[str] = frozenset()) -> li
 
 
 def merge(
-    text: str, desc: Descriptor, legacy: Set[str] = frozenset(), replace: bool = False
+    text: str,
+    desc: Descriptor,
+    legacy: Set[str] = frozenset(),
+    replace: bool = False,
+    addresses: bool = True,
 ) -> str:
     """``text`` with this alias's lines replaced by ``desc``'s; with ``replace``, also
     without the lines ``conflicts`` named. Every other line stays as it was."""
     alias = desc.name
-    wanted = known_hosts_lines(desc)
-    new_keys = pin_patterns(desc)
+    wanted = known_hosts_lines(desc, addresses)
+    new_keys = pin_patterns(desc, addresses)
     kept = []
     for raw in text.splitlines():
         ln = _parse(raw)

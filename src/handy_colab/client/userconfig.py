@@ -69,10 +69,11 @@ def without_ours(text: str, ssh_dir: Path, managed: Path) -> str:
     return "\n".join(out) + "\n"
 
 
-def _resolved(ssh: str, config: Path, name: str) -> dict[str, str] | None:
+def _resolved(ssh: str, config: Path | None, name: str) -> dict[str, str] | None:
+    """``ssh -G`` of ``name`` with ``config`` (None: the user's own, as ssh finds it)."""
     try:
         res = subprocess.run(
-            [ssh, "-G", "-F", str(config), name],
+            [ssh, "-G", *(["-F", str(config)] if config is not None else []), name],
             capture_output=True,
             text=True,
             stdin=subprocess.DEVNULL,
@@ -172,7 +173,7 @@ def user_definition(
         copy.write_text(text)
         empty = Path(tmp) / "empty"
         empty.write_text("")
-        probe = f"hc-probe-{secrets.token_hex(6)}"
+        probe = _probe_name()
         base = _resolved(program, copy, probe)
         if base is None:
             return None
@@ -191,3 +192,31 @@ def user_definition(
                 where = _describe(user_config, ssh_dir, managed, alias, differ)
                 return f"'{alias}': {where}"
     return None
+
+
+# OpenSSH's own defaults (readconf.c), for when ssh cannot be asked.
+_DEFAULT_SHARED = (
+    "~/.ssh/known_hosts",
+    "~/.ssh/known_hosts2",
+    "/etc/ssh/ssh_known_hosts",
+    "/etc/ssh/ssh_known_hosts2",
+)
+
+
+def reads_for_every_host(known_hosts: Path, ssh: str = "ssh") -> bool:
+    """Whether the user's ssh checks host keys in ``known_hosts`` for a host our Host blocks
+    do not name (its ``UserKnownHostsFile``/``GlobalKnownHostsFile`` for any other name):
+    a line there vouches for its host name to every ``ssh`` the user types."""
+    files = [os.path.expanduser(f) for f in _DEFAULT_SHARED]
+    program = shutil.which(ssh)
+    if program is not None:
+        got = _resolved(program, None, _probe_name())
+        if got is not None:
+            for key in ("userknownhostsfile", "globalknownhostsfile"):
+                files += [os.path.expanduser(f) for f in got.get(key, "").split()]
+    target = os.path.realpath(known_hosts)
+    return any(os.path.realpath(f) == target for f in files)
+
+
+def _probe_name() -> str:
+    return f"hc-probe-{secrets.token_hex(6)}"

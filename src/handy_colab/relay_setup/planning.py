@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..choices import runtime_name_problem
+from ..choices import RELAY_SETUP_SOCKET_RE, runtime_name_problem
 from ..config import SOCKET_PATH_RE
 from ..errors import ConfigError, KeyFileError
 from ..keys import PublicKey, load_public_keys, parse_public_key_line
@@ -33,8 +33,6 @@ DEFAULT_ACCOUNT = "handy-colab"
 DEFAULT_NAME = "colab"
 _ACCOUNT_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _MAX_KEY_FILE = 64 * 1024
-# Private mode's socket: in the account's chroot, whose one writable folder is /tmp.
-_CHROOT_SOCKET_RE = re.compile(r"^/tmp/[A-Za-z0-9._+-]{1,100}$")
 
 
 @dataclass(frozen=True)
@@ -205,7 +203,7 @@ def make_plan(
                 "Fix: drop it (or set --socket-path), or use --mode public"
             )
         sock = socket_path or f"/tmp/handy-colab-{account}-{name}.sock"
-        if not _CHROOT_SOCKET_RE.match(sock):
+        if not RELAY_SETUP_SOCKET_RE.match(sock):
             raise ConfigError(
                 f"--socket-path '{_short(sock)}' must be a file name in /tmp (letters, digits "
                 f"and '._+-'): the account's sockets live in its own /tmp, the one folder it "

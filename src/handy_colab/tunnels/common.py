@@ -139,7 +139,9 @@ def classify(lines: list[str], cfg: RuntimeConfig, key_name: str) -> TunnelError
         return TunnelError(
             f"relay {relay.host} refused to create the socket {m.group(2)} for {relay.user}. "
             f"Fix: set 'StreamLocalBindUnlink yes' and 'AllowStreamLocalForwarding yes' in the "
-            f"relay's sshd_config (see `handy-colab relay-setup`), or change 'relay.socket_path'"
+            f"relay's sshd_config (see `handy-colab relay-setup`), or change 'relay.socket_path' "
+            f"(a relay set up by relay-setup takes only a file in /tmp, e.g. "
+            f"/tmp/handy-colab-ME-NAME.sock)"
         )
     if m:
         return TunnelError(
