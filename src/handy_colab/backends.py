@@ -42,9 +42,10 @@ def choose_server(asked: Backend) -> Choice:
 
 
 def choose_tunnel(asked: str | None, cfg: RuntimeConfig | None = None) -> Choice:
-    """``asked``: ``up --tunnel`` (None: the config decides, by its route and relay.client)."""
+    """``asked``: a tunnel request (choices.TUNNEL_REQUESTS, from `up --route`/`--relay-client`;
+    None: the config decides, by its route and relay.client)."""
     if asked in ("cloudflared", "frp"):
-        return Choice(asked, "chosen with --tunnel")
+        return Choice(asked, "chosen with --route")
     if asked is None and cfg is not None and cfg.route == "frp":
         return Choice("frp", "the config has an frp section (your frps)")
     if asked is None and cfg is not None and cfg.route == "cloudflared":
@@ -56,12 +57,13 @@ def choose_tunnel(asked: str | None, cfg: RuntimeConfig | None = None) -> Choice
         )
     if cfg is not None and cfg.relay is None:
         raise ConfigError(
-            f"--tunnel {asked} needs a relay, and {cfg.folder} names none. Fix: add a "
-            f'"relay" section (docs/config.md), or use --tunnel cloudflared'
+            f"the relay route (--route relay, --relay-client) needs a relay, and {cfg.folder} "
+            f'names none. Fix: add a "relay" section (docs/config.md), or use --route cloudflared'
         )
-    kind = asked or (cfg.tunnel_kind if cfg is not None else "auto")
+    kind = asked if asked not in (None, "relay") else None
+    kind = kind or (cfg.tunnel_kind if cfg is not None else "auto")
     if kind != "auto":
-        return Choice(kind, "chosen in the config (relay.client) or with --tunnel")
+        return Choice(kind, "chosen in the config (relay.client) or with --relay-client")
     ssh = shutil.which("ssh")
     if ssh is None:
         return Choice("embedded", "no `ssh` client on PATH")

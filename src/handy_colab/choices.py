@@ -1,6 +1,6 @@
 """The names of the parts a user picks between, with no dependency at all.
 
-The command line offers them before it has read anything (`up --server`, `up --tunnel`), and
+The command line offers them before it has read anything (`up --server`, `up --route`), and
 importing the whole config model for that would put its imports in front of every command.
 """
 
@@ -44,8 +44,11 @@ BACKENDS = ("auto", "openssh", "embedded")
 # How the laptop reaches the runtime: an SSH relay (`ssh -R`), Cloudflare's edge, or frps.
 Route = Literal["relay", "cloudflared", "frp"]
 ROUTES = ("relay", "cloudflared", "frp")
-# What `up --tunnel` takes: the relay route's two clients, or another route.
+# What the deprecated `up --tunnel` takes: the relay route's clients, or another route.
 TUNNEL_CHOICES = ("auto", "openssh", "embedded", "cloudflared", "frp")
+# What runtime.up's ``tunnel`` (and the supervisor's --tunnel) take: those, and "relay" for
+# `up --route relay` without --relay-client (the relay route, with the config's client).
+TUNNEL_REQUESTS = (*TUNNEL_CHOICES, "relay")
 
 
 def suggest_runtime_name(name: str) -> str:

@@ -13,8 +13,8 @@ import sys
 from typing import Any, NoReturn, cast
 
 from . import __version__
-from .choices import BACKENDS, TUNNEL_CHOICES
-from .errors import HandyColabError
+from .choices import BACKENDS, ROUTES, TUNNEL_CHOICES, runtime_name_problem, suggest_runtime_name
+from .errors import ConfigError, ExitCode, HandyColabError, exit_code_table
 
 # Commands that live wholly in their module: ``add_parser(sub)`` registers the subcommand and
 # sets ``func`` (called with the parsed args, returns the exit code). Import must stay cheap.
@@ -40,7 +40,10 @@ Example (first run):
   laptop:   handy-colab connect 'hc1:...'      # the line `up` printed
             ssh colab
 
-Run `handy-colab COMMAND --help` for a command's options and an example."""
+Run `handy-colab COMMAND --help` for a command's options and an example.
+
+Exit codes (the same in every command; docs/cli.md):
+""" + exit_code_table()
 
 
 class _Skipped:
@@ -96,7 +99,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         "`handy-colab connect`) and keep both running in the background, reconnecting\n"
         "as needed, until `handy-colab down`.",
         "Example:\n  handy-colab up /content/drive/MyDrive/colab_data\n"
-        "  handy-colab up colab_data --tunnel cloudflared --foreground",
+        "  handy-colab up colab_data --route cloudflared --foreground",
     )
     up.add_argument("folder", metavar="DIR", help="config folder (user_config.json + keys)")
     up.add_argument("--name", help="runtime name (the ssh Host alias); default from the config")
@@ -114,11 +117,25 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         choices=BACKENDS,
         help="SSH server: OpenSSH's sshd or the embedded one (default: config, else auto)",
     )
+    # One flag per idea: --route is the route (as in init and the config's "route"),
+    # --relay-client the relay route's client (the config's relay.client).
+    up.add_argument(
+        "--route",
+        choices=ROUTES,
+        help="how the laptop reaches the runtime: relay (ssh -R to your relay), cloudflared "
+        "or frp (default: the config's route)",
+    )
+    up.add_argument(
+        "--relay-client",
+        choices=BACKENDS,
+        help="relay route: its tunnel client, OpenSSH's ssh or the embedded one; implies "
+        "--route relay (default: the config's relay.client, else auto)",
+    )
     up.add_argument(
         "--tunnel",
         choices=TUNNEL_CHOICES,
-        help="the route: a relay with OpenSSH's ssh or the embedded client, cloudflared or "
-        "frp (default: config, else auto)",
+        help="deprecated: --tunnel cloudflared|frp is --route cloudflared|frp, "
+        "--tunnel auto|openssh|embedded is --relay-client auto|openssh|embedded",
     )
 
     st = _command(
@@ -130,7 +147,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         "Example:\n  handy-colab status colab\n  handy-colab status --json",
     )
     st.add_argument("name", nargs="?", metavar="NAME", help="the runtime (default: all)")
-    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.add_argument(
+        "--json",
+        action="store_true",
+        help="machine-readable output: an object for NAME, else a list ([] when none)",
+    )
 
     dn = _command(
         sub,
@@ -268,7 +289,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     rs.add_argument("--key", required=True, help="the runtime's relay public key: .pub or line")
     rs.add_argument("--account", default="handy-colab", help="account on the relay")
-    rs.add_argument("--mode", choices=["public", "private"], default="public")
+    rs.add_argument(
+        "--mode",
+        choices=["public", "private"],
+        default="public",
+        help="public: the relay exposes a port; private: a Unix socket only (default public)",
+    )
     rs.add_argument("--remote-port", type=int, help="public mode: the port the relay exposes")
     rs.add_argument("--socket-path", help="private mode: the Unix socket on the relay")
     rs.add_argument("--name", default="colab", help="runtime name (default colab)")
@@ -307,13 +333,105 @@ def _proxy(rest: list[str]) -> int:
     return proxy_main(rest)
 
 
+# The relay route's `--relay-client` value (or the config's client, for "relay") in the one
+# string runtime.up and the supervisor take (choices.TUNNEL_REQUESTS).
+_DEPRECATED_TUNNEL_ROUTES = ("cloudflared", "frp")
+
+
+def _tunnel_request(args: argparse.Namespace) -> str | None:
+    """`up`'s --route/--relay-client (or the deprecated --tunnel) as runtime.up's ``tunnel``."""
+    route, client = args.route, args.relay_client
+    if args.tunnel is not None:
+        if route is not None or client is not None:
+            raise ConfigError(
+                f"--tunnel {args.tunnel}: given with --route/--relay-client, which replace it. "
+                f"Fix: drop --tunnel"
+            )
+        new = "--route" if args.tunnel in _DEPRECATED_TUNNEL_ROUTES else "--relay-client"
+        # The one line a script's author needs; the old spelling still works meanwhile.
+        print(
+            f"handy-colab: warning: --tunnel is deprecated; use {new} {args.tunnel}",
+            file=sys.stderr,
+        )
+        if args.tunnel in _DEPRECATED_TUNNEL_ROUTES:
+            route = args.tunnel
+        else:
+            client = args.tunnel
+    if client is not None and route not in (None, "relay"):
+        raise ConfigError(
+            f"--relay-client {client}: applies to the relay route only, not --route {route}. "
+            f"Fix: drop --relay-client, or use --route relay"
+        )
+    if client is not None:
+        return str(client)
+    return "relay" if route == "relay" else route
+
+
+def _check_up_flags(args: argparse.Namespace) -> None:
+    """A bad flag value is the flag's fault, not the config file's: say so before reading it."""
+    if args.name is not None:
+        problem = runtime_name_problem(args.name)
+        if problem is not None:
+            raise ConfigError(
+                f"--name {args.name!r}: not a valid runtime name: it {problem}. Fix: use e.g. "
+                f"--name {suggest_runtime_name(args.name)}"
+            )
+    if not args.timeout > 0:
+        raise ConfigError(
+            f"--timeout {args.timeout:g}: must be more than 0 seconds. Fix: e.g. --timeout 60"
+        )
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Every command's name and purpose, as the whole parser lists them."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return {a.dest: a.help or "" for a in action._choices_actions}
+    return {}
+
+
+def _short_help(parser: argparse.ArgumentParser, problem: str) -> int:
+    """No command, or an unknown one: the usage, the commands, one error line; exit 2."""
+    commands = _commands(parser)
+    width = max(map(len, commands), default=0)
+    lines = [parser.format_usage().rstrip(), "", "commands:"]
+    lines += [f"  {name:<{width}}  {purpose}" for name, purpose in commands.items()]
+    lines += ["", f"handy-colab: error: {problem}"]
+    print("\n".join(lines), file=sys.stderr)
+    return ExitCode.BAD_INPUT
+
+
+def _unknown_command(argv: list[str], parser: argparse.ArgumentParser) -> int | None:
+    """The short help's exit code when argv names no known command; None when it does."""
+    rest = [a for a in argv if a not in ("-v", "--verbose")]
+    fix = "Fix: one of the commands above; `handy-colab --help` says more"
+    if not rest:
+        return _short_help(parser, f"no command given. {fix}")
+    if rest[0].startswith("-"):
+        return None  # --help, --version, or an unknown option argparse itself reports
+    known = _commands(parser)
+    if rest[0] in known:
+        return None
+    import difflib
+
+    close = difflib.get_close_matches(rest[0], list(known), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return _short_help(parser, f"unknown command {rest[0]!r}{hint}. {fix}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["proxy"] and argv[1:2] not in (["-h"], ["--help"]):
         # argparse's REMAINDER drops a leading option such as private mode's `-F FILE`.
         return _proxy(argv[1:])
     only = argv[0] if argv and argv[0] in OWN_COMMANDS else None
-    args = build_parser(only).parse_args(argv)
+    parser = build_parser(only)
+    if only is None:
+        # Off the fast path (which names a command of its own): the whole parser is built.
+        unknown = _unknown_command(argv, parser)
+        if unknown is not None:
+            return unknown
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -324,11 +442,13 @@ def main(argv: list[str] | None = None) -> int:
             code: int = func(args)
             return code
         if args.command == "up":
+            _check_up_flags(args)
+            tunnel = _tunnel_request(args)
             from .forklaunch import ForkLaunch
 
             # The supervisor will be this process, forked once `up` has read the config and
             # decided to start (forklaunch.py): no second interpreter on the way to ready.
-            launch = ForkLaunch(args.timeout, args.server, args.tunnel)
+            launch = ForkLaunch(args.timeout, args.server, tunnel)
             try:
                 from .commands.runtime_cmds import cmd_up
 
@@ -339,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.timeout,
                     not args.no_install,
                     args.server,
-                    args.tunnel,
+                    tunnel,
                     launch=launch,
                 )
             finally:
@@ -413,8 +533,8 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print("handy-colab: interrupted", file=sys.stderr)
-        return 130
-    return 2
+        return ExitCode.INTERRUPTED
+    return ExitCode.BAD_INPUT
 
 
 # After these, nothing of ours is left to run in the process: the program skips the
@@ -422,9 +542,29 @@ def main(argv: list[str] | None = None) -> int:
 QUICK_EXIT = frozenset({"up", "connect"})
 
 
+def _closed_pipe() -> int:
+    """The reader of stdout went away (`| head`): no traceback, and no second error when the
+    interpreter flushes stdout on its way out; 141 as a shell reports a SIGPIPE death."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return ExitCode.CLOSED_PIPE
+
+
 def entry() -> NoReturn:
     """The `handy-colab` program (tests call main(), which always returns)."""
-    code = main()
+    try:
+        code = main()
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at interpreter exit
+    except BrokenPipeError:
+        code = _closed_pipe()
+    except SystemExit as exc:  # argparse's --help and usage errors
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            code = _closed_pipe()
+        else:
+            code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     if sys.argv[1:2] and sys.argv[1] in QUICK_EXIT:
         logging.shutdown()
         for stream in (sys.stdout, sys.stderr):

@@ -23,6 +23,7 @@ from .choices import (
     BACKENDS,
     ROUTES,
     TUNNEL_CHOICES,
+    TUNNEL_REQUESTS,
     Backend,
     Route,
     runtime_name_problem,
@@ -60,6 +61,7 @@ __all__ = [
     "SEED_README_CONFIG_FILE",
     "SOCKET_PATH_RE",
     "TUNNEL_CHOICES",
+    "TUNNEL_REQUESTS",
     "Backend",
     "Mode",
     "RelayConfig",
@@ -104,7 +106,7 @@ def load_config(
 ) -> RuntimeConfig:
     """Read and validate the config folder. Raises ConfigError with a one-line message.
 
-    ``route`` overrides the config's route (``up --tunnel``): the seed's tunnel_options are
+    ``route`` overrides the config's route (``up --route``): the seed's tunnel_options are
     then read as that route needs them (FRPTunnel: as frps's address, no relay key needed).
     """
     forced_route: str | None = route
@@ -169,7 +171,7 @@ def load_config(
         )
     scan = scan_folder(folder, skip=OWN_FILES)
     frp = parse_frp(folder, top, run_name)
-    # The seed's FRPTunnel read tunnel_options as an frps address: kept for `--tunnel frp`.
+    # The seed's FRPTunnel read tunnel_options as an frps address: kept for `--route frp`.
     frp_seed = frp_from_seed(seed, run_name) if frp is None else None
     relay = (
         parse_relay(folder, relay_f, seed, scan, mode, run_name)

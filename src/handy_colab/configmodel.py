@@ -88,7 +88,7 @@ class RuntimeConfig:
             raise ConfigError(
                 f"{self.folder / CONFIG_FILE}: names no relay, so the relay route (ssh -R) "
                 f'cannot run. Fix: add a "relay" section (see docs/config.md), or use the '
-                f"cloudflared route (up --tunnel cloudflared)"
+                f"cloudflared route (up --route cloudflared)"
             )
         return self.relay
 
@@ -102,11 +102,15 @@ class RuntimeConfig:
 
 
 def route_of_tunnel(tunnel: str | None) -> Route | None:
-    """The route an ``up --tunnel`` choice implies (None: the config decides)."""
+    """The route a ``tunnel`` request (choices.TUNNEL_REQUESTS) implies (None: the config
+    decides). Every relay client implies the relay route, "auto" too: the tunnel it picks is
+    the relay's, so a cloudflared config must not be read as if it were the route."""
     routes: dict[str, Route] = {
         "frp": "frp",
         "cloudflared": "cloudflared",
         "openssh": "relay",
         "embedded": "relay",
+        "auto": "relay",
+        "relay": "relay",
     }
     return routes.get(tunnel or "")

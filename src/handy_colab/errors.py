@@ -2,6 +2,37 @@
 
 from __future__ import annotations
 
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """The exit codes of every command: the same situation gets the same code everywhere."""
+
+    OK = 0
+    FAILED = 1  # something did not work: a runtime not healthy, a server or tunnel error
+    BAD_INPUT = 2  # usage: an unknown command or flag, a bad flag value, config or key file
+    NOT_FOUND = 3  # nothing to act on: no runtime (or no log) of that name on this machine
+    CONFLICT = 4  # the name is held by another runtime, or another `up` is starting it
+    INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+    CLOSED_PIPE = 141  # the reader of our output went away (128 + SIGPIPE, as `cat` does)
+
+
+# The table `--help` and docs/cli.md show (a unit test keeps docs/cli.md in step with it).
+EXIT_CODE_TEXT: dict[ExitCode, str] = {
+    ExitCode.OK: "success (status: every runtime asked about is healthy)",
+    ExitCode.FAILED: "failure: a runtime not healthy, a server or tunnel that did not start",
+    ExitCode.BAD_INPUT: "bad input: unknown command or flag, bad flag value, config or key file",
+    ExitCode.NOT_FOUND: "nothing to act on: no runtime (or log) of that name here",
+    ExitCode.CONFLICT: "the runtime name is held by another runtime or another `up`",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
+    ExitCode.CLOSED_PIPE: "the output's reader went away (e.g. `| head`); nothing else wrong",
+}
+
+
+def exit_code_table() -> str:
+    """The table as lines of text: `  CODE  meaning`."""
+    return "\n".join(f"  {int(code):>3}  {text}" for code, text in EXIT_CODE_TEXT.items())
+
 
 class HandyColabError(Exception):
     """Base of every error this package raises on purpose.
@@ -9,13 +40,13 @@ class HandyColabError(Exception):
     ``str(err)`` is a single line that names what is wrong and how to fix it.
     """
 
-    exit_code = 1
+    exit_code: int = ExitCode.FAILED
 
 
 class ConfigError(HandyColabError):
-    """The config folder or one of its fields is invalid."""
+    """The config folder, one of its fields, or a flag's value is invalid."""
 
-    exit_code = 2
+    exit_code = ExitCode.BAD_INPUT
 
 
 class AliasConflictError(ConfigError):
@@ -44,6 +75,18 @@ class TunnelError(HandyColabError):
 
 class StateError(HandyColabError):
     """Runtime state (pid files, state.json) is missing or inconsistent."""
+
+
+class NotFoundError(StateError):
+    """No runtime (or no log) of that name on this machine."""
+
+    exit_code = ExitCode.NOT_FOUND
+
+
+class RuntimeConflictError(StateError):
+    """The runtime's name is held by another runtime (another config folder, another `up`)."""
+
+    exit_code = ExitCode.CONFLICT
 
 
 class ClientConfigError(HandyColabError):

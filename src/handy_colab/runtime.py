@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import Backend, RuntimeConfig, load_config, route_of_tunnel
 from .connection import Descriptor, write_descriptor
-from .errors import StateError
+from .errors import ConfigError, NotFoundError, RuntimeConflictError, StateError
 from .launch import Launch
 from .proc import group_and_descendants, kill_tree, pid_alive
 from .progress import ProgressArg, Reporter, as_reporter, bytes_bar
@@ -58,7 +58,7 @@ def _locked(path: Path, timeout: float) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise StateError(
+                    raise RuntimeConflictError(
                         f"{path}: another `handy-colab up` is still starting this "
                         f"runtime. Fix: wait for it, or run `handy-colab down` "
                         f"first"
@@ -145,6 +145,7 @@ def up(
                 ) from None
             st = running_state(rd)
             if st is not None and st.get("phase") in LIVE_PHASES:
+                _check_same_folder(cfg, st)
                 desc, path = _descriptor_from_state(cfg, st)
                 _refresh_descriptor(cfg, desc, path, sess)
                 res = UpResult(cfg, desc, path, True, st, sess)
@@ -168,6 +169,19 @@ def up(
             progress=reporter,
         )
     return res
+
+
+def _check_same_folder(cfg: RuntimeConfig, st: dict[str, Any]) -> None:
+    """A live runtime of this name from another folder is not this one: handing back its
+    block would connect the laptop to a runtime with other keys and another route."""
+    running = st.get("folder")
+    if not running or Path(running) == cfg.folder:
+        return  # the same folder again (or a record too old to say): today's refresh
+    raise RuntimeConflictError(
+        f"runtime '{cfg.name}' already runs here from {running} (supervisor pid "
+        f"{st.get('pid')}), not from {cfg.folder}. Fix: `handy-colab down {cfg.name}` first, "
+        f"or start this folder under another name with --name OTHER"
+    )
 
 
 def _refresh_descriptor(
@@ -288,8 +302,8 @@ def resolve_name(name: str | None) -> str:
     if len(found) == 1:
         return found[0]
     if not found:
-        raise StateError("no runtime has been started here. Fix: run `handy-colab up DIR`")
-    raise StateError(f"several runtimes ({', '.join(found)}). Fix: name one")
+        raise NotFoundError("no runtime has been started here. Fix: run `handy-colab up DIR`")
+    raise ConfigError(f"several runtimes ({', '.join(found)}). Fix: name one")
 
 
 def log_path(name: str) -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .config import (
     BACKENDS,
-    TUNNEL_CHOICES,
+    TUNNEL_REQUESTS,
     Backend,
     RuntimeConfig,
     load_config,
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name")
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--server", choices=BACKENDS)
-    parser.add_argument("--tunnel", choices=TUNNEL_CHOICES)
+    parser.add_argument("--tunnel", choices=TUNNEL_REQUESTS)
     parser.add_argument("--start-timeout", type=float, default=25.0)
     parser.add_argument("--wait-go", metavar="SPAWN_OUT", type=Path)
     args = parser.parse_args(argv)

@@ -188,7 +188,7 @@ def test_local_forward_to_http_server_in_runtime(runtime: Runtime, tmp_path: Pat
 
 
 def test_status_descriptor_and_no_second_copy(runtime: Runtime) -> None:
-    res = runtime.rig.handy("rt", "status", "--json")
+    res = runtime.rig.handy("rt", "status", "colab", "--json")
     assert res.returncode == 0, res.stdout
     st = json.loads(res.stdout)
     assert st["healthy"] and st["phase"] == "ready"
@@ -203,7 +203,7 @@ def test_status_descriptor_and_no_second_copy(runtime: Runtime) -> None:
 
     # The long-lived processes (the health check's short-lived ssh comes and goes).
     def long_lived() -> tuple[int, int, int]:
-        st = json.loads(runtime.rig.handy("rt", "status", "--json").stdout)
+        st = json.loads(runtime.rig.handy("rt", "status", "colab", "--json").stdout)
         return st["pid"], st["server"]["pid"], st["tunnel"]["pid"]
 
     before = long_lived()
@@ -221,7 +221,7 @@ def test_cli_supervisor_is_forked_and_detached(runtime: Runtime) -> None:
     detached as the exec'd one, in a session of its own (a terminal's or a cell's interrupt
     does not reach it), in /, with none of `up`'s files open (its stdout pipe would keep a
     caller waiting; its up.lock would stay open)."""
-    st = json.loads(runtime.rig.handy("rt", "status", "--json").stdout)
+    st = json.loads(runtime.rig.handy("rt", "status", "colab", "--json").stdout)
     pid = st["pid"]
     assert Path(f"/proc/{pid}/comm").read_text().strip() == "hc-supervisor"
     assert os.getsid(pid) == pid and os.getpgid(pid) == pid
@@ -294,7 +294,7 @@ def test_system_sshd_config_untouched(runtime: Runtime) -> None:
 
 def test_supervisor_reopens_a_dropped_tunnel(runtime: Runtime) -> None:
     def state() -> dict[str, Any]:
-        res = runtime.rig.handy("rt", "status", "--json")
+        res = runtime.rig.handy("rt", "status", "colab", "--json")
         data: dict[str, Any] = json.loads(res.stdout)
         return data
 

@@ -63,7 +63,7 @@ def nr_runtime(
 
 def _status(rt: Runtime) -> dict[str, Any]:
     nr: NonRoot = rt.extra["nr"]
-    res = rt.rig.run("rt", nr.argv("status", "--json"))
+    res = rt.rig.run("rt", nr.argv("status", "colab", "--json"))
     assert res.returncode == 0, res.stdout + res.stderr
     data: dict[str, Any] = json.loads(res.stdout)
     return data

@@ -27,7 +27,7 @@ RELAY_LETS_GO = 80
 
 
 def status(rt: Runtime) -> dict[str, Any]:
-    res = rt.rig.handy("rt", "status", "--json")
+    res = rt.rig.handy("rt", "status", "colab", "--json")
     data: dict[str, Any] = json.loads(res.stdout)
     return data
 

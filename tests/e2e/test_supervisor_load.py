@@ -241,7 +241,7 @@ def test_replaced_runtime_up_waits_for_the_relay(runtime: Runtime) -> None:
         seen: list[str] = []
 
         def waiting() -> bool:
-            st = json.loads(rt.rig.handy("rt", "status", "--json").stdout or "{}")
+            st = json.loads(rt.rig.handy("rt", "status", "colab", "--json").stdout or "{}")
             tun = st.get("tunnel") or {}
             if tun.get("state") == "waiting":
                 seen.append(str(tun.get("last_error")))

@@ -166,12 +166,12 @@ def test_connect_default_paths_include_user_config(fresh: Any, tmp_path: Any) ->
 def test_lasting_failure_is_reported_not_hammered(fresh: Any) -> None:
     """After a drop, a refused key is retried once a minute, with the reason in status."""
     rt = fresh("public", start=True)
-    st = json.loads(rt.rig.handy("rt", "status", "--json").stdout)
+    st = json.loads(rt.rig.handy("rt", "status", "colab", "--json").stdout)
     rt.rig.start_relay([rt.laptop_key])  # the relay no longer accepts the runtime's key
     os.kill(st["tunnel"]["pid"], signal.SIGKILL)
 
     def tunnel() -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(rt.rig.handy("rt", "status", "--json").stdout)
+        data: dict[str, Any] = json.loads(rt.rig.handy("rt", "status", "colab", "--json").stdout)
         return data["tunnel"]
 
     deadline = time.monotonic() + 20

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .. import runtime
 from ..client.block import render_block
 from ..config import Backend
+from ..errors import ExitCode
 from ..launch import Launch
 from ..progress_view import terminal_reporter
 from ..server.session import read_info
@@ -92,16 +93,17 @@ def _ago(ts: Any) -> str:
 
 def cmd_status(name: str | None, as_json: bool) -> int:
     names = [name] if name else runtime.names()
+    if as_json:
+        return _status_json(name, names)
     if not names:
         print("no runtime has been started here")
-        return 3
-    worst = 0
+        return ExitCode.NOT_FOUND
+    worst: int = ExitCode.OK
     for n in names:
         healthy, st = runtime.status(n)
-        if as_json:
-            print(json.dumps(dict(st, healthy=healthy), indent=2, sort_keys=True))
-        elif not st:
+        if not st:
             print(f"{n}: never started")
+            worst = max(worst, ExitCode.NOT_FOUND)
         else:
             print(
                 f"{n}: {'healthy' if healthy else 'NOT healthy'} - {st.get('phase')} "
@@ -155,7 +157,30 @@ def cmd_status(name: str | None, as_json: bool) -> int:
                 )
             if st.get("error"):
                 print(f"  error: {st['error']}")
-        worst = max(worst, 0 if healthy else 1)
+        worst = max(worst, ExitCode.OK if healthy else ExitCode.FAILED)
+    return worst
+
+
+# What `status NAME --json` says of a name that never ran here (its "phase" is one no
+# supervisor writes, so a script can tell it from "stopped").
+NEVER_STARTED = "never-started"
+
+
+def _status_json(name: str | None, names: list[str]) -> int:
+    """Always JSON: NAME gives one object (a "never-started" one for an unknown name),
+    no NAME a list of them, `[]` when nothing was started here. Same exit codes as text."""
+    found: list[dict[str, Any]] = []
+    worst: int = ExitCode.OK if names else ExitCode.NOT_FOUND
+    for n in names:
+        healthy, st = runtime.status(n)
+        if not st:
+            st = {"name": n, "phase": NEVER_STARTED}
+            worst = max(worst, ExitCode.NOT_FOUND)
+        else:
+            worst = max(worst, ExitCode.OK if healthy else ExitCode.FAILED)
+        found.append(dict(st, healthy=healthy))
+    shown: object = found[0] if name else found
+    print(json.dumps(shown, indent=2, sort_keys=True))
     return worst
 
 
@@ -175,6 +200,6 @@ def cmd_logs(name: str | None, lines: int) -> int:
         text = path.read_text(errors="replace").splitlines()
     except FileNotFoundError:
         print(f"no log yet at {path}")
-        return 1
+        return ExitCode.NOT_FOUND
     print("\n".join(text[-lines:]))
     return 0
