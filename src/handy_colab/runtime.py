@@ -127,6 +127,7 @@ def up(
         launch = Launch.early(folder, name, timeout, server, tunnel)
     try:
         cfg = load_config(folder, name, route_of_tunnel(tunnel))
+        _warn_folder_version(cfg.folder)
         rd = RuntimeDir.for_name(cfg.name).ensure()
         with _locked(rd.up_lock, timeout):
             sess = capture(
@@ -168,6 +169,16 @@ def up(
             progress=reporter,
         )
     return res
+
+
+def _warn_folder_version(folder: Path) -> None:
+    """The laptop's init put its own wheel into the folder: a kernel still running another
+    version would speak another descriptor or config than the laptop expects."""
+    from .selfwheel import folder_mismatch
+
+    msg = folder_mismatch(folder)
+    if msg is not None:
+        log.warning("%s", msg)
 
 
 def _refresh_descriptor(
