@@ -31,7 +31,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 if [ "$want" = test ]; then
-  .venv/bin/python -m pip install -q -e '.[test]'
+  # build and twine: the wheel test builds and checks what a release would publish.
+  .venv/bin/python -m pip install -q -e '.[test]' build twine
   # The non-root e2e tests run the runtime as a normal user, who cannot execute a Python
   # under /root (pyenv): give them the system Python with the runtime's dependencies.
   if [ "$(id -u)" = 0 ] && [ -x /usr/bin/python3 ]; then

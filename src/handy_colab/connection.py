@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import __version__
 from .configmodel import RuntimeConfig
 from .descriptor import FORMAT, PASTE_PREFIX, RELAY_FORMAT, Descriptor
 from .fsutil import atomic_write
@@ -101,6 +102,7 @@ def build_descriptor(
         workdir=workdir,
         forwards=list(cfg.forwards),
         identity_hint=_identity_hint(cfg),
+        version=__version__,
     )
     if isinstance(endpoint, CloudflaredEndpoint):
         common.route = "cloudflared"

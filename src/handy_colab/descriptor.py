@@ -41,6 +41,7 @@ _PASTE_DEFAULTS: dict[str, Any] = {
     "socket_path": "",
     "hostname": "",
     "frp": {},
+    "version": "",
 }
 # Account names on the runtime and the relay: no '%' (an ssh token), '@' or ':'.
 USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
@@ -48,6 +49,9 @@ _LABEL_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 # identity_hint: a key file directly in the config folder, by name only.
 _FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+# The handy-colab version that wrote it: the laptop compares it with its own. Strict, since
+# it is printed in a warning: digits and dots, then a short pre/post/local suffix.
+VERSION_RE = re.compile(r"^[0-9]+(\.[0-9]+){1,3}([a-z0-9.+-]{0,20})?$")
 _MAX_FORWARDS = 64
 _FILE_MAX = 256 * 1024  # a descriptor file is about 2 KiB
 
@@ -108,6 +112,9 @@ class Descriptor:
     # config folder, which `connect` reads for the private modes)
     frp: dict[str, Any] = field(default_factory=dict)
     format: int = RELAY_FORMAT
+    # The runtime's handy-colab version ("" from one too old to say; laptops that predate
+    # the field ignore it, as they ignore every field they do not know).
+    version: str = ""
 
     @property
     def cloudflared(self) -> bool:
@@ -262,6 +269,9 @@ class Descriptor:
         hint = data.get("identity_hint", "")
         if not isinstance(hint, str) or (hint and not _FILE_NAME_RE.match(hint)):
             raise bad("identity_hint", f"must be a plain file name ({hint!r:.60})")
+        version = data.get("version", "")
+        if not isinstance(version, str) or (version and not VERSION_RE.match(version)):
+            raise bad("version", f"is not a version number ({version!r:.60})")
         common = {
             "name": data["name"],
             "mode": data["mode"],
@@ -273,6 +283,7 @@ class Descriptor:
             "forwards": list(fwd),
             "identity_hint": data.get("identity_hint", ""),
             "format": fmt,
+            "version": version,
         }
         if route == "cloudflared":
             return cls(**common, route="cloudflared", hostname=hostname)

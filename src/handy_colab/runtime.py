@@ -127,6 +127,7 @@ def up(
         launch = Launch.early(folder, name, timeout, server, tunnel)
     try:
         cfg = load_config(folder, name, route_of_tunnel(tunnel))
+        _warn_folder_version(cfg.folder)
         rd = RuntimeDir.for_name(cfg.name).ensure()
         with _locked(rd.up_lock, timeout):
             sess = capture(
@@ -182,6 +183,16 @@ def _check_same_folder(cfg: RuntimeConfig, st: dict[str, Any]) -> None:
         f"{st.get('pid')}), not from {cfg.folder}. Fix: `handy-colab down {cfg.name}` first, "
         f"or start this folder under another name with --name OTHER"
     )
+
+
+def _warn_folder_version(folder: Path) -> None:
+    """The laptop's init put its own wheel into the folder: a kernel still running another
+    version would speak another descriptor or config than the laptop expects."""
+    from .selfwheel import folder_mismatch
+
+    msg = folder_mismatch(folder)
+    if msg is not None:
+        log.warning("%s", msg)
 
 
 def _refresh_descriptor(

@@ -16,12 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from handy_colab import platforms
+from handy_colab import __version__, platforms
 from handy_colab.cli import main
 from handy_colab.client.init import RELAY_KEY
 from handy_colab.config import load_config
 from tests.clients import PtySession
 from tests.unit.conftest import SSH_KEYGEN, KeyStore
+
+WHEEL = f"handy_colab-{__version__}-py3-none-any.whl"  # what init puts into every folder
 
 
 def init(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -93,7 +95,7 @@ def test_default_makes_a_key_and_a_quick_tunnel_folder(
     pub_line = (home / ".ssh" / "id_ed25519.pub").read_text().strip()
     assert keygen_public(key) == blob(pub_line)
     assert mode(folder) == 0o700
-    assert sorted(p.name for p in folder.iterdir()) == ["laptop.pub", "user_config.json"]
+    assert sorted(p.name for p in folder.iterdir()) == [WHEEL, "laptop.pub", "user_config.json"]
     assert (folder / "laptop.pub").read_text().strip() == pub_line
     assert json.loads((folder / "user_config.json").read_text()) == {
         "name": "colab",
@@ -105,7 +107,7 @@ def test_default_makes_a_key_and_a_quick_tunnel_folder(
     # The next steps: Drive folder, the notebook lines, secrets with their values, the laptop.
     assert "made now, no passphrase" in out
     assert "upload the folder colab_data" in out
-    assert "!pip install handy-colab" in out
+    assert f"%pip install -q /content/drive/MyDrive/colab_data/{WHEEL}\n" in out
     assert "handy_colab.up('/content/drive/MyDrive/colab_data')" in out
     assert "handy-colab up /content/drive/MyDrive/colab_data" in out
     assert secret_value(out, "HANDY_COLAB_PUBLIC_KEYS") == pub_line
@@ -198,6 +200,7 @@ def test_relay_public_makes_a_relay_key_and_a_relay_setup_line_that_runs(
     assert mode(relay_key) == 0o600
     relay_pub = keygen_public(relay_key)  # a real, unencrypted private key
     assert sorted(p.name for p in folder.iterdir()) == [
+        WHEEL,
         "laptop.pub",
         RELAY_KEY,
         "user_config.json",

@@ -17,6 +17,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import __version__
 from ..choices import (
     CONFIG_FILE,
     RUNTIME_NAME_RULE,
@@ -312,6 +313,7 @@ def connect(
     os.chmod(managed, stat.S_IMODE(managed.stat().st_mode) & ~0o022)
     if hold is not None:
         _prestart_hold(hold, managed, desc)
+    warn_version(desc)
     follows = desc_path if desc.mode == "quick" else None
     notes = _windows_key_notes(ident) if windows and ident else []
     if vscode and include_in is not None:
@@ -325,6 +327,26 @@ def connect(
     return ConnectResult(
         desc.name, managed, known, ident, include_in, backups, follows, desc.mode == "quick", notes
     )
+
+
+def version_mismatch(desc: Descriptor, laptop: str = __version__) -> str | None:
+    """A one-line warning when the runtime's handy-colab differs from the laptop's in
+    major.minor (None: they agree, or the runtime is too old to say)."""
+    from ..selfwheel import differs
+
+    if not desc.version or not differs(desc.version, laptop):
+        return None
+    return (
+        f"runtime {desc.name} runs handy-colab {desc.version}, this laptop {laptop}. Fix: run "
+        f"`handy-colab init --force` here to put this laptop's wheel into the config folder and "
+        f"restart the runtime from it, or upgrade handy-colab on this laptop to {desc.version}"
+    )
+
+
+def warn_version(desc: Descriptor) -> None:
+    msg = version_mismatch(desc)
+    if msg is not None:
+        log.warning("%s", msg)
 
 
 def _check_user_config(desc: Descriptor, spelling: str, user_config: Path, managed: Path) -> None:

@@ -19,6 +19,9 @@ from ..config import CONFIG_FILE, DEFAULT_NAME, SEED_README_CONFIG_FILE, load_co
 from ..errors import ConfigError
 from ..fsutil import atomic_write, backup
 from ..keys import _generate_ed25519
+from ..selfwheel import SelfWheel
+from ..selfwheel import build as build_wheel
+from ..selfwheel import remove_others as remove_other_wheels
 from ..tunnels.frp_config import ensure_secret
 from .init_inputs import (
     LaptopKey,
@@ -86,6 +89,8 @@ class InitPlan:
     relay_public_line: str | None = None  # the relay key's public half (relay-setup --key)
     make_relay_key: bool = False
     make_frp_secret: bool = False
+    # This handy-colab as a wheel: the notebook installs it from the folder (selfwheel.py).
+    wheel: SelfWheel | None = None
 
     @property
     def secrets_config(self) -> dict[str, Any] | None:
@@ -108,6 +113,8 @@ class InitResult:
     written: list[Path]  # files made or replaced in the folder
     backup: Path | None  # the replaced config's copy
     relay_public_line: str | None
+    wheel: Path | None = None  # the wheel written into the folder
+    removed_wheels: list[Path] = field(default_factory=list)  # older ones it replaced
 
 
 def _build_config(req: InitRequest, plan_files: dict[str, tuple[bytes, int]]) -> dict[str, Any]:
@@ -224,6 +231,8 @@ def plan_init(req: InitRequest, home: Path | None = None) -> InitPlan:
                 f"{path}: already exists with other content, and init never overwrites a key "
                 f"file. Fix: move it away, or pass another DIR"
             )
+    # Built now: a package that cannot be zipped refuses init before anything is written.
+    plan.wheel = build_wheel()
     return plan
 
 
@@ -288,6 +297,7 @@ def write_init(plan: InitPlan) -> InitResult:
             written.append(path)
         if plan.make_frp_secret and not (folder / FRP_SECRET).exists():
             written.append(ensure_secret(folder / FRP_SECRET))
+        wheel_path = _write_wheel(folder, plan.wheel, written)
     except BaseException as exc:
         _undo(written, made_dirs, plan.replaces, kept_backup)
         if isinstance(exc, OSError):
@@ -307,7 +317,23 @@ def write_init(plan: InitPlan) -> InitResult:
     except ConfigError as exc:
         _undo(written, made_dirs, plan.replaces, kept_backup)
         raise ConfigError(f"{folder}: not written, as it would not load: {exc}") from None
-    return InitResult(plan, laptop, written, kept_backup, relay_line)
+    # Only once the folder is known good: an older wheel cannot be put back by _undo.
+    removed = remove_other_wheels(folder, wheel_path) if wheel_path is not None else []
+    return InitResult(plan, laptop, written, kept_backup, relay_line, wheel_path, removed)
+
+
+def _write_wheel(folder: Path, wheel: SelfWheel | None, written: list[Path]) -> Path | None:
+    """Write the wheel unless the folder holds these very bytes; unlike key files it is the
+    tool's own, so a same-named wheel of other code (an edited checkout) is replaced."""
+    if wheel is None:
+        return None
+    path = folder / wheel.name
+    with contextlib.suppress(OSError):
+        if path.is_file() and not path.is_symlink() and path.read_bytes() == wheel.data:
+            return path
+    atomic_write(path, wheel.data, 0o644)
+    written.append(path)
+    return path
 
 
 def _undo(written: list[Path], dirs: list[Path], config: Path | None, kept: Path | None) -> None:

@@ -255,6 +255,9 @@ def render(res: InitResult) -> str:
     out.append(f"Wrote {plan.folder} ({_route_words(req)}): {names}")
     if res.backup is not None:
         out.append(f"Backup of the previous config: {res.backup}")
+    if res.removed_wheels:
+        old = ", ".join(p.name for p in res.removed_wheels)
+        out.append(f"Removed the older wheel(s) {old}: the folder holds this version's only")
     out += ["", "Next:"]
     step = 1
     if req.route == "relay":
@@ -270,7 +273,14 @@ def render(res: InitResult) -> str:
         )
         step += 1
     drive = f"/content/drive/MyDrive/{plan.folder.name}"
-    cell = ["!pip install handy-colab", f"import handy_colab; handy_colab.up({drive!r})"]
+    wheel = res.wheel.name if res.wheel is not None else None
+    # The folder's wheel is this very version: the runtime installs it, not an index's.
+    install = f"%pip install -q {drive}/{wheel}" if wheel else "%pip install -q handy-colab"
+    cell = [
+        "from google.colab import drive; drive.mount('/content/drive')",
+        install,
+        f"import handy_colab; handy_colab.up({drive!r})",
+    ]
     out.append(f"{step}. Give the runtime the folder. On Google Colab, either")
     out.append(
         f"   a) upload the folder {plan.folder.name} to the top of your Google Drive (My Drive),"
@@ -289,15 +299,33 @@ def render(res: InitResult) -> str:
                 f"        HANDY_COLAB_RELAY_KEY   = the whole content of {private} (a private "
                 "key: paste it there only, never share it)"
             )
+        if wheel:
+            out.append(f"      upload {wheel} from the folder with the Files pane (to /content),")
         out.append("      then run in a notebook cell:")
-        out += ["        !pip install handy-colab", "        import handy_colab; handy_colab.up()"]
+        local = f"%pip install -q /content/{wheel}" if wheel else "%pip install -q handy-colab"
+        out += [f"        {local}", "        import handy_colab; handy_colab.up()"]
     else:
         out.append("   (the frp route needs the folder's files: Colab secrets cannot carry them)")
-    out.append(f"   On the runtime's terminal instead of a cell: handy-colab up {drive}")
+    shell = f"pip install {drive}/{wheel} && " if wheel else ""
+    out.append(f"   On the runtime's terminal instead of a cell: {shell}handy-colab up {drive}")
+    then = f"pip install <that folder>/{wheel}, then " if wheel else ""
     out.append(
         f"   Elsewhere (Kaggle, a JupyterHub, any shell): copy {plan.folder.name} there and run "
-        f"handy-colab up <that folder>"
+        f"{then}handy-colab up <that folder>"
     )
+    if wheel:
+        out.append(
+            f"   {wheel} is this laptop's handy-colab; its dependencies (asyncssh, websockets;"
+        )
+        out.append(
+            "   Colab already has cryptography and tqdm) come from PyPI, so a runtime without "
+            "internet"
+        )
+        out.append(
+            "   needs them installed first, e.g. from a wheelhouse: pip download asyncssh "
+            "websockets -d wh"
+        )
+        out.append("   here, copy wh there, pip install --no-index --find-links wh <the wheel>")
     step += 1
     ident = f"--identity {shlex.quote(str(key.private))}"
     synced = f"handy-colab connect '<the synced Drive>/{plan.folder.name}' {ident}"
