@@ -57,7 +57,7 @@ def choose_tunnel(asked: str | None, cfg: RuntimeConfig | None = None) -> Choice
     if cfg is not None and cfg.relay is None:
         raise ConfigError(
             f"--tunnel {asked} needs a relay, and {cfg.folder} names none. Fix: add a "
-            f'"relay" section (docs/config.md), or use --tunnel cloudflared'
+            f'"relay" section (`handy-colab help config`), or use --tunnel cloudflared'
         )
     kind = asked or (cfg.tunnel_kind if cfg is not None else "auto")
     if kind != "auto":
