@@ -210,6 +210,24 @@ class CloudflareStandIn:
         env.update(extra)
         return env
 
+    def defaults_env(self, **extra: str) -> dict[str, str]:
+        """env() for a config that says nothing about cloudflared (no user_config.json at all):
+        the real cloudflared, first on PATH, through a wrapper that adds extra_args()'s flags,
+        which a user's cloudflared does not need (it finds Cloudflare by itself)."""
+        wrap = self.dir / "defaults-bin"
+        wrap.mkdir(exist_ok=True)
+        flags = " ".join(f"'{a}'" for a in self.extra_args())
+        script = wrap / "cloudflared"
+        script.write_text(
+            "#!/bin/sh\n"
+            f'if [ "$1" = tunnel ]; then shift; exec {CLOUDFLARED_BIN} tunnel "$@" {flags}; fi\n'
+            f'exec {CLOUDFLARED_BIN} "$@"\n'
+        )
+        script.chmod(0o755)
+        env = self.env(**extra)
+        env["PATH"] = f"{wrap}:{env['PATH']}"
+        return env
+
     # -- control --------------------------------------------------------------------------------
     def _control(self, method: str, path: str) -> Any:
         code = (

@@ -58,7 +58,8 @@ def choose_tunnel(asked: str | None, cfg: RuntimeConfig | None = None) -> Choice
     if cfg is not None and cfg.relay is None:
         raise ConfigError(
             f"the relay route (--route relay, --relay-client) needs a relay, and {cfg.folder} "
-            f'names none. Fix: add a "relay" section (docs/config.md), or use --route cloudflared'
+            f'names none. Fix: add a "relay" section (`handy-colab help config`), or use '
+            f"--route cloudflared"
         )
     kind = asked if asked not in (None, "relay") else None
     kind = kind or (cfg.tunnel_kind if cfg is not None else "auto")

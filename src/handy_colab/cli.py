@@ -18,7 +18,14 @@ from .errors import ConfigError, ExitCode, HandyColabError, exit_code_table
 
 # Commands that live wholly in their module: ``add_parser(sub)`` registers the subcommand and
 # sets ``func`` (called with the parsed args, returns the exit code). Import must stay cheap.
-PLUGGED_COMMANDS: tuple[str, ...] = ("forward", "code", "init", "listing", "disconnect")
+PLUGGED_COMMANDS: tuple[str, ...] = (
+    "forward",
+    "code",
+    "init",
+    "listing",
+    "disconnect",
+    "help",
+)
 # The commands build_parser defines itself (main dispatches them).
 OWN_COMMANDS = frozenset(
     {"up", "status", "down", "logs", "proxy", "demo", "connect", "frps-setup", "relay-setup"}
@@ -40,9 +47,10 @@ Example (first run):
   laptop:   handy-colab connect 'hc1:...'      # the line `up` printed
             ssh colab
 
-Run `handy-colab COMMAND --help` for a command's options and an example.
+Run `handy-colab COMMAND --help` for a command's options and an example, and
+`handy-colab help` for the user guide's topics.
 
-Exit codes (the same in every command; docs/cli.md):
+Exit codes (the same in every command; `handy-colab help cli`):
 """ + exit_code_table()
 
 

@@ -8,7 +8,8 @@ The seed format (handy-google-colab) keeps working unchanged::
 
 with the keys found in the folder by content: the private key logs into the relay as the
 user named by its file name up to the first dot (``<user>.<config>.pem``), on port 22, and
-the public key(s) may log into the runtime. See docs/config.md for the superset.
+the public key(s) may log into the runtime. See docs/config.md for the superset; without
+the file, a folder holding a public key means the defaults (a cloudflared quick tunnel).
 
 This module reads and validates the folder (``load_config``); the dataclasses it returns and
 the shared names are in configmodel.py, the relay section in configrelay.py, typed JSON
@@ -113,21 +114,18 @@ def load_config(
     folder = Path(folder).expanduser().resolve()
     if not folder.is_dir():
         raise ConfigError(
-            f"{folder}: config folder not found. Fix: pass the folder that "
-            f"holds {CONFIG_FILE} and your keys (e.g. a mounted Drive folder)"
+            f"{folder}: config folder not found. Fix: pass the folder that holds your "
+            f"laptop's public key (and {CONFIG_FILE}, if any), e.g. a mounted Drive folder"
         )
     cfg_path, notices = _config_path(folder)
     try:
-        raw = cfg_path.read_bytes()
+        data = parse_config_text(cfg_path.read_bytes(), str(cfg_path))
     except FileNotFoundError:
-        raise ConfigError(
-            f"{cfg_path}: file not found. Fix: create it; see docs/config.md for a minimal example"
-        ) from None
+        data = _defaults_without_file(folder)
     except OSError as exc:
         raise ConfigError(
             f"{cfg_path}: cannot read it ({exc.strerror}). Fix: check the file's permissions"
         ) from None
-    data = parse_config_text(raw, str(cfg_path))
     top = Fields(cfg_path, "", data, _TOP_FIELDS)
     seed = top.sub("tunnel_options", _SEED_TUNNEL_FIELDS)
     relay_f = top.sub("relay", _RELAY_FIELDS)
@@ -244,6 +242,19 @@ def load_config(
         frp=frp,
         frp_seed=frp_seed,
         notices=tuple(notices),
+    )
+
+
+def _defaults_without_file(folder: Path) -> dict[str, object]:
+    """No user_config.json: the defaults (a cloudflared quick tunnel), which need nothing but
+    a public key to let in. The newcomer's folder is just their laptop's .pub, so that is
+    the whole recipe; a folder without one would only fail later, less clearly."""
+    if scan_folder(folder, skip=OWN_FILES).public:
+        return {}
+    raise ConfigError(
+        f"{folder}: holds no {CONFIG_FILE} and no public key. Fix: put your laptop's public "
+        f"key (e.g. ~/.ssh/id_ed25519.pub) in the folder for a cloudflared quick tunnel, or "
+        f"write a {CONFIG_FILE} for another route (handy-colab help config)"
     )
 
 

@@ -77,7 +77,7 @@ class RuntimeConfig:
         if found is None:
             raise ConfigError(
                 f'{self.folder / CONFIG_FILE}: has no "frp" section, so the frp route '
-                f"cannot run. Fix: add one (see docs/frp.md)"
+                f"cannot run. Fix: add one (see `handy-colab help frp`)"
             )
         return found
 
@@ -87,8 +87,8 @@ class RuntimeConfig:
         if self.relay is None:
             raise ConfigError(
                 f"{self.folder / CONFIG_FILE}: names no relay, so the relay route (ssh -R) "
-                f'cannot run. Fix: add a "relay" section (see docs/config.md), or use the '
-                f"cloudflared route (up --route cloudflared)"
+                f'cannot run. Fix: add a "relay" section (see `handy-colab help config`), or '
+                f"use the cloudflared route (up --route cloudflared)"
             )
         return self.relay
 

@@ -30,6 +30,7 @@ EXPECTED = {
     "code",
     "init",
     "list",
+    "help",
 }
 
 

@@ -578,11 +578,45 @@ def test_folder_is_a_file(tmp_path: Path) -> None:
     _assert_good_message(str(info.value), [str(f)])
 
 
-def test_missing_user_config_json(tmp_path: Path, keys: Any) -> None:
+def test_missing_user_config_json_without_public_key(tmp_path: Path, keys: Any) -> None:
+    # A private key alone is not the newcomer's recipe: with no config it names no relay,
+    # so nothing says who may log in. The message says what to put in the folder.
     keys.copy_private("rsa_pem", tmp_path / "alice.first.pem")
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path)
-    _assert_good_message(str(info.value), [str(tmp_path / "user_config.json"), "not found"])
+    _assert_good_message(
+        str(info.value), [str(tmp_path), "no user_config.json", "public key", ".pub"]
+    )
+
+
+def test_empty_folder_says_what_to_put_there(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path)
+    _assert_good_message(str(info.value), [str(tmp_path), "id_ed25519.pub", "help config"])
+
+
+def test_only_a_public_key_means_the_quick_tunnel(tmp_path: Path, keys: Any) -> None:
+    # The README's no-account recipe: the folder holds the laptop's .pub and nothing else.
+    (tmp_path / "laptop.pub").write_text(keys.public_line("laptop") + "\n")
+    cfg = load_config(tmp_path)
+    assert cfg.route == "cloudflared"
+    assert not cfg.cloudflared.named
+    assert cfg.relay is None and cfg.frp is None
+    assert cfg.name == DEFAULT_NAME
+    assert [k.line for k in cfg.authorized_keys] == [keys.public_line("laptop")]
+    assert [k.source for k in cfg.authorized_keys] == ["laptop.pub"]
+    assert cfg.forwards == () and cfg.python_packages == ()
+    # Nothing was written into the user's folder by reading it.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["laptop.pub"]
+
+
+def test_only_a_public_key_still_takes_overrides(tmp_path: Path, keys: Any) -> None:
+    (tmp_path / "laptop.pub").write_text(keys.public_line("laptop") + "\n")
+    assert load_config(tmp_path, name="gpu1").name == "gpu1"
+    # `up --tunnel relay` with no relay anywhere is still refused, in one line.
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path, route="relay")
+    _assert_good_message(str(info.value), [])
 
 
 def test_user_config_json_is_a_directory(tmp_path: Path) -> None:

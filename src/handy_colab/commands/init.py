@@ -262,14 +262,16 @@ def render(res: InitResult) -> str:
     step = 1
     if req.route == "relay":
         out.append(
-            f"{step}. Once, on the relay as root, set up its locked-down account (docs/relay.md):"
+            f"{step}. Once, on the relay as root, set up its locked-down account "
+            f"(`handy-colab help relay`):"
         )
         out.append(f"     {_relay_setup_line(res)} --apply")
         out.append("   then reload sshd as it says. (Skip this if the account already exists.)")
         step += 1
     if req.route == "frp":
         out.append(
-            f"{step}. frps must run on {req.frp_server} with frps-setup's files (docs/frp.md)."
+            f"{step}. frps must run on {req.frp_server} with frps-setup's files "
+            f"(`handy-colab help frp`)."
         )
         step += 1
     drive = f"/content/drive/MyDrive/{plan.folder.name}"

@@ -233,7 +233,7 @@ if [ -n "${SSH_ORIGINAL_COMMAND+x}" ]; then
     case $hc_cmd in
     "$hc_sftp" | "scp "* | "rsync --server "*)
         # File-transfer protocol ends (what IDEs and scp/rsync run) need no rc files: the
-        # environment above is enough, and ~/.bashrc can be slow (see docs/benchmarks.md).
+        # environment above is enough, and ~/.bashrc can be slow (handy-colab help benchmarks).
         unset hc_dir hc_sftp hc_client hc_cwd
         exec /bin/sh -c "$hc_cmd"
         ;;

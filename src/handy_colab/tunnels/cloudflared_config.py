@@ -115,7 +115,7 @@ def parse_cloudflared(folder: Path, top: Fields) -> CloudflaredConfig:
             raise f.error(
                 f"extra_args[{i}]",
                 f"'{arg[:40]}' cannot be passed: handy-colab sets {name} itself",
-                "leave it out (see docs/cloudflared.md for what each field sets)",
+                "leave it out (`handy-colab help cloudflared` says what each field sets)",
             )
     return CloudflaredConfig(
         hostname=hostname,

@@ -23,7 +23,7 @@ def classify(lines: list[str], token_file: str) -> TunnelError | None:
         return TunnelError(
             "trycloudflare.com is rate-limiting new quick tunnels from this address (HTTP 429, "
             "Cloudflare error 1015). Fix: wait a few minutes and try again (a running tunnel "
-            "retries by itself), or use a named tunnel (docs/cloudflared.md)",
+            "retries by itself), or use a named tunnel (`handy-colab help cloudflared`)",
             retry_after=60.0,
         )
     m = re.search(r"failed to request quick Tunnel: (.*)", text)

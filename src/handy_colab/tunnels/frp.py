@@ -87,7 +87,7 @@ class FrpTunnel(Tunnel):
             self.warnings.append(
                 f"frps {self.settings.server}:{self.settings.port} is not verified: the config "
                 f"pins no certificate (the seed's format has no such field; add an frp section "
-                f"with ca_file, see docs/frp.md)"
+                f"with ca_file: `handy-colab help frp`)"
             )
             log.warning("%s", self.warnings[-1])
 
