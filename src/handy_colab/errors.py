@@ -25,7 +25,7 @@ EXIT_CODE_TEXT: dict[ExitCode, str] = {
     ExitCode.NOT_FOUND: "nothing to act on: no runtime (or log) of that name here",
     ExitCode.CONFLICT: "the runtime name is held by another runtime or another `up`",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
-    ExitCode.CLOSED_PIPE: "the output's reader went away (e.g. `| head`); nothing else wrong",
+    ExitCode.CLOSED_PIPE: "the output's reader went away (e.g. piped into head); no other error",
 }
 
 

@@ -203,23 +203,27 @@ def _service_user(user: str) -> pwd.struct_passwd:
     return pwd.getpwnam(user)
 
 
+def _files(plan: FrpsPlan, conf_dir: Path) -> dict[str, tuple[str | bytes, int]]:
+    """Every file `write` writes (name under conf_dir: content, mode): render lists these."""
+    return {
+        "frps.toml": (plan.frps_toml(conf_dir), 0o600),
+        "server.crt": (plan.cert_pem, 0o644),
+        "server.key": (plan.key_pem, 0o600),
+        "runtime/frps_ca.pem": (plan.ca_pem, 0o644),
+        "runtime/frp_token": (plan.token + "\n", 0o600),
+        "runtime/user_config.frp.json": (
+            json.dumps({"frp": plan.runtime_section()}, indent=2) + "\n",
+            0o644,
+        ),
+    }
+
+
 def write(plan: FrpsPlan, conf_dir: Path) -> list[Path]:
     """Write frps's files (secrets 0600) and the runtime's folder files into conf_dir."""
     try:
         conf_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
-        files: dict[str, tuple[str | bytes, int]] = {
-            "frps.toml": (plan.frps_toml(conf_dir), 0o600),
-            "server.crt": (plan.cert_pem, 0o644),
-            "server.key": (plan.key_pem, 0o600),
-            "runtime/frps_ca.pem": (plan.ca_pem, 0o644),
-            "runtime/frp_token": (plan.token + "\n", 0o600),
-            "runtime/user_config.frp.json": (
-                json.dumps({"frp": plan.runtime_section()}, indent=2) + "\n",
-                0o644,
-            ),
-        }
         written = []
-        for name, (data, mode) in files.items():
+        for name, (data, mode) in _files(plan, conf_dir).items():
             path = conf_dir / name
             if path.exists():
                 raise RelaySetupError(
@@ -242,8 +246,10 @@ def render(plan: FrpsPlan, conf_dir: Path, unit_path: Path | None = None) -> str
     section = json.dumps({"frp": plan.runtime_section()}, indent=2)
     owner = f", owned by {SERVICE_USER}" if unit_path is not None else ""
     unit_line = (
-        f"3. {unit_path}: runs frps as {SERVICE_USER} at boot\n" if unit_path is not None else ""
+        f"4. {unit_path}: runs frps as {SERVICE_USER} at boot\n" if unit_path is not None else ""
     )
+    # Named from the table `write` writes, so the plan lists exactly what lands on disk.
+    runtime_files = [name for name in _files(plan, conf_dir) if name.startswith("runtime/")]
     return (
         f"frps for {plan.server_name}:{plan.bind_port} (TLS forced, token, ports "
         f"{plan.ports[0]}-{plan.ports[1]}, at most {MAX_PORTS_PER_CLIENT} per client, keepalive "
@@ -256,7 +262,11 @@ def render(plan: FrpsPlan, conf_dir: Path, unit_path: Path | None = None) -> str
             if "auth.token" not in ln and "password" not in ln
         )
         + f"   (auth.token and the dashboard password are written into the file, not shown)\n"
-        f"2. {conf_dir}/server.crt and server.key (0600{owner}): signed by a new CA\n"
+        f"2. {conf_dir}/server.crt and {conf_dir}/server.key (the key 0600{owner}): signed by "
+        "a new CA\n"
+        + "3. for the runtime's config folder: "
+        + ", ".join(f"{conf_dir}/{name}" for name in runtime_files)
+        + "\n"
         + unit_line
         + f"\nOn the runtime's config folder: put frps_ca.pem and frp_token (from "
         f"{conf_dir}/runtime/) beside user_config.json, with\n{section}\n"

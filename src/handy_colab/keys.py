@@ -153,8 +153,20 @@ def parse_public_key_line(line: str, source: str) -> PublicKey | None:
     return PublicKey(line=" ".join(parts[:3]), source=source)
 
 
+def private_in_pub_error(path: Path) -> KeyFileError:
+    """A ``*.pub`` file that holds a private key: a copy gone wrong, refused rather than
+    read by its content (it would let the key in as a relay key, or skip it silently)."""
+    key = path.with_suffix("")
+    return KeyFileError(
+        f"{path}: this is a private key, in a file named .pub. Fix: put the PUBLIC key "
+        f"there, e.g. `ssh-keygen -y -f {key} > {path}` (with the private key at {key.name})"
+    )
+
+
 def load_public_keys(path: Path) -> list[PublicKey]:
-    """All public keys in ``path`` (a .pub file or an authorized_keys file); [] if none."""
+    """All public keys in ``path`` (a .pub file or an authorized_keys file); [] if none.
+
+    Raises KeyFileError for a ``*.pub`` that holds a private key."""
     try:
         if path.stat().st_size > _MAX_KEY_FILE:
             return []
@@ -162,6 +174,8 @@ def load_public_keys(path: Path) -> list[PublicKey]:
     except OSError:
         return []
     if "PRIVATE KEY" in text:
+        if path.suffix == ".pub":
+            raise private_in_pub_error(path)
         return []
     keys = []
     for line in text.splitlines():
@@ -189,6 +203,8 @@ def scan_folder(folder: Path, skip: set[str]) -> FolderKeys:
                 continue
         except OSError:
             continue
+        if entry.suffix == ".pub" and _holds_private_key(entry):
+            raise private_in_pub_error(entry)
         try:
             priv = load_private_key(entry)
         except KeyFileError as exc:
@@ -199,6 +215,13 @@ def scan_folder(folder: Path, skip: set[str]) -> FolderKeys:
             continue
         found.public.extend(load_public_keys(entry))
     return found
+
+
+def _holds_private_key(path: Path) -> bool:
+    try:
+        return b"PRIVATE KEY-----" in path.read_bytes()[:_MAX_KEY_FILE]
+    except OSError:
+        return False
 
 
 def fingerprint(public_line: str) -> str:

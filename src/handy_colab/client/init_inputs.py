@@ -18,7 +18,13 @@ from ..choices import RELAY_SETUP_SOCKET_RE, runtime_name_problem
 from ..config import SOCKET_PATH_RE
 from ..errors import ConfigError, KeyFileError
 from ..fsutil import atomic_write
-from ..keys import PrivateKey, _generate_ed25519, load_private_key, parse_public_key_line
+from ..keys import (
+    PrivateKey,
+    _generate_ed25519,
+    load_private_key,
+    parse_public_key_line,
+    private_in_pub_error,
+)
 
 log = logging.getLogger(__name__)
 DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")  # the order ssh itself prefers them
@@ -50,6 +56,36 @@ def check_host(value: str, flag: str) -> str:
             f"{flag} {text!r}", "not a host name or IP address", f"pass e.g. {flag} vps.example.org"
         )
     return text
+
+
+def split_host_port(
+    value: str, flag: str, port_flag: str, port_given: str | None
+) -> tuple[str, int | None]:
+    """``HOST[:PORT]`` (``[IPv6]:PORT`` too) as (host, port or None), each checked.
+
+    ``HOST:PORT`` is an address ssh (or frpc) connects to, so PORT is ``port_flag``'s port:
+    taken when that flag is not given (or says the same), refused when it says another, so
+    nothing is accepted here that fails later.
+    """
+    text = value.strip()
+    host, port_text = text, None
+    bracketed = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(.*))?", text)
+    if bracketed:
+        host, port_text = bracketed.group(1), bracketed.group(2)
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    # More colons without brackets: an IPv6 address, no port.
+    host = check_host(host, flag)
+    if port_text is None:
+        return host, None
+    port = check_port(port_text, flag)
+    if port_given is not None and check_port(port_given, port_flag) != port:
+        raise bad(
+            f"{flag} {text!r}",
+            f"names port {port}, and {port_flag} says {port_given}",
+            f"give the port once: {flag} {host} {port_flag} PORT",
+        )
+    return host, port
 
 
 def check_choice(value: str, flag: str, choices: tuple[str, ...]) -> str:
@@ -164,6 +200,8 @@ def find_laptop_key(explicit: Path | None, home: Path) -> LaptopKey:
     if explicit is not None:
         priv = explicit.expanduser()
         if priv.suffix == ".pub":
+            if "PRIVATE KEY" in _head(priv):
+                raise private_in_pub_error(priv)
             priv = priv.with_suffix("")
         return _existing_key(priv.absolute(), "--key")
     ssh_dir = home / ".ssh"
@@ -200,6 +238,8 @@ def _existing_key(priv: Path, what: str) -> LaptopKey:
     line: str | None = None
     if pub.is_file():
         text = pub.read_text(errors="replace").strip()
+        if "PRIVATE KEY" in text:
+            raise private_in_pub_error(pub)
         parsed = parse_public_key_line(text.splitlines()[0] if text else "", pub.name)
         if parsed is None:
             raise KeyFileError(
@@ -220,6 +260,15 @@ def _existing_key(priv: Path, what: str) -> LaptopKey:
             f"make it with `ssh-keygen -y -f {priv} > {pub}`, or pass --key"
         )
     return LaptopKey(priv, line)
+
+
+def _head(path: Path) -> str:
+    """The start of a file that may be a key (enough for its PEM marker); "" if unreadable."""
+    try:
+        with open(path, errors="replace") as fh:
+            return fh.read(4096)
+    except OSError:
+        return ""
 
 
 def make_laptop_key(target: Path) -> LaptopKey:

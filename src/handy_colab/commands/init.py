@@ -46,7 +46,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--force", action="store_true", help="replace DIR's config (a backup is kept)")
     p.add_argument("-y", "--yes", action="store_true", help="ask nothing: flags and defaults")
     r = p.add_argument_group("relay route")
-    r.add_argument("--relay-host", metavar="HOST")
+    r.add_argument(
+        "--relay-host",
+        metavar="HOST",
+        help="the relay's address (HOST:PORT sets --relay-port too)",
+    )
     r.add_argument("--relay-port", metavar="PORT", help="the relay's sshd port (default 22)")
     r.add_argument("--relay-user", metavar="USER", help="relay account (default handy-colab)")
     r.add_argument(
@@ -57,7 +61,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     r.add_argument("--remote-port", metavar="PORT", help="relay/frp public mode: the exposed port")
     r.add_argument("--socket-path", metavar="PATH", help="private mode: the socket on the relay")
     f = p.add_argument_group("frp route")
-    f.add_argument("--frp-server", metavar="HOST")
+    f.add_argument(
+        "--frp-server", metavar="HOST", help="frps's address (HOST:PORT sets --frp-port too)"
+    )
     f.add_argument("--frp-port", metavar="PORT", help="frps's bindPort (default 7000)")
     f.add_argument("--frp-ca", metavar="PATH", help="frps's CA (frps-setup's frps_ca.pem)")
     f.add_argument("--frp-token", metavar="PATH", help="frps's token file (frp_token)")
@@ -65,7 +71,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     f.add_argument("--frp-server-name", metavar="NAME", help="name in frps's certificate")
     m = p.add_argument_group("portmap route (portmap.io)")
     m.add_argument("--pem", metavar="PATH", help="portmap.io's key, <user>.first.pem")
-    m.add_argument("--service-url", metavar="HOST", help="e.g. user-12345.portmap.host")
+    m.add_argument(
+        "--service-url",
+        metavar="HOST",
+        help="e.g. user-12345.portmap.host (HOST:PORT sets --service-port too)",
+    )
     m.add_argument("--service-port", metavar="PORT", help="the port of portmap.io's rule")
     m.add_argument("--local-port", metavar="PORT", help="default: the service port")
     c = p.add_argument_group("cloudflared route")
@@ -124,8 +134,11 @@ def _request(args: argparse.Namespace, ask: _Asker) -> InitRequest:
     def port(flag: str) -> Callable[[str], int]:
         return lambda v: chk.check_port(v, flag)
 
-    def host(flag: str) -> Callable[[str], str]:
-        return lambda v: chk.check_host(v, flag)
+    def address(
+        flag: str, port_flag: str, given: str | None
+    ) -> Callable[[str], tuple[str, int | None]]:
+        # HOST:PORT is split into the host and port_flag's port (init_inputs.split_host_port).
+        return lambda v: chk.split_host_port(v, flag, port_flag, given)
 
     def choice(flag: str, options: tuple[str, ...]) -> Callable[[str], str]:
         return lambda v: chk.check_choice(v, flag, options)
@@ -159,8 +172,13 @@ def _request(args: argparse.Namespace, ask: _Asker) -> InitRequest:
         cloudflared_args=list(args.cloudflared_arg),
     )
     if route == "relay":
-        req.relay_host = ask(args.relay_host, "Relay host", host("--relay-host"))
-        req.relay_port = ask(args.relay_port, "Relay SSH port", port("--relay-port"), "22") or 22
+        relay = ask(
+            args.relay_host, "Relay host", address("--relay-host", "--relay-port", args.relay_port)
+        )
+        # None: not given; plan_init then names the missing flag.
+        req.relay_host, split_port = relay or (None, None)
+        given_port = args.relay_port if split_port is None else str(split_port)
+        req.relay_port = ask(given_port, "Relay SSH port", port("--relay-port"), "22") or 22
         req.relay_user = (
             ask(args.relay_user, "Relay account", user, lib.DEFAULT_RELAY_USER)
             or lib.DEFAULT_RELAY_USER
@@ -192,8 +210,13 @@ def _request(args: argparse.Namespace, ask: _Asker) -> InitRequest:
             optional=True,
         )
     elif route == "frp":
-        req.frp_server = ask(args.frp_server, "frps address", host("--frp-server"))
-        req.frp_port = ask(args.frp_port, "frps port", port("--frp-port"), "7000") or 7000
+        frps = ask(
+            args.frp_server, "frps address", address("--frp-server", "--frp-port", args.frp_port)
+        )
+        # None: not given; plan_init then names the missing flag.
+        req.frp_server, split_port = frps or (None, None)
+        given_port = args.frp_port if split_port is None else str(split_port)
+        req.frp_port = ask(given_port, "frps port", port("--frp-port"), "7000") or 7000
         req.frp_ca = ask(args.frp_ca, "frps's CA file (frps_ca.pem)", path("--frp-ca"))
         req.frp_token = ask(args.frp_token, "frps's token file", path("--frp-token"), optional=True)
         modes = ("public", "private", "p2p")
@@ -207,12 +230,15 @@ def _request(args: argparse.Namespace, ask: _Asker) -> InitRequest:
             req.frp_server_name = chk.check_host(args.frp_server_name, "--frp-server-name")
     elif route == "portmap":
         req.pem = ask(args.pem, "portmap.io's key file (<user>.first.pem)", path("--pem"))
-        req.service_url = ask(
+        service = ask(
             args.service_url,
             "portmap.io host (HOST of its rule tcp://HOST:PORT)",
-            host("--service-url"),
+            address("--service-url", "--service-port", args.service_port),
         )
-        req.service_port = ask(args.service_port, "Service port", port("--service-port"))
+        # None: not given; plan_init then names the missing flag.
+        req.service_url, split_port = service or (None, None)
+        given_port = args.service_port if split_port is None else str(split_port)
+        req.service_port = ask(given_port, "Service port", port("--service-port"))
         default_local = str(req.service_port) if req.service_port else None
         req.local_port = ask(args.local_port, "Local port", port("--local-port"), default_local)
     return req

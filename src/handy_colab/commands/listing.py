@@ -22,7 +22,9 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--ssh-config", metavar="FILE", help="the file connect wrote (if not default)")
     p.add_argument("--timeout", type=float, default=2.0, help="seconds per probe (default 2)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--json", action="store_true", help="machine-readable output: one object, always"
+    )
     p.set_defaults(func=run)
 
 
