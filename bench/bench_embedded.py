@@ -101,7 +101,7 @@ class EmbeddedBench(Bench):
     def up(self, rt: Runtime, name: str, folder: Path) -> None:
         server, tunnel = CONFIGS[name]
         res = rt.rig.handy(
-            "rt", "up", str(folder), "--server", server, "--tunnel", tunnel, "--timeout", "40"
+            "rt", "up", str(folder), "--server", server, "--relay-client", tunnel, "--timeout", "40"
         )
         if res.returncode != 0:
             raise RuntimeError(f"{name} up failed: {res.stderr or res.stdout}")

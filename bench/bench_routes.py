@@ -217,7 +217,7 @@ class RoutesBench:
         kind, mode = route.split("-", 1)
         if kind in ("openssh", "embedded"):
             rt = make_runtime(tmp, mode, start=False)
-            return Target(route, rt, ["--server", kind, "--tunnel", kind], kind, kind)
+            return Target(route, rt, ["--server", kind, "--relay-client", kind], kind, kind)
         if kind == "cloudflared":
             # HTTP/2: the stand-in edge speaks no QUIC.
             cf = make_cf_runtime(

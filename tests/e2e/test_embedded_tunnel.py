@@ -250,7 +250,7 @@ def same_failure(rt: Runtime, path: str, *needles: str) -> str:
     """Fail `up` with each backend; both must print the same single line and leave nothing."""
     lines = {}
     for kind, env_path in (("openssh", None), ("embedded", path)):
-        res = up(rt, env_path, "--tunnel", kind)
+        res = up(rt, env_path, "--relay-client", kind)
         err = res.stderr.strip()
         assert res.returncode != 0, (kind, res.stdout)
         assert len(err.splitlines()) == 1 and "Traceback" not in err, (kind, err)
@@ -413,7 +413,7 @@ def test_read_only_folder_without_a_pin(relay_as_made: Runtime, no_ssh_path: str
         script = (
             f"set -e; mount --bind {rt.folder} {rt.folder}; "
             f"mount -o remount,ro,bind {rt.folder}; "
-            f"exec {handy_exe()} up {rt.folder} --timeout 30 --tunnel {kind}"
+            f"exec {handy_exe()} up {rt.folder} --timeout 30 --relay-client {kind}"
         )
         res = rt.rig.run(
             "rt",

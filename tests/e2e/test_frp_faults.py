@@ -97,7 +97,7 @@ def test_seed_format_warns_unverified(frp_fresh: Any) -> None:
         "tunnel_options": {"service_url": "10.99.0.1", "service_port": 7000, "local_port": 6033}
     }
     (rt.folder / "user_config.json").write_text(json.dumps(seed))
-    res = rt.up("--tunnel", "frp")
+    res = rt.up("--route", "frp")
     assert res.returncode == 0, res.stderr
     assert "not verified" in res.stderr and res.stderr.count("\n") == 1, res.stderr
     assert rt.connect_to(rt.ssh_config, rt.known_hosts, str(rt.folder)).returncode == 0

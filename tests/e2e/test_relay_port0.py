@@ -1,5 +1,6 @@
 """Relay-allocated ports (``remote_port: 0``) for real, in the NAT rig, with both tunnel
-clients (``up --tunnel openssh`` and ``--tunnel embedded``) against the stock OpenSSH relay.
+clients (``up --relay-client openssh`` and ``--relay-client embedded``) against the stock
+OpenSSH relay.
 
 The relay picks the port and the descriptor carries it to the laptop; the port survives a
 relay restart, a tunnel killed and `down`/`up` with the laptop's files untouched; a port
@@ -69,7 +70,7 @@ class Port0:
 
     def up(self, *args: str, env: dict[str, str] | None = None) -> Any:
         argv = ["handy-colab", "up", str(self.rt.folder), "--timeout", "40"]
-        return self.rig.run("rt", [*argv, "--tunnel", self.kind, *args], env=env, timeout=90)
+        return self.rig.run("rt", [*argv, "--relay-client", self.kind, *args], env=env, timeout=90)
 
     def relay_listens(self, port: int) -> bool:
         out = self.rig.run("relay", ["ss", "-Htln", f"sport = :{port}"]).stdout

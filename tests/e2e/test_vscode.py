@@ -123,7 +123,7 @@ class Target:
 def _relay(case: Case, tmp: Path) -> Target:
     rt = conftest.make_runtime(tmp, case.mode, start=False)
     try:
-        res = rt.up("--server", case.server, "--tunnel", case.tunnel)
+        res = rt.up("--server", case.server, "--relay-client", case.tunnel)
         assert res.returncode == 0, res.stderr + res.stdout
         res = rt.connect()
         assert res.returncode == 0, res.stderr + res.stdout
