@@ -236,7 +236,7 @@ def test_frps_setup_apply_runs_as_its_service_user(frp_fresh: Any) -> None:
             )
         unit = (out / "handy-colab-frps.service").read_text()
         assert "User=handy-colab-frps" in unit and f"-c {out / 'frps.toml'}" in unit
-        assert f"3. {out / 'handy-colab-frps.service'}: runs frps" in res.stdout
+        assert f"4. {out / 'handy-colab-frps.service'}: runs frps" in res.stdout
         assert f"- {out / 'handy-colab-frps.service'}" in res.stdout
         frps = rt.frps
         with open(frps.log, "ab") as log:
