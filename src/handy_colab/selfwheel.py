@@ -140,8 +140,18 @@ def build() -> SelfWheel:
     info = f"{PACKAGE}-{version.replace('-', '_')}.dist-info"
     root = Path(handy_colab.__file__).resolve().parent
     entries: list[tuple[str, bytes]] = []
+    files = _package_files(root)
+    if not (root / "docs").is_dir():
+        # An editable install reads the checkout's docs/ (userdocs.py); a wheel must carry
+        # them as handy_colab/docs/, as setup.py's build does, or `help` has no pages.
+        from .userdocs import docs_dir
+
+        pages = docs_dir()
+        files += (
+            [(f"{PACKAGE}/docs/{p.name}", p) for p in sorted(pages.glob("*.md"))] if pages else []
+        )
     try:
-        entries += [(name, path.read_bytes()) for name, path in _package_files(root)]
+        entries += [(name, path.read_bytes()) for name, path in sorted(files)]
     except OSError as exc:
         raise HandyColabError(
             f"{exc.filename}: cannot read this handy-colab's own files to build its wheel "

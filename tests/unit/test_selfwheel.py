@@ -116,6 +116,20 @@ def test_pip_installs_it_and_the_copy_is_this_version(
     version, where = res.stdout.split()
     assert version == __version__
     assert Path(where).is_relative_to(target)
+    # The copy carries the user guide, so `handy-colab help` works on the notebook too
+    # (built from an editable checkout, whose pages live outside the package).
+    docs = Path(handy_colab.__file__).resolve().parents[2] / "docs"
+    for page in sorted(docs.glob("*.md")):
+        assert (target / "handy_colab" / "docs" / page.name).read_bytes() == page.read_bytes()
+    res = subprocess.run(
+        [sys.executable, "-S", "-m", "handy_colab.cli", "help", "config"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(target)},
+    )
+    assert res.returncode == 0 and res.stdout == (docs / "config.md").read_text(), res.stderr
 
 
 def test_write_replaces_an_older_wheel_and_says_so(
