@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 DIST_NAME = "handy-colab"
 PACKAGE = "handy_colab"
 TAG = "py3-none-any"
+_DOCS = "docs"  # the user guide's folder in the package, as setup.py builds it
 WHEEL_GLOB = f"{PACKAGE}-*.whl"
 # 1980-01-01, the earliest time a zip entry can hold: the same bytes on every build.
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
@@ -141,14 +142,16 @@ def build() -> SelfWheel:
     root = Path(handy_colab.__file__).resolve().parent
     entries: list[tuple[str, bytes]] = []
     files = _package_files(root)
-    if not (root / "docs").is_dir():
+    if not (root / _DOCS).is_dir():
         # An editable install reads the checkout's docs/ (userdocs.py); a wheel must carry
         # them as handy_colab/docs/, as setup.py's build does, or `help` has no pages.
         from .userdocs import docs_dir
 
         pages = docs_dir()
         files += (
-            [(f"{PACKAGE}/docs/{p.name}", p) for p in sorted(pages.glob("*.md"))] if pages else []
+            [(f"{PACKAGE}/{_DOCS}/{p.name}", p) for p in sorted(pages.glob("*.md"))]
+            if pages
+            else []
         )
     try:
         entries += [(name, path.read_bytes()) for name, path in sorted(files)]
