@@ -47,7 +47,14 @@ from .configmodel import (
 )
 from .configrelay import parse_relay
 from .errors import ConfigError
-from .keys import PrivateKey, PublicKey, load_public_keys, parse_public_key_line, scan_folder
+from .keys import (
+    FolderKeys,
+    PrivateKey,
+    PublicKey,
+    load_public_keys,
+    parse_public_key_line,
+    scan_folder,
+)
 from .tunnels.cloudflared_config import parse_cloudflared
 from .tunnels.frp_config import frp_from_seed, parse_frp
 
@@ -118,10 +125,12 @@ def load_config(
             f"laptop's public key (and {CONFIG_FILE}, if any), e.g. a mounted Drive folder"
         )
     cfg_path, notices = _config_path(folder)
+    scan: FolderKeys | None = None  # the folder's keys, read once
     try:
         data = parse_config_text(cfg_path.read_bytes(), str(cfg_path))
     except FileNotFoundError:
-        data = _defaults_without_file(folder)
+        scan = scan_folder(folder, skip=OWN_FILES)
+        data = _defaults_without_file(folder, scan)
     except OSError as exc:
         raise ConfigError(
             f"{cfg_path}: cannot read it ({exc.strerror}). Fix: check the file's permissions"
@@ -167,7 +176,8 @@ def load_config(
             "applies to the relay route only",
             "leave it out for a cloudflared tunnel (or add a relay section)",
         )
-    scan = scan_folder(folder, skip=OWN_FILES)
+    if scan is None:
+        scan = scan_folder(folder, skip=OWN_FILES)
     frp = parse_frp(folder, top, run_name)
     # The seed's FRPTunnel read tunnel_options as an frps address: kept for `--route frp`.
     frp_seed = frp_from_seed(seed, run_name) if frp is None else None
@@ -245,11 +255,11 @@ def load_config(
     )
 
 
-def _defaults_without_file(folder: Path) -> dict[str, object]:
+def _defaults_without_file(folder: Path, scan: FolderKeys) -> dict[str, object]:
     """No user_config.json: the defaults (a cloudflared quick tunnel), which need nothing but
     a public key to let in. The newcomer's folder is just their laptop's .pub, so that is
     the whole recipe; a folder without one would only fail later, less clearly."""
-    if scan_folder(folder, skip=OWN_FILES).public:
+    if scan.public:
         return {}
     raise ConfigError(
         f"{folder}: holds no {CONFIG_FILE} and no public key. Fix: put your laptop's public "

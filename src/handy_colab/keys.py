@@ -203,7 +203,7 @@ def scan_folder(folder: Path, skip: set[str]) -> FolderKeys:
                 continue
         except OSError:
             continue
-        if entry.suffix == ".pub" and _holds_private_key(entry):
+        if entry.suffix == ".pub" and holds_private_key(entry):
             raise private_in_pub_error(entry)
         try:
             priv = load_private_key(entry)
@@ -217,9 +217,11 @@ def scan_folder(folder: Path, skip: set[str]) -> FolderKeys:
     return found
 
 
-def _holds_private_key(path: Path) -> bool:
+def holds_private_key(path: Path) -> bool:
+    """Whether ``path`` holds a PEM private key's marker (a ``*.pub`` must not)."""
     try:
-        return b"PRIVATE KEY-----" in path.read_bytes()[:_MAX_KEY_FILE]
+        with open(path, "rb") as fh:
+            return b"PRIVATE KEY" in fh.read(_MAX_KEY_FILE)
     except OSError:
         return False
 

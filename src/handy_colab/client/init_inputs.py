@@ -21,6 +21,7 @@ from ..fsutil import atomic_write
 from ..keys import (
     PrivateKey,
     _generate_ed25519,
+    holds_private_key,
     load_private_key,
     parse_public_key_line,
     private_in_pub_error,
@@ -200,7 +201,7 @@ def find_laptop_key(explicit: Path | None, home: Path) -> LaptopKey:
     if explicit is not None:
         priv = explicit.expanduser()
         if priv.suffix == ".pub":
-            if "PRIVATE KEY" in _head(priv):
+            if holds_private_key(priv):
                 raise private_in_pub_error(priv)
             priv = priv.with_suffix("")
         return _existing_key(priv.absolute(), "--key")
@@ -260,15 +261,6 @@ def _existing_key(priv: Path, what: str) -> LaptopKey:
             f"make it with `ssh-keygen -y -f {priv} > {pub}`, or pass --key"
         )
     return LaptopKey(priv, line)
-
-
-def _head(path: Path) -> str:
-    """The start of a file that may be a key (enough for its PEM marker); "" if unreadable."""
-    try:
-        with open(path, errors="replace") as fh:
-            return fh.read(4096)
-    except OSError:
-        return ""
 
 
 def make_laptop_key(target: Path) -> LaptopKey:
