@@ -134,11 +134,22 @@ def _request(args: argparse.Namespace, ask: _Asker) -> InitRequest:
     def port(flag: str) -> Callable[[str], int]:
         return lambda v: chk.check_port(v, flag)
 
-    def address(
-        flag: str, port_flag: str, given: str | None
-    ) -> Callable[[str], tuple[str, int | None]]:
-        # HOST:PORT is split into the host and port_flag's port (init_inputs.split_host_port).
-        return lambda v: chk.split_host_port(v, flag, port_flag, given)
+    def host_and_port(
+        host_arg: str | None,
+        port_arg: str | None,
+        questions: tuple[str, str],
+        flags: tuple[str, str],
+        default_port: str | None = None,
+    ) -> tuple[str | None, int | None]:
+        """A host flag and its port flag; HOST:PORT sets the port (split_host_port). None:
+        not given, and plan_init then names the missing flag."""
+        flag, port_flag = flags
+        got = ask(
+            host_arg, questions[0], lambda v: chk.split_host_port(v, flag, port_flag, port_arg)
+        )
+        host, split = got or (None, None)
+        given = port_arg if split is None else str(split)
+        return host, ask(given, questions[1], port(port_flag), default_port)
 
     def choice(flag: str, options: tuple[str, ...]) -> Callable[[str], str]:
         return lambda v: chk.check_choice(v, flag, options)
@@ -172,13 +183,14 @@ def _request(args: argparse.Namespace, ask: _Asker) -> InitRequest:
         cloudflared_args=list(args.cloudflared_arg),
     )
     if route == "relay":
-        relay = ask(
-            args.relay_host, "Relay host", address("--relay-host", "--relay-port", args.relay_port)
+        req.relay_host, relay_port = host_and_port(
+            args.relay_host,
+            args.relay_port,
+            ("Relay host", "Relay SSH port"),
+            ("--relay-host", "--relay-port"),
+            "22",
         )
-        # None: not given; plan_init then names the missing flag.
-        req.relay_host, split_port = relay or (None, None)
-        given_port = args.relay_port if split_port is None else str(split_port)
-        req.relay_port = ask(given_port, "Relay SSH port", port("--relay-port"), "22") or 22
+        req.relay_port = relay_port or 22
         req.relay_user = (
             ask(args.relay_user, "Relay account", user, lib.DEFAULT_RELAY_USER)
             or lib.DEFAULT_RELAY_USER
@@ -210,13 +222,14 @@ def _request(args: argparse.Namespace, ask: _Asker) -> InitRequest:
             optional=True,
         )
     elif route == "frp":
-        frps = ask(
-            args.frp_server, "frps address", address("--frp-server", "--frp-port", args.frp_port)
+        req.frp_server, frp_port = host_and_port(
+            args.frp_server,
+            args.frp_port,
+            ("frps address", "frps port"),
+            ("--frp-server", "--frp-port"),
+            "7000",
         )
-        # None: not given; plan_init then names the missing flag.
-        req.frp_server, split_port = frps or (None, None)
-        given_port = args.frp_port if split_port is None else str(split_port)
-        req.frp_port = ask(given_port, "frps port", port("--frp-port"), "7000") or 7000
+        req.frp_port = frp_port or 7000
         req.frp_ca = ask(args.frp_ca, "frps's CA file (frps_ca.pem)", path("--frp-ca"))
         req.frp_token = ask(args.frp_token, "frps's token file", path("--frp-token"), optional=True)
         modes = ("public", "private", "p2p")
@@ -230,15 +243,12 @@ def _request(args: argparse.Namespace, ask: _Asker) -> InitRequest:
             req.frp_server_name = chk.check_host(args.frp_server_name, "--frp-server-name")
     elif route == "portmap":
         req.pem = ask(args.pem, "portmap.io's key file (<user>.first.pem)", path("--pem"))
-        service = ask(
+        req.service_url, req.service_port = host_and_port(
             args.service_url,
-            "portmap.io host (HOST of its rule tcp://HOST:PORT)",
-            address("--service-url", "--service-port", args.service_port),
+            args.service_port,
+            ("portmap.io host (HOST of its rule tcp://HOST:PORT)", "Service port"),
+            ("--service-url", "--service-port"),
         )
-        # None: not given; plan_init then names the missing flag.
-        req.service_url, split_port = service or (None, None)
-        given_port = args.service_port if split_port is None else str(split_port)
-        req.service_port = ask(given_port, "Service port", port("--service-port"))
         default_local = str(req.service_port) if req.service_port else None
         req.local_port = ask(args.local_port, "Local port", port("--local-port"), default_local)
     return req
