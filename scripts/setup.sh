@@ -8,6 +8,8 @@ want=${1:-run}
 pkgs=(openssh-server openssh-client rsync python3 python3-venv python3-pip ca-certificates)
 if [ "$want" = test ]; then
   pkgs+=(iproute2 iptables procps socat netcat-openbsd tinyproxy coturn)
+  # README.md's install step is run as written (tests/e2e/test_readme_blocks.py): pipx.
+  pkgs+=(pipx)
   # The notebook block's browser test: Debian's chromium, driven by playwright-core (npm).
   pkgs+=(chromium)
   # Node from Debian only where there is none: Debian's npm conflicts with NodeSource's nodejs.

@@ -183,18 +183,23 @@ def build() -> SelfWheel:
     return SelfWheel(wheel_name(version), version, buf.getvalue())
 
 
-def write(folder: Path, wheel: SelfWheel | None = None) -> tuple[Path, list[Path]]:
-    """Put the wheel into ``folder`` atomically; remove every other handy_colab wheel there
-    (the notebook installs "the" wheel of the folder: two would make that ambiguous).
-    Return (the wheel's path, the wheels removed)."""
-    wheel = wheel or build()
+def write(folder: Path, wheel: SelfWheel) -> bool:
+    """Put the wheel into ``folder`` atomically, unless the folder holds these very bytes;
+    True when it wrote. Unlike key files the wheel is the tool's own, so a same-named wheel
+    of other code (an edited checkout) is replaced. Other wheels stay until the caller
+    calls remove_others: init does once the folder is known to load, since a removed
+    wheel cannot be put back."""
     path = folder / wheel.name
+    with contextlib.suppress(OSError):
+        if path.is_file() and not path.is_symlink() and path.read_bytes() == wheel.data:
+            return False
     atomic_write(path, wheel.data, 0o644)
-    removed = remove_others(folder, keep=path)
-    return path, removed
+    return True
 
 
 def remove_others(folder: Path, keep: Path) -> list[Path]:
+    """Remove every handy_colab wheel in ``folder`` but ``keep``: the notebook installs
+    "the" wheel of the folder, and two would make that ambiguous."""
     removed = []
     for old in folder_wheels(folder):
         if old.name == keep.name:

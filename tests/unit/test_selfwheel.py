@@ -140,11 +140,19 @@ def test_write_replaces_an_older_wheel_and_says_so(
     other = tmp_path / "another_pkg-1.0-py3-none-any.whl"  # not ours: left alone
     other.write_bytes(b"x")
     with caplog.at_level(logging.INFO, logger="handy_colab.selfwheel"):
-        path, removed = selfwheel.write(tmp_path, wheel)
-    assert path == tmp_path / WHEEL and path.read_bytes() == wheel.data
+        assert selfwheel.write(tmp_path, wheel) is True
+        path = tmp_path / WHEEL
+        assert path.read_bytes() == wheel.data and old.exists()  # removal is a second step
+        removed = selfwheel.remove_others(tmp_path, keep=path)
     assert removed == [old] and not old.exists() and other.exists()
     assert any("removed" in r.message and old.name in r.message for r in caplog.records)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([WHEEL, other.name])
+    # The same bytes again: nothing written (init then lists nothing as written).
+    before = path.stat().st_mtime_ns, path.stat().st_ino
+    assert selfwheel.write(tmp_path, wheel) is False
+    assert (path.stat().st_mtime_ns, path.stat().st_ino) == before
+    path.write_bytes(b"an edited checkout's wheel of the same name")
+    assert selfwheel.write(tmp_path, wheel) is True and path.read_bytes() == wheel.data
 
 
 def test_init_writes_the_wheel_and_the_cell_installs_it(

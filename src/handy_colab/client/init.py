@@ -22,6 +22,7 @@ from ..keys import _generate_ed25519
 from ..selfwheel import SelfWheel
 from ..selfwheel import build as build_wheel
 from ..selfwheel import remove_others as remove_other_wheels
+from ..selfwheel import write as write_wheel
 from ..tunnels.frp_config import ensure_secret
 from .init_inputs import (
     LaptopKey,
@@ -323,17 +324,11 @@ def write_init(plan: InitPlan) -> InitResult:
 
 
 def _write_wheel(folder: Path, wheel: SelfWheel | None, written: list[Path]) -> Path | None:
-    """Write the wheel unless the folder holds these very bytes; unlike key files it is the
-    tool's own, so a same-named wheel of other code (an edited checkout) is replaced."""
     if wheel is None:
         return None
-    path = folder / wheel.name
-    with contextlib.suppress(OSError):
-        if path.is_file() and not path.is_symlink() and path.read_bytes() == wheel.data:
-            return path
-    atomic_write(path, wheel.data, 0o644)
-    written.append(path)
-    return path
+    if write_wheel(folder, wheel):
+        written.append(folder / wheel.name)
+    return folder / wheel.name
 
 
 def _undo(written: list[Path], dirs: list[Path], config: Path | None, kept: Path | None) -> None:
