@@ -214,6 +214,12 @@ class CloudflareStandIn:
         """env() for a config that says nothing about cloudflared (no user_config.json at all):
         the real cloudflared, first on PATH, through a wrapper that adds extra_args()'s flags,
         which a user's cloudflared does not need (it finds Cloudflare by itself)."""
+        env = self.env(**extra)
+        env["PATH"] = f"{self.defaults_bin()}:{env['PATH']}"
+        return env
+
+    def defaults_bin(self) -> Path:
+        """The folder of defaults_env()'s cloudflared wrapper."""
         wrap = self.dir / "defaults-bin"
         wrap.mkdir(exist_ok=True)
         flags = " ".join(f"'{a}'" for a in self.extra_args())
@@ -224,9 +230,7 @@ class CloudflareStandIn:
             f'exec {CLOUDFLARED_BIN} "$@"\n'
         )
         script.chmod(0o755)
-        env = self.env(**extra)
-        env["PATH"] = f"{wrap}:{env['PATH']}"
-        return env
+        return wrap
 
     # -- control --------------------------------------------------------------------------------
     def _control(self, method: str, path: str) -> Any:

@@ -24,6 +24,10 @@ from typing import Any
 
 import pytest
 
+from tests.cfrig import PEERS_BIN, CloudflareStandIn
+from tests.e2e.conftest import need
+from tests.wheelkit import clean_env
+
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
 MARKER = re.compile(r"^<!-- (?:runnable(?::\s*(?P<env>[a-z-]+))?|shown: (?P<why>\S.*\S)) -->$")
@@ -122,15 +126,16 @@ class FileRun:
             # The machine's pip settings (its index, its wheel cache) as a user's has them.
             pip = {k: v for k, v in os.environ.items() if k.startswith("PIP_")}
             return {**pip, **base, "PATH": f"{wrappers}:{local_bin}:{SYSTEM_PATH}"}
-        env = _clean(self.cf.defaults_env() if kind != "rig-laptop" else self.cf.env())
+        rig = self.cf.env() if kind == "rig-laptop" else self.cf.defaults_env()
+        env = clean_env(VENV_BIN, rig)  # its PATH is set below, per kind
         if kind == "cloudflared-rig":
-            return {**env, **base, "PATH": f"{wrappers}:{VENV_BIN}:{env['PATH']}"}
+            return {**env, **base, "PATH": f"{wrappers}:{VENV_BIN}:{rig['PATH']}"}
         if kind == "rig-laptop":
             return {**env, **base, "PATH": f"{wrappers}:{local_bin}:{SYSTEM_PATH}"}
         # rig-runtime: its own HOME; the notebook's Python first; pip offline (no index
         # behind the rig's NAT), from a wheelhouse of our dependencies.
         nb_bin = self.base / "notebook-python" / "bin"
-        peers = env["PATH"].split(":", 2)[:2]  # the cloudflared wrapper, the test peers
+        peers = [str(self.cf.defaults_bin()), str(PEERS_BIN)]
         return {
             **env,
             **base,
@@ -140,14 +145,6 @@ class FileRun:
             "PIP_FIND_LINKS": str(self.base / "wheelhouse"),
             "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         }
-
-
-def _clean(env: dict[str, str]) -> dict[str, str]:
-    return {
-        k: v
-        for k, v in env.items()
-        if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME") and not k.startswith("PIP_")
-    }
 
 
 @pytest.fixture(scope="module")
@@ -206,11 +203,10 @@ def _file_run(runs: dict[str, FileRun], block: Block, tmp: Path) -> FileRun:
     if block.env == "laptop" and not (run.cwd / "handy-colab").exists():
         from tests.wheelkit import _NOT_SOURCE
 
+        need([] if shutil.which("pipx") else ["pipx"], "the installer README.md runs")
         # "a copy of this repository": what a clone or the source archive holds.
         shutil.copytree(REPO, run.cwd / "handy-colab", ignore=_NOT_SOURCE)
-        assert shutil.which("pipx"), "no pipx on PATH (scripts/setup.sh test installs it)"
     if block.env in RIG_ENVS and run.rig is None:
-        from tests.cfrig import CloudflareStandIn
         from tests.e2e.cfhelpers import need_peers
         from tests.rig import Rig
 
@@ -222,18 +218,12 @@ def _file_run(runs: dict[str, FileRun], block: Block, tmp: Path) -> FileRun:
             run.rig.close()
             raise
     if block.env == "rig-runtime" and not (run.base / "notebook-python").exists():
+        from tests.wheelkit import run as run_tool
         from tests.wheelkit import wheelhouse
 
         wheelhouse(run.base)
-        res = subprocess.run(
-            [sys.executable, "-m", "venv", str(run.base / "notebook-python")],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        res = run_tool([sys.executable, "-m", "venv", str(run.base / "notebook-python")], 120)
         assert res.returncode == 0, res.stderr
-    if block.env in ("rig-runtime", "cloudflared-rig"):
-        run.runtime_env = run.env(block.env)
     return run
 
 
@@ -271,6 +261,8 @@ def test_marked_block_runs_as_written(
     cwd = run.cwd_for(block.env)
     if block.env == "rig-runtime":
         _upload(run)
+    if block.env in ("rig-runtime", "cloudflared-rig"):
+        run.runtime_env = env  # what can stop what the block started there
     if block.env in RIG_ENVS:
         role = "laptop" if block.env == "rig-laptop" else "rt"
         cmd = ["env", "-C", str(cwd), *argv]
